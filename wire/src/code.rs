@@ -1,0 +1,156 @@
+//! The stable numeric error-code table. A code, once shipped, keeps its
+//! meaning forever; a retired code is never reused.
+
+/// An error a request can end with, as it travels on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// A frame could not be decoded; the stream is closed.
+    MalformedFrame,
+    /// The frame's version is not one this peer speaks.
+    UnsupportedVersion,
+    /// The request kind is unknown to this peer.
+    UnknownRequest,
+    UnknownTopic,
+    TopicExists,
+    InvalidPartitions,
+    UnknownPartition,
+    OffsetOutOfRange,
+    InvalidBatch,
+    BatchTooLarge,
+    /// This agent does not own the partition; the message names the owner.
+    NotOwner,
+    /// The object store cannot be reached; retriable.
+    StorageUnavailable,
+    /// The metadata store cannot be reached; retriable.
+    MetadataUnavailable,
+    /// The agent is over its in-flight limit; retriable.
+    Throttled,
+    Internal,
+    InvalidRequest,
+    Timeout,
+    /// The agent lost the partition's lease; retriable on the new owner.
+    Fenced,
+    /// The agent is shutting down; retriable elsewhere.
+    ShuttingDown,
+    /// A code this build does not know (from a newer peer).
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    /// The stable number of each code. Append; never renumber.
+    pub fn as_u16(self) -> u16 {
+        match self {
+            ErrorCode::MalformedFrame => 1,
+            ErrorCode::UnsupportedVersion => 2,
+            ErrorCode::UnknownRequest => 3,
+            ErrorCode::UnknownTopic => 4,
+            ErrorCode::TopicExists => 5,
+            ErrorCode::InvalidPartitions => 6,
+            ErrorCode::UnknownPartition => 7,
+            ErrorCode::OffsetOutOfRange => 8,
+            ErrorCode::InvalidBatch => 9,
+            ErrorCode::BatchTooLarge => 10,
+            ErrorCode::NotOwner => 11,
+            ErrorCode::StorageUnavailable => 12,
+            ErrorCode::MetadataUnavailable => 13,
+            ErrorCode::Throttled => 14,
+            ErrorCode::Internal => 15,
+            ErrorCode::InvalidRequest => 16,
+            ErrorCode::Timeout => 17,
+            ErrorCode::Fenced => 18,
+            ErrorCode::ShuttingDown => 19,
+            ErrorCode::Unknown(n) => n,
+        }
+    }
+
+    pub fn from_u16(n: u16) -> Self {
+        match n {
+            1 => ErrorCode::MalformedFrame,
+            2 => ErrorCode::UnsupportedVersion,
+            3 => ErrorCode::UnknownRequest,
+            4 => ErrorCode::UnknownTopic,
+            5 => ErrorCode::TopicExists,
+            6 => ErrorCode::InvalidPartitions,
+            7 => ErrorCode::UnknownPartition,
+            8 => ErrorCode::OffsetOutOfRange,
+            9 => ErrorCode::InvalidBatch,
+            10 => ErrorCode::BatchTooLarge,
+            11 => ErrorCode::NotOwner,
+            12 => ErrorCode::StorageUnavailable,
+            13 => ErrorCode::MetadataUnavailable,
+            14 => ErrorCode::Throttled,
+            15 => ErrorCode::Internal,
+            16 => ErrorCode::InvalidRequest,
+            17 => ErrorCode::Timeout,
+            18 => ErrorCode::Fenced,
+            19 => ErrorCode::ShuttingDown,
+            n => ErrorCode::Unknown(n),
+        }
+    }
+
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::NotOwner
+                | ErrorCode::StorageUnavailable
+                | ErrorCode::MetadataUnavailable
+                | ErrorCode::Throttled
+                | ErrorCode::Timeout
+                | ErrorCode::Fenced
+                | ErrorCode::ShuttingDown
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedFrame => "MALFORMED_FRAME",
+            ErrorCode::UnsupportedVersion => "UNSUPPORTED_VERSION",
+            ErrorCode::UnknownRequest => "UNKNOWN_REQUEST",
+            ErrorCode::UnknownTopic => "UNKNOWN_TOPIC",
+            ErrorCode::TopicExists => "TOPIC_EXISTS",
+            ErrorCode::InvalidPartitions => "INVALID_PARTITIONS",
+            ErrorCode::UnknownPartition => "UNKNOWN_PARTITION",
+            ErrorCode::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
+            ErrorCode::InvalidBatch => "INVALID_BATCH",
+            ErrorCode::BatchTooLarge => "BATCH_TOO_LARGE",
+            ErrorCode::NotOwner => "NOT_OWNER",
+            ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
+            ErrorCode::MetadataUnavailable => "METADATA_UNAVAILABLE",
+            ErrorCode::Throttled => "THROTTLED",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Fenced => "FENCED",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Unknown(_) => "UNKNOWN_ERROR",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ErrorCode::Unknown(n) => write!(f, "UNKNOWN_ERROR({n})"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_and_numbers_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for n in 1..=19u16 {
+            let code = ErrorCode::from_u16(n);
+            assert!(!matches!(code, ErrorCode::Unknown(_)), "code {n} is assigned");
+            assert_eq!(code.as_u16(), n);
+            assert!(seen.insert(code.name()));
+        }
+        assert_eq!(ErrorCode::from_u16(999), ErrorCode::Unknown(999));
+        assert_eq!(ErrorCode::Unknown(999).as_u16(), 999);
+    }
+}

@@ -1,0 +1,22 @@
+//! silt's wire format: a pure codec, bytes in and typed values out, no I/O.
+//!
+//! - [`batch`]: the record-batch format (the unit of storage and transfer).
+//! - [`frame`]: the length-prefixed, versioned frame around every message.
+//! - [`message`]: requests and responses carried in frames.
+//! - [`code`]: the stable numeric error-code table.
+//! - [`buf`]: bounds-checked readers and writers shared by the codecs.
+//!
+//! Every decoder is total: any byte string yields a value or a typed error,
+//! never a panic and never an allocation larger than the input justifies.
+
+pub mod batch;
+pub mod buf;
+pub mod code;
+pub mod frame;
+pub mod message;
+
+pub use batch::{Batch, BatchBuilder, BatchError, BatchHeader, Compression, Header, Record};
+pub use buf::DecodeError;
+pub use code::ErrorCode;
+pub use frame::{Frame, FrameError};
+pub use message::{Acks, PartitionInfo, Request, Response, TopicDescription};
