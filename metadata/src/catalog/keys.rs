@@ -1,0 +1,67 @@
+//! The key layout, in one place. The first byte of every key names its
+//! kind; these ordinals are stable and never reused.
+//!
+//! ```text
+//! 0x01 topic             0x01 | name                                   -> topic::Topic
+//! 0x02 partition state   0x02 | topic id u64 | partition u32           -> partition::PartitionState
+//! 0x03 segment index     0x03 | topic id | partition | last offset     -> segment::Segment
+//! 0x04 partition lease   0x04 | topic id | partition                   -> lease::Lease
+//! 0x05 agent             (reserved: agent registrations)
+//! 0x06 consumer group    (reserved)
+//! 0x07 committed offset  (reserved)
+//! 0x08 object liveness   (reserved)
+//! 0x0f counter           0x0f | name                                   -> u64
+//! ```
+//!
+//! Integers are big-endian; offsets have their sign bit flipped so that key
+//! order is numeric order.
+
+pub const TOPIC: u8 = 0x01;
+pub const PARTITION: u8 = 0x02;
+pub const SEGMENT: u8 = 0x03;
+pub const LEASE: u8 = 0x04;
+pub const COUNTER: u8 = 0x0f;
+
+/// `kind | topic id | partition`, the prefix of every per-partition key.
+pub fn partition_prefix(kind: u8, topic_id: u64, partition: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + 8 + 4 + 8);
+    key.push(kind);
+    key.extend_from_slice(&topic_id.to_be_bytes());
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// `kind | topic id`: every per-partition key of one topic starts with it.
+pub fn topic_prefix(kind: u8, topic_id: u64) -> Vec<u8> {
+    let mut key = vec![kind];
+    key.extend_from_slice(&topic_id.to_be_bytes());
+    key
+}
+
+/// The smallest key greater than every key that starts with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(&[1, 2]), vec![1, 3]);
+        assert_eq!(prefix_end(&[1, 0xff]), vec![2]);
+        let p = partition_prefix(SEGMENT, 7, 3);
+        let mut inside = p.clone();
+        inside.extend_from_slice(&[0xff; 8]);
+        assert!(inside < prefix_end(&p));
+        assert!(partition_prefix(SEGMENT, 7, 4) >= prefix_end(&p));
+    }
+}

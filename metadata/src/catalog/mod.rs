@@ -1,0 +1,360 @@
+//! The typed catalog over a [`MetaStore`]: every read and write of silt's
+//! metadata goes through here, so the key layout lives in one place.
+//!
+//! - [`keys`]: the key-kind ordinals and shared key helpers.
+//! - [`topic`], [`partition`], [`segment`], [`lease`]: one module per key kind.
+
+pub mod keys;
+pub mod lease;
+pub mod partition;
+pub mod segment;
+pub mod topic;
+
+use std::sync::Arc;
+
+use crate::codec::CodecError;
+use crate::store::{MetaStore, Transaction};
+use crate::{CatalogError, MetaError};
+pub use lease::Lease;
+pub use partition::PartitionState;
+pub use segment::Segment;
+pub use topic::Topic;
+
+/// How often an operation is retried after an optimistic conflict.
+const MAX_ATTEMPTS: usize = 32;
+const TOPIC_ID_COUNTER: &[u8] = b"topic-id";
+
+/// What one flush commits for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushEntry {
+    pub topic_id: u64,
+    pub partition: u32,
+    /// The lease epoch the data was written under.
+    pub epoch: u64,
+    pub segment: Segment,
+}
+
+/// The outcome of a flush commit, per partition that did not commit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlushOutcome {
+    /// Partitions whose topic was deleted; their entries were dropped.
+    pub deleted: Vec<(u64, u32)>,
+    /// Partitions whose lease the committer no longer holds; not committed.
+    pub fenced: Vec<(u64, u32)>,
+}
+
+#[derive(Clone)]
+pub struct Catalog {
+    store: Arc<dyn MetaStore>,
+}
+
+fn corrupt(key: &[u8], source: CodecError) -> CatalogError {
+    CatalogError::Corrupt { key: format!("{key:02x?}"), source }
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn MetaStore>) -> Self {
+        Catalog { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn MetaStore> {
+        &self.store
+    }
+
+    async fn begin(&self) -> Result<Box<dyn Transaction>, CatalogError> {
+        Ok(self.store.begin().await?)
+    }
+
+    /// Creates a topic with `partitions` partitions, all empty.
+    pub async fn create_topic(&self, name: &str, partitions: u32, now_ms: i64) -> Result<Topic, CatalogError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut t = self.begin().await?;
+            let key = topic::key(name);
+            if t.get_for_update(&key).await?.is_some() {
+                return Err(CatalogError::TopicExists(name.into()));
+            }
+            let id = next_counter(&mut t, TOPIC_ID_COUNTER).await?;
+            let topic = Topic { name: name.into(), id, partitions, created_ms: now_ms };
+            t.put(key, topic.encode());
+            for p in 0..partitions {
+                t.put(partition::key(id, p), PartitionState::default().encode());
+            }
+            match t.commit().await {
+                Ok(()) => return Ok(topic),
+                Err(MetaError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MetaError::Conflict.into())
+    }
+
+    /// Deletes a topic and its partitions' state, leases and segment index.
+    /// The objects it referenced are left to object garbage collection.
+    pub async fn delete_topic(&self, name: &str) -> Result<Topic, CatalogError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut t = self.begin().await?;
+            let key = topic::key(name);
+            let Some(raw) = t.get_for_update(&key).await? else {
+                return Err(CatalogError::UnknownTopic(name.into()));
+            };
+            let topic = Topic::decode(name, &raw).map_err(|e| corrupt(&key, e))?;
+            t.delete(key);
+            for kind in [keys::PARTITION, keys::LEASE, keys::SEGMENT] {
+                let prefix = keys::topic_prefix(kind, topic.id);
+                let end = keys::prefix_end(&prefix);
+                let mut from = prefix.clone();
+                loop {
+                    let page = t.scan(&from, &end, 1024, false).await?;
+                    let Some((last, _)) = page.last() else { break };
+                    from = last.clone();
+                    from.push(0);
+                    let full = page.len() == 1024;
+                    for (k, _) in page {
+                        t.delete(k);
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+            }
+            match t.commit().await {
+                Ok(()) => return Ok(topic),
+                Err(MetaError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MetaError::Conflict.into())
+    }
+
+    pub async fn topic(&self, name: &str) -> Result<Option<Topic>, CatalogError> {
+        let key = topic::key(name);
+        match self.begin().await?.get(&key).await? {
+            None => Ok(None),
+            Some(raw) => Topic::decode(name, &raw).map(Some).map_err(|e| corrupt(&key, e)),
+        }
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<Topic>, CatalogError> {
+        let mut t = self.begin().await?;
+        let rows = t.scan(&[keys::TOPIC], &[keys::TOPIC + 1], usize::MAX, false).await?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let name = topic::name_from_key(&k).ok_or_else(|| corrupt(&k, CodecError::Invalid("topic name")))?;
+                Topic::decode(name, &v).map_err(|e| corrupt(&k, e))
+            })
+            .collect()
+    }
+
+    /// State and lease of every partition of a topic, in partition order.
+    pub async fn partitions(&self, topic: &Topic) -> Result<Vec<(PartitionState, Option<Lease>)>, CatalogError> {
+        let mut t = self.begin().await?;
+        let mut out = Vec::with_capacity(topic.partitions as usize);
+        for p in 0..topic.partitions {
+            let skey = partition::key(topic.id, p);
+            let state = match t.get(&skey).await? {
+                Some(raw) => PartitionState::decode(&raw).map_err(|e| corrupt(&skey, e))?,
+                None => return Err(CatalogError::UnknownTopic(topic.name.clone())),
+            };
+            let lkey = lease::key(topic.id, p);
+            let lease = match t.get(&lkey).await? {
+                Some(raw) => Some(Lease::decode(&raw).map_err(|e| corrupt(&lkey, e))?),
+                None => None,
+            };
+            out.push((state, lease));
+        }
+        Ok(out)
+    }
+
+    /// Takes the lease on a partition for `owner`, bumping its epoch, when it
+    /// is free, expired, or already `owner`'s. Returns the new lease.
+    pub async fn acquire_lease(
+        &self,
+        topic_id: u64,
+        partition: u32,
+        owner: &str,
+        address: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<(Lease, PartitionState), CatalogError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut t = self.begin().await?;
+            let skey = partition::key(topic_id, partition);
+            let state = match t.get_for_update(&skey).await? {
+                Some(raw) => PartitionState::decode(&raw).map_err(|e| corrupt(&skey, e))?,
+                None => {
+                    return Err(CatalogError::UnknownPartition { topic: format!("id {topic_id}"), partition })
+                }
+            };
+            let lkey = lease::key(topic_id, partition);
+            let current = match t.get_for_update(&lkey).await? {
+                Some(raw) => Some(Lease::decode(&raw).map_err(|e| corrupt(&lkey, e))?),
+                None => None,
+            };
+            if let Some(l) = &current {
+                if l.owner != owner && l.is_live(now_ms) {
+                    return Err(CatalogError::LeaseHeld { topic_id, partition, owner: l.owner.clone(), epoch: l.epoch });
+                }
+            }
+            let epoch = current.map_or(1, |l| l.epoch + 1);
+            let lease = Lease { owner: owner.into(), address: address.into(), epoch, expires_ms: now_ms.saturating_add(ttl_ms) };
+            t.put(lkey, lease.encode());
+            match t.commit().await {
+                Ok(()) => return Ok((lease, state)),
+                Err(MetaError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MetaError::Conflict.into())
+    }
+
+    /// Up to `limit` index entries of a partition, in offset order, starting
+    /// with the one that holds `offset`.
+    pub async fn segments(&self, topic_id: u64, partition: u32, offset: i64, limit: usize) -> Result<Vec<Segment>, CatalogError> {
+        let mut t = self.begin().await?;
+        let prefix = segment::prefix(topic_id, partition);
+        let rows = t.scan(&segment::key(topic_id, partition, offset), &keys::prefix_end(&prefix), limit, false).await?;
+        rows.into_iter().map(|(k, v)| Segment::decode(&v).map_err(|e| corrupt(&k, e))).collect()
+    }
+
+    /// Records one flush: for every entry, in one transaction, checks that
+    /// `owner` still holds the partition's lease at the entry's epoch, adds the
+    /// segment to the index and advances the high watermark past it.
+    /// Partitions that are fenced or deleted are reported and left out.
+    pub async fn commit_flush(&self, owner: &str, entries: &[FlushEntry]) -> Result<FlushOutcome, CatalogError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut t = self.begin().await?;
+            let mut outcome = FlushOutcome::default();
+            for e in entries {
+                let id = (e.topic_id, e.partition);
+                if outcome.deleted.contains(&id) || outcome.fenced.contains(&id) {
+                    continue;
+                }
+                let lkey = lease::key(e.topic_id, e.partition);
+                let lease = match t.get_for_update(&lkey).await? {
+                    Some(raw) => Some(Lease::decode(&raw).map_err(|err| corrupt(&lkey, err))?),
+                    None => None,
+                };
+                let skey = partition::key(e.topic_id, e.partition);
+                let Some(raw) = t.get_for_update(&skey).await? else {
+                    outcome.deleted.push(id);
+                    continue;
+                };
+                if !matches!(&lease, Some(l) if l.owner == owner && l.epoch == e.epoch) {
+                    outcome.fenced.push(id);
+                    continue;
+                }
+                let mut state = PartitionState::decode(&raw).map_err(|err| corrupt(&skey, err))?;
+                if e.segment.base_offset != state.high_watermark {
+                    // The owner assigns offsets contiguously; anything else is a bug
+                    // that must not reach the index.
+                    return Err(CatalogError::Corrupt {
+                        key: format!("{skey:02x?}"),
+                        source: CodecError::Invalid("segment does not start at the high watermark"),
+                    });
+                }
+                state.high_watermark = e.segment.last_offset + 1;
+                t.put(segment::key(e.topic_id, e.partition, e.segment.last_offset), e.segment.encode());
+                t.put(skey, state.encode());
+            }
+            match t.commit().await {
+                Ok(()) => return Ok(outcome),
+                Err(MetaError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MetaError::Conflict.into())
+    }
+}
+
+async fn next_counter(t: &mut Box<dyn Transaction>, name: &[u8]) -> Result<u64, CatalogError> {
+    let mut key = vec![keys::COUNTER];
+    key.extend_from_slice(name);
+    let current = match t.get_for_update(&key).await? {
+        Some(raw) => u64::from_be_bytes(raw[..].try_into().map_err(|_| corrupt(&key, CodecError::Invalid("counter")))?),
+        None => 0,
+    };
+    let next = current + 1;
+    t.put(key, next.to_be_bytes().to_vec());
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SqliteStore;
+
+    async fn catalog() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("m.db")).await.unwrap();
+        (dir, Catalog::new(Arc::new(store)))
+    }
+
+    fn seg(base: i64, last: i64) -> Segment {
+        Segment { base_offset: base, last_offset: last, object: format!("o/{base}"), start: 0, len: 10, max_timestamp: 0 }
+    }
+
+    #[tokio::test]
+    async fn topics_are_created_listed_and_deleted() {
+        let (_d, c) = catalog().await;
+        let a = c.create_topic("a", 3, 1).await.unwrap();
+        assert!(matches!(c.create_topic("a", 1, 2).await, Err(CatalogError::TopicExists(_))));
+        let b = c.create_topic("b", 1, 3).await.unwrap();
+        assert_ne!(a.id, b.id);
+        let names: Vec<_> = c.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, vec!["a", "b"]);
+        assert_eq!(c.partitions(&a).await.unwrap().len(), 3);
+        c.delete_topic("a").await.unwrap();
+        assert!(matches!(c.delete_topic("a").await, Err(CatalogError::UnknownTopic(_))));
+        assert_eq!(c.topic("a").await.unwrap(), None);
+        let again = c.create_topic("a", 1, 4).await.unwrap();
+        assert!(again.id > b.id, "ids are never reused");
+    }
+
+    #[tokio::test]
+    async fn flush_commits_advance_the_watermark_and_index() {
+        let (_d, c) = catalog().await;
+        let t = c.create_topic("t", 2, 0).await.unwrap();
+        let (lease, _) = c.acquire_lease(t.id, 0, "agent-1", "addr", 0, 10_000).await.unwrap();
+        let out = c
+            .commit_flush("agent-1", &[
+                FlushEntry { topic_id: t.id, partition: 0, epoch: lease.epoch, segment: seg(0, 9) },
+                FlushEntry { topic_id: t.id, partition: 0, epoch: lease.epoch, segment: seg(10, 14) },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out, FlushOutcome::default());
+        let states = c.partitions(&t).await.unwrap();
+        assert_eq!(states[0].0.high_watermark, 15);
+        assert_eq!(states[1].0.high_watermark, 0);
+        assert_eq!(c.segments(t.id, 0, 0, 10).await.unwrap(), vec![seg(0, 9), seg(10, 14)]);
+        assert_eq!(c.segments(t.id, 0, 9, 10).await.unwrap(), vec![seg(0, 9), seg(10, 14)]);
+        assert_eq!(c.segments(t.id, 0, 10, 10).await.unwrap(), vec![seg(10, 14)]);
+        assert!(c.segments(t.id, 0, 15, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stale_epoch_is_fenced_and_writes_nothing() {
+        let (_d, c) = catalog().await;
+        let t = c.create_topic("t", 1, 0).await.unwrap();
+        let (old, _) = c.acquire_lease(t.id, 0, "agent-1", "a1", 0, 100).await.unwrap();
+        assert!(matches!(c.acquire_lease(t.id, 0, "agent-2", "a2", 50, 100).await, Err(CatalogError::LeaseHeld { .. })));
+        let (new, _) = c.acquire_lease(t.id, 0, "agent-2", "a2", 200, 100).await.unwrap();
+        assert_eq!(new.epoch, old.epoch + 1);
+        let entry = FlushEntry { topic_id: t.id, partition: 0, epoch: old.epoch, segment: seg(0, 4) };
+        let out = c.commit_flush("agent-1", &[entry]).await.unwrap();
+        assert_eq!(out.fenced, vec![(t.id, 0)]);
+        assert!(c.segments(t.id, 0, 0, 10).await.unwrap().is_empty());
+        assert_eq!(c.partitions(&t).await.unwrap()[0].0.high_watermark, 0);
+    }
+
+    #[tokio::test]
+    async fn flushes_for_a_deleted_topic_are_dropped() {
+        let (_d, c) = catalog().await;
+        let t = c.create_topic("t", 1, 0).await.unwrap();
+        let (l, _) = c.acquire_lease(t.id, 0, "a", "x", 0, 100).await.unwrap();
+        c.delete_topic("t").await.unwrap();
+        let out = c.commit_flush("a", &[FlushEntry { topic_id: t.id, partition: 0, epoch: l.epoch, segment: seg(0, 0) }]).await.unwrap();
+        assert_eq!(out.deleted, vec![(t.id, 0)]);
+        assert!(c.segments(t.id, 0, 0, 10).await.unwrap().is_empty());
+    }
+}
