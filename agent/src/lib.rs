@@ -1,1 +1,26 @@
+//! The silt agent: a stateless broker. It buffers producers' batches,
+//! flushes them as objects, records them in the metadata store, and serves
+//! reads, all over QUIC.
+//!
+//! - [`server`]: the QUIC front end and the agent's lifecycle ([`Agent`]).
+//! - [`service`]: what each request does, independent of the protocol.
+//! - [`partition`]: one actor per owned partition; offsets are assigned there.
+//! - [`flush`]: the flush policy and the loop that writes objects and commits the index.
+//! - [`object`]: the object layout (batches grouped by partition + footer).
+//! - [`read`]: index lookups, ranged reads and the recent-object cache.
+//! - [`config`], [`tls`], [`codes`] (errors to wire codes), [`error`].
 
+pub mod codes;
+pub mod config;
+mod error;
+pub mod flush;
+pub mod object;
+pub mod partition;
+pub mod read;
+pub mod server;
+pub mod service;
+pub mod tls;
+
+pub use config::{Args, Config};
+pub use error::{AgentError, ServiceError};
+pub use server::Agent;

@@ -1,0 +1,231 @@
+//! The agent's settings: clap flags (each also read from a `SILT_*`
+//! environment variable), validated once into [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::AgentError;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7447";
+pub const DEFAULT_DATA_DIR: &str = "silt-data";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Where the agent keeps its identity, TLS files, and (by default) its
+    /// metadata and objects.
+    #[arg(long, env = "SILT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// UDP address the QUIC listener binds.
+    #[arg(long, env = "SILT_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Address clients are told to reach this agent at [default: the bound address].
+    #[arg(long, env = "SILT_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Metadata store URL [default: sqlite://<data-dir>/metadata.db].
+    #[arg(long, env = "SILT_METADATA")]
+    pub metadata: Option<String>,
+    /// Object store URL [default: file://<data-dir>/objects].
+    #[arg(long, env = "SILT_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// Folder holding ca.pem, ca-key.pem: created on first start, shared by
+    /// agents that point at the same folder [default: <data-dir>/tls].
+    #[arg(long, env = "SILT_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// A real certificate chain (PEM) instead of the local CA's.
+    #[arg(long, env = "SILT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for --tls-cert.
+    #[arg(long, env = "SILT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Flush buffered batches into an object once this much is buffered (e.g. 8MiB).
+    #[arg(long, env = "SILT_FLUSH_BYTES", default_value = "8MiB", value_parser = parse_bytes)]
+    pub flush_bytes: u64,
+    /// Flush at the latest this long after the first buffered batch (e.g. 250ms).
+    #[arg(long, env = "SILT_FLUSH_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+    /// Largest record (key, value and headers) producers may send.
+    #[arg(long, env = "SILT_MAX_RECORD_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    pub max_record_bytes: u64,
+    /// Largest frame (and so batch) a client may send.
+    #[arg(long, env = "SILT_MAX_FRAME_BYTES", default_value = "16MiB", value_parser = parse_bytes)]
+    pub max_frame_bytes: u64,
+    /// Bytes accepted but not yet durable, across all producers; past it
+    /// producers wait, then get THROTTLED.
+    #[arg(long, env = "SILT_MAX_INFLIGHT_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub max_inflight_bytes: u64,
+    /// Concurrent client connections.
+    #[arg(long, env = "SILT_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: u32,
+    /// Concurrent requests (streams) per connection.
+    #[arg(long, env = "SILT_MAX_STREAMS", default_value_t = 1024)]
+    pub max_streams: u32,
+    /// Memory kept for recently written objects, which serves tail reads.
+    #[arg(long, env = "SILT_RECENT_CACHE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub recent_cache_bytes: u64,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: Args,
+        }
+        Wrapper::parse_from(["silt-agent"]).args
+    }
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub metadata_url: String,
+    pub object_store_url: String,
+    pub tls: TlsSource,
+    pub flush_bytes: usize,
+    pub flush_interval: Duration,
+    pub max_record_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub max_inflight_bytes: usize,
+    pub max_connections: u32,
+    pub max_streams: u32,
+    pub recent_cache_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// A local CA in this folder, created on first use.
+    LocalCa(PathBuf),
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+fn bad(key: &'static str, reason: impl Into<String>) -> AgentError {
+    AgentError::Config { key, reason: reason.into() }
+}
+
+impl Args {
+    pub fn validate(&self) -> Result<Config, AgentError> {
+        let data_dir = self.data_dir.clone();
+        if data_dir.as_os_str().is_empty() {
+            return Err(bad("--data-dir", "must not be empty"));
+        }
+        let size = |key: &'static str, v: u64, min: u64, max: u64| -> Result<usize, AgentError> {
+            if v < min || v > max {
+                return Err(bad(key, format!("{v} bytes is outside {min}..={max}")));
+            }
+            Ok(v as usize)
+        };
+        let max_frame_bytes = size("--max-frame-bytes", self.max_frame_bytes, 64 * 1024, 1 << 30)?;
+        let max_record_bytes = size("--max-record-bytes", self.max_record_bytes, 1, 64 << 20)?;
+        if max_record_bytes + 1024 > max_frame_bytes {
+            return Err(bad("--max-record-bytes", "must be at least 1 KiB below --max-frame-bytes"));
+        }
+        let flush_interval = self.flush_interval;
+        if flush_interval.is_zero() || flush_interval > Duration::from_secs(60) {
+            return Err(bad("--flush-interval", "must be between 1ms and 60s"));
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => TlsSource::Files { cert: cert.clone(), key: key.clone() },
+            (None, None) => TlsSource::LocalCa(self.tls_dir.clone().unwrap_or_else(|| data_dir.join("tls"))),
+            _ => return Err(bad("--tls-cert", "--tls-cert and --tls-key go together")),
+        };
+        if self.max_connections == 0 {
+            return Err(bad("--max-connections", "must be at least 1"));
+        }
+        if self.max_streams == 0 {
+            return Err(bad("--max-streams", "must be at least 1"));
+        }
+        let max_inflight_bytes = size("--max-inflight-bytes", self.max_inflight_bytes, max_frame_bytes as u64, 1 << 40)?;
+        Ok(Config {
+            metadata_url: self
+                .metadata
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("metadata.db").display())),
+            object_store_url: self
+                .object_store
+                .clone()
+                .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display())),
+            data_dir,
+            listen: self.listen,
+            advertise: self.advertise.clone(),
+            tls,
+            flush_bytes: size("--flush-bytes", self.flush_bytes, 1, 1 << 30)?,
+            flush_interval,
+            max_record_bytes,
+            max_frame_bytes,
+            max_inflight_bytes,
+            max_connections: self.max_connections,
+            max_streams: self.max_streams,
+            recent_cache_bytes: size("--recent-cache-bytes", self.recent_cache_bytes, 0, 1 << 40)?,
+        })
+    }
+}
+
+/// Parses sizes like `1048576`, `64KiB`, `8MiB`, `1GiB`, `10MB`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (try 8MiB or 1048576)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown size unit {other:?} in {s:?} (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses durations like `250ms`, `5s`, `2m`; a bare number is milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (try 250ms or 5s)"))?;
+    match unit {
+        "" | "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        other => Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s or m)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_bytes("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("10kb"), Ok(10_000));
+        assert!(parse_bytes("8 parsecs").is_err());
+        assert!(parse_bytes("MiB").is_err());
+        assert!(parse_bytes("99999999999999999999GiB").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn defaults_validate_and_bad_values_name_their_flag() {
+        let c = Args::default().validate().unwrap();
+        assert_eq!(c.flush_bytes, 8 << 20);
+        assert!(c.metadata_url.starts_with("sqlite://"));
+        let mut a = Args::default();
+        a.max_record_bytes = 32 << 20;
+        let err = a.validate().unwrap_err().to_string();
+        assert!(err.contains("--max-record-bytes"), "{err}");
+        let mut a = Args::default();
+        a.flush_interval = Duration::ZERO;
+        assert!(a.validate().unwrap_err().to_string().contains("--flush-interval"));
+    }
+}

@@ -1,0 +1,78 @@
+use silt_metadata::{CatalogError, MetaError};
+use silt_wire::BatchError;
+
+/// Why the agent could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid setting {key}: {reason}")]
+    Config { key: &'static str, reason: String },
+    #[error("cannot use data directory {path}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the metadata store")]
+    Metadata(#[from] MetaError),
+    #[error("metadata catalog error")]
+    Catalog(#[from] CatalogError),
+    #[error("cannot open the object store {url}")]
+    ObjectStore {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// Why one request failed. Each maps to a wire error code in `codes.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+    #[error("invalid partition count {0}: a topic needs between 1 and {max} partitions", max = crate::service::MAX_PARTITIONS)]
+    InvalidPartitions(u32),
+    #[error("topic {topic:?} has no partition {partition} (it has {count}: 0 to {last})", last = count.saturating_sub(1))]
+    UnknownPartition { topic: String, partition: u32, count: u32 },
+    #[error("offset {offset} is out of range for {topic}/{partition}: readable offsets are {log_start} to {high_watermark} (the next to be written)")]
+    OffsetOutOfRange { topic: String, partition: u32, offset: i64, log_start: i64, high_watermark: i64 },
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge { size: usize, max: usize },
+    #[error("acks=local needs a local write-ahead log, which this agent does not have yet; use acks=durable or none")]
+    AcksUnsupported,
+    #[error("object store unavailable: {0}")]
+    Storage(#[source] object_store::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("metadata store error")]
+    Metadata(#[source] CatalogError),
+    #[error("this agent lost the lease on {topic}/{partition}; retry on its new owner")]
+    Fenced { topic: String, partition: u32 },
+    #[error("the agent is over its in-flight limit of {0} bytes; retry later")]
+    Throttled(usize),
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+}
+
+impl From<CatalogError> for ServiceError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::UnknownTopic(t) => ServiceError::UnknownTopic(t),
+            CatalogError::TopicExists(t) => ServiceError::TopicExists(t),
+            other => ServiceError::Metadata(other),
+        }
+    }
+}

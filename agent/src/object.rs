@@ -1,0 +1,155 @@
+//! The object layout: one object per flush, holding every flushed
+//! partition's batches, grouped by partition, then a footer index.
+//!
+//! ```text
+//! [batches of partition A][batches of partition B]...
+//! footer entry, per partition run (52 bytes):
+//!   topic id u64 | partition u32 | start u64 | len u64 | base offset i64 | last offset i64 | max timestamp i64
+//! trailer (16 bytes): entry count u32 | CRC32C of the footer entries u32 | magic "SILTOBJ1"
+//! ```
+//!
+//! Batches keep their own CRCs; the footer lets tools and the compactor
+//! read an object without the metadata store.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub const MAGIC: &[u8; 8] = b"SILTOBJ1";
+const ENTRY_LEN: usize = 52;
+const TRAILER_LEN: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub topic_id: u64,
+    pub partition: u32,
+    pub start: u64,
+    pub len: u64,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+/// Builds an object: append each partition's run of batches, then `finish`.
+#[derive(Default)]
+pub struct Builder {
+    data: BytesMut,
+    entries: Vec<Entry>,
+}
+
+impl Builder {
+    pub fn with_capacity(bytes: usize) -> Self {
+        Builder { data: BytesMut::with_capacity(bytes + 4096), entries: Vec::new() }
+    }
+
+    /// Appends one batch of a partition. Consecutive batches of the same
+    /// partition form one run (one footer entry, one index entry).
+    pub fn push(&mut self, topic_id: u64, partition: u32, batch: &silt_wire::Batch) {
+        let start = self.data.len() as u64;
+        self.data.extend_from_slice(batch.bytes());
+        let h = batch.header();
+        match self.entries.last_mut() {
+            Some(e) if e.topic_id == topic_id && e.partition == partition && e.last_offset + 1 == h.base_offset => {
+                e.len += batch.bytes().len() as u64;
+                e.last_offset = batch.last_offset();
+                e.max_timestamp = e.max_timestamp.max(h.max_timestamp);
+            }
+            _ => self.entries.push(Entry {
+                topic_id,
+                partition,
+                start,
+                len: batch.bytes().len() as u64,
+                base_offset: h.base_offset,
+                last_offset: batch.last_offset(),
+                max_timestamp: h.max_timestamp,
+            }),
+        }
+    }
+
+    pub fn finish(mut self) -> (Bytes, Vec<Entry>) {
+        let footer_start = self.data.len();
+        for e in &self.entries {
+            self.data.put_u64(e.topic_id);
+            self.data.put_u32(e.partition);
+            self.data.put_u64(e.start);
+            self.data.put_u64(e.len);
+            self.data.put_i64(e.base_offset);
+            self.data.put_i64(e.last_offset);
+            self.data.put_i64(e.max_timestamp);
+        }
+        let crc = crc32c::crc32c(&self.data[footer_start..]);
+        self.data.put_u32(self.entries.len() as u32);
+        self.data.put_u32(crc);
+        self.data.put_slice(MAGIC);
+        (self.data.freeze(), self.entries)
+    }
+}
+
+/// Reads the footer of a whole object.
+pub fn read_footer(object: &[u8]) -> Result<Vec<Entry>, String> {
+    if object.len() < TRAILER_LEN || &object[object.len() - 8..] != MAGIC {
+        return Err("not a silt object (no trailer)".into());
+    }
+    let t = object.len() - TRAILER_LEN;
+    let count = u32::from_be_bytes(object[t..t + 4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_be_bytes(object[t + 4..t + 8].try_into().expect("4 bytes"));
+    let footer_len = count.checked_mul(ENTRY_LEN).filter(|n| *n <= t).ok_or("footer longer than the object")?;
+    let footer = &object[t - footer_len..t];
+    if crc32c::crc32c(footer) != crc {
+        return Err("footer CRC mismatch".into());
+    }
+    let data_len = (t - footer_len) as u64;
+    let mut entries = Vec::with_capacity(count);
+    for raw in footer.chunks_exact(ENTRY_LEN) {
+        let u64_at = |i: usize| u64::from_be_bytes(raw[i..i + 8].try_into().expect("8 bytes"));
+        let e = Entry {
+            topic_id: u64_at(0),
+            partition: u32::from_be_bytes(raw[8..12].try_into().expect("4 bytes")),
+            start: u64_at(12),
+            len: u64_at(20),
+            base_offset: u64_at(28) as i64,
+            last_offset: u64_at(36) as i64,
+            max_timestamp: u64_at(44) as i64,
+        };
+        if e.start.checked_add(e.len).is_none_or(|end| end > data_len) {
+            return Err("footer entry points past the data".into());
+        }
+        entries.push(e);
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use silt_wire::{BatchBuilder, Compression};
+
+    fn batch(base: i64, n: usize) -> silt_wire::Batch {
+        let mut b = BatchBuilder::new(Compression::None);
+        for i in 0..n {
+            b.push(i as i64, None, b"v", &[]);
+        }
+        b.build().unwrap().with_base_offset(base)
+    }
+
+    #[test]
+    fn runs_group_by_partition_and_the_footer_round_trips() {
+        let mut o = Builder::default();
+        o.push(1, 0, &batch(0, 2));
+        o.push(1, 0, &batch(2, 3));
+        o.push(1, 1, &batch(10, 1));
+        let (bytes, entries) = o.finish();
+        assert_eq!(entries.len(), 2);
+        assert_eq!((entries[0].base_offset, entries[0].last_offset), (0, 4));
+        assert_eq!((entries[1].base_offset, entries[1].last_offset), (10, 10));
+        assert_eq!(read_footer(&bytes).unwrap(), entries);
+        let run = bytes.slice(entries[0].start as usize..(entries[0].start + entries[0].len) as usize);
+        let offsets: Vec<i64> = silt_wire::batch::split(&run).map(|b| b.unwrap().header().base_offset).collect();
+        assert_eq!(offsets, vec![0, 2]);
+        for cut in 0..bytes.len() {
+            let _ = read_footer(&bytes[..cut]);
+        }
+        let mut bad = bytes.to_vec();
+        let n = bad.len();
+        bad[n - 20] ^= 1;
+        assert!(read_footer(&bad).is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! One owned partition: a task (actor) that assigns offsets in arrival
+//! order and hands batches to the flush queue, plus the state readers share
+//! (high watermark, a cache of the segment index).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use silt_metadata::catalog::Segment;
+use silt_wire::{Acks, Batch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::error::ServiceError;
+use crate::flush::{Pending, Queue};
+
+/// Index entries kept in memory per partition; older ones are re-read from
+/// the metadata store on demand.
+const INDEX_CACHE_ENTRIES: usize = 4096;
+const MAILBOX: usize = 1024;
+
+pub type Done = oneshot::Receiver<Result<(i64, i64), ServiceError>>;
+
+struct Append {
+    batch: Batch,
+    acks: Acks,
+    permit: OwnedSemaphorePermit,
+    assigned: oneshot::Sender<Result<(i64, Done), ServiceError>>,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub topic_id: u64,
+    pub partition: u32,
+    /// The lease epoch this agent writes under.
+    pub epoch: u64,
+    appends: mpsc::Sender<Append>,
+    high_watermark: watch::Sender<i64>,
+    log_start: i64,
+    fenced: AtomicBool,
+    index: Mutex<BTreeMap<i64, Segment>>,
+    stop: CancellationToken,
+}
+
+impl Partition {
+    /// Starts the partition's actor on `tasks`; it stops with `stop`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        topic: String,
+        topic_id: u64,
+        partition: u32,
+        epoch: u64,
+        high_watermark: i64,
+        log_start: i64,
+        queue: Arc<Queue>,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Arc<Partition> {
+        let (tx, rx) = mpsc::channel(MAILBOX);
+        let part = Arc::new(Partition {
+            topic,
+            topic_id,
+            partition,
+            epoch,
+            appends: tx,
+            high_watermark: watch::Sender::new(high_watermark),
+            log_start,
+            fenced: AtomicBool::new(false),
+            index: Mutex::new(BTreeMap::new()),
+            stop,
+        });
+        let span = tracing::info_span!("partition", topic = %part.topic, partition, epoch);
+        tasks.spawn(run(part.clone(), rx, high_watermark, queue).instrument(span));
+        part
+    }
+
+    pub fn id(&self) -> (u64, u32) {
+        (self.topic_id, self.partition)
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    pub fn log_start(&self) -> i64 {
+        self.log_start
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    /// Appends a validated batch. Returns its base offset once assigned, and
+    /// a receiver that resolves when it is as durable as `acks` asks.
+    pub async fn append(&self, batch: Batch, acks: Acks, permit: OwnedSemaphorePermit) -> Result<(i64, Done), ServiceError> {
+        let (assigned, rx) = oneshot::channel();
+        let msg = Append { batch, acks, permit, assigned };
+        self.appends.send(msg).await.map_err(|_| ServiceError::ShuttingDown)?;
+        rx.await.map_err(|_| ServiceError::ShuttingDown)?
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Called by the flusher once the lease is found lost.
+    pub fn fence(&self) {
+        self.fenced.store(true, Ordering::SeqCst);
+    }
+
+    /// Called by the flusher after a segment is committed to the index.
+    pub fn committed(&self, segment: Segment) {
+        let next = segment.last_offset + 1;
+        self.remember(std::iter::once(segment));
+        self.high_watermark.send_replace(next);
+    }
+
+    /// Adds index entries to the in-memory cache.
+    pub fn remember(&self, segments: impl IntoIterator<Item = Segment>) {
+        let mut index = self.index.lock().expect("index lock");
+        for s in segments {
+            index.insert(s.last_offset, s);
+        }
+        while index.len() > INDEX_CACHE_ENTRIES {
+            index.pop_first();
+        }
+    }
+
+    /// The cached index entry that holds `offset`, if cached.
+    pub fn cached_segment(&self, offset: i64) -> Option<Segment> {
+        let index = self.index.lock().expect("index lock");
+        index.range(offset..).next().map(|(_, s)| s.clone()).filter(|s| s.base_offset <= offset)
+    }
+}
+
+async fn run(part: Arc<Partition>, mut rx: mpsc::Receiver<Append>, mut next_offset: i64, queue: Arc<Queue>) {
+    loop {
+        let msg = tokio::select! {
+            msg = rx.recv() => match msg { Some(m) => m, None => break },
+            _ = part.stop.cancelled() => break,
+        };
+        if part.fenced.load(Ordering::SeqCst) {
+            let _ = msg.assigned.send(Err(ServiceError::Fenced { topic: part.topic.clone(), partition: part.partition }));
+            continue;
+        }
+        let base = next_offset;
+        let batch = msg.batch.with_base_offset(base);
+        next_offset = batch.last_offset() + 1;
+        let (done_tx, done_rx) = oneshot::channel();
+        let done = match msg.acks {
+            Acks::None => {
+                let _ = done_tx.send(Ok((base, batch.last_offset())));
+                None
+            }
+            Acks::Local | Acks::Durable => Some(done_tx),
+        };
+        tracing::trace!(base, records = batch.header().record_count, "assigned");
+        queue.push(Pending { partition: part.clone(), batch, done, permit: msg.permit });
+        let _ = msg.assigned.send(Ok((base, done_rx)));
+    }
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        let _ = msg.assigned.send(Err(ServiceError::ShuttingDown));
+    }
+}

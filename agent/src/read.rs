@@ -1,0 +1,118 @@
+//! The read path: find the index entry holding an offset (in memory, else
+//! in the metadata store), read its byte range (recent objects from memory,
+//! else a ranged GET), and return whole, CRC-checked batches.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use object_store::{path::Path, ObjectStore, ObjectStoreExt};
+use silt_metadata::catalog::Segment;
+use silt_metadata::Catalog;
+
+use crate::error::ServiceError;
+use crate::partition::Partition;
+
+/// Recently written objects, kept whole in memory up to a byte budget:
+/// consumers near the tail read from here instead of the object store.
+pub struct RecentObjects {
+    inner: Mutex<Recent>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Recent {
+    objects: HashMap<String, Bytes>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl RecentObjects {
+    pub fn new(capacity: usize) -> Self {
+        RecentObjects { inner: Default::default(), capacity }
+    }
+
+    pub fn insert(&self, name: String, data: Bytes) {
+        if data.len() > self.capacity {
+            return;
+        }
+        let mut r = self.inner.lock().expect("recent objects lock");
+        r.bytes += data.len();
+        r.objects.insert(name.clone(), data);
+        r.order.push_back(name);
+        while r.bytes > self.capacity {
+            let Some(old) = r.order.pop_front() else { break };
+            if let Some(d) = r.objects.remove(&old) {
+                r.bytes -= d.len();
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Bytes> {
+        self.inner.lock().expect("recent objects lock").objects.get(name).cloned()
+    }
+}
+
+pub struct ReadPath {
+    pub store: Arc<dyn ObjectStore>,
+    pub catalog: Catalog,
+    pub recent: Arc<RecentObjects>,
+}
+
+/// How many index entries one metadata lookup brings into the cache.
+const INDEX_PAGE: usize = 64;
+
+impl ReadPath {
+    /// Whole batches from `offset` on, below `high_watermark`, about
+    /// `max_bytes` in all (at least one batch when any is readable).
+    pub async fn read(&self, part: &Partition, offset: i64, max_bytes: usize, high_watermark: i64) -> Result<Bytes, ServiceError> {
+        let mut out = BytesMut::new();
+        let mut at = offset;
+        while at < high_watermark && out.len() < max_bytes {
+            let segment = self.segment(part, at).await?;
+            let data = self.range(&segment).await?;
+            for batch in silt_wire::batch::split(&data) {
+                let batch = batch.map_err(|e| {
+                    ServiceError::Corrupt(format!("object {} bytes {}+{}: {e}", segment.object, segment.start, segment.len))
+                })?;
+                if batch.last_offset() < at {
+                    continue;
+                }
+                if !out.is_empty() && out.len() + batch.bytes().len() > max_bytes {
+                    return Ok(out.freeze());
+                }
+                out.extend_from_slice(batch.bytes());
+                at = batch.last_offset() + 1;
+            }
+            if at <= segment.last_offset {
+                return Err(ServiceError::Corrupt(format!(
+                    "object {} ends before offset {} that its index entry promises",
+                    segment.object, segment.last_offset
+                )));
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    async fn segment(&self, part: &Partition, offset: i64) -> Result<Segment, ServiceError> {
+        if let Some(s) = part.cached_segment(offset) {
+            return Ok(s);
+        }
+        let found = self.catalog.segments(part.topic_id, part.partition, offset, INDEX_PAGE).await?;
+        let first = found.first().cloned().filter(|s| s.base_offset <= offset);
+        part.remember(found);
+        first.ok_or_else(|| {
+            ServiceError::Corrupt(format!("the index has no entry for {}/{} offset {offset}", part.topic, part.partition))
+        })
+    }
+
+    async fn range(&self, s: &Segment) -> Result<Bytes, ServiceError> {
+        let (start, end) = (s.start, s.start + s.len);
+        if let Some(obj) = self.recent.get(&s.object) {
+            if end as usize <= obj.len() {
+                return Ok(obj.slice(start as usize..end as usize));
+            }
+        }
+        self.store.get_range(&Path::from(s.object.as_str()), start..end).await.map_err(ServiceError::Storage)
+    }
+}

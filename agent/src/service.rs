@@ -1,0 +1,270 @@
+//! What the agent does for a request, independent of how the request
+//! arrived: the QUIC front end (`server`) maps frames onto these calls, and
+//! a Kafka listener can map its own protocol onto the same ones.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use silt_metadata::catalog::Topic;
+use silt_metadata::{Catalog, CatalogError};
+use silt_wire::{Acks, Batch, PartitionInfo, TopicDescription};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::ServiceError;
+use crate::flush::Queue;
+use crate::partition::{Done, Partition};
+use crate::read::ReadPath;
+
+pub const MAX_PARTITIONS: u32 = 10_000;
+/// How long a producer waits for room under the in-flight limit before
+/// it gets THROTTLED.
+const THROTTLE_WAIT: Duration = Duration::from_secs(30);
+/// Leases are not renewed yet (one agent owns everything), so they are
+/// taken for long; a restarted agent with the same id takes them back at
+/// once, with a higher epoch.
+const LEASE_TTL_MS: i64 = 365 * 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_record_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub max_inflight_bytes: usize,
+}
+
+struct TopicState {
+    topic: Topic,
+    partitions: Vec<Arc<Partition>>,
+}
+
+pub struct Service {
+    catalog: Catalog,
+    agent_id: String,
+    address: String,
+    topics: RwLock<HashMap<String, Arc<TopicState>>>,
+    queue: Arc<Queue>,
+    read: ReadPath,
+    inflight: Arc<Semaphore>,
+    limits: Limits,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+/// A produce that has its offsets; `done` resolves when it is acknowledged.
+pub struct Ticket {
+    pub base_offset: i64,
+    pub done: Done,
+}
+
+pub struct Fetched {
+    pub high_watermark: i64,
+    pub log_start: i64,
+    pub batches: Bytes,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Topic names follow Kafka's rules, so the same names work in both.
+pub fn validate_topic_name(name: &str) -> Result<(), ServiceError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > 249 {
+        "it is longer than 249 characters"
+    } else if name == "." || name == ".." {
+        "it cannot be '.' or '..'"
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        "only ASCII letters, digits, '.', '_' and '-' are allowed"
+    } else {
+        return Ok(());
+    };
+    Err(ServiceError::InvalidTopicName { name: name.into(), reason })
+}
+
+impl Service {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        catalog: Catalog,
+        agent_id: String,
+        address: String,
+        queue: Arc<Queue>,
+        read: ReadPath,
+        limits: Limits,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+    ) -> Result<Arc<Service>, CatalogError> {
+        let service = Arc::new(Service {
+            catalog,
+            agent_id,
+            address,
+            topics: RwLock::new(HashMap::new()),
+            queue,
+            read,
+            inflight: Arc::new(Semaphore::new(limits.max_inflight_bytes)),
+            limits,
+            tasks,
+            stop,
+        });
+        for topic in service.catalog.list_topics().await? {
+            service.own(topic).await?;
+        }
+        Ok(service)
+    }
+
+    /// Takes every partition's lease and starts its actor.
+    async fn own(&self, topic: Topic) -> Result<(), CatalogError> {
+        let mut partitions = Vec::with_capacity(topic.partitions as usize);
+        let stop = self.stop.child_token();
+        for p in 0..topic.partitions {
+            let (lease, state) =
+                self.catalog.acquire_lease(topic.id, p, &self.agent_id, &self.address, now_ms(), LEASE_TTL_MS).await?;
+            partitions.push(Partition::start(
+                topic.name.clone(),
+                topic.id,
+                p,
+                lease.epoch,
+                state.high_watermark,
+                state.log_start,
+                self.queue.clone(),
+                &self.tasks,
+                stop.clone(),
+            ));
+        }
+        tracing::info!(topic = %topic.name, partitions = topic.partitions, "owning topic");
+        let state = Arc::new(TopicState { topic: topic.clone(), partitions });
+        self.topics.write().expect("topics lock").insert(topic.name, state);
+        Ok(())
+    }
+
+    fn topic_state(&self, name: &str) -> Result<Arc<TopicState>, ServiceError> {
+        self.topics.read().expect("topics lock").get(name).cloned().ok_or_else(|| ServiceError::UnknownTopic(name.into()))
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, ServiceError> {
+        let t = self.topic_state(topic)?;
+        t.partitions.get(partition as usize).cloned().ok_or(ServiceError::UnknownPartition {
+            topic: topic.into(),
+            partition,
+            count: t.topic.partitions,
+        })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<(), ServiceError> {
+        validate_topic_name(name)?;
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            return Err(ServiceError::InvalidPartitions(partitions));
+        }
+        let topic = self.catalog.create_topic(name, partitions, now_ms()).await?;
+        self.own(topic).await?;
+        Ok(())
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ServiceError> {
+        self.catalog.delete_topic(name).await?;
+        if let Some(state) = self.topics.write().expect("topics lock").remove(name) {
+            for p in &state.partitions {
+                p.stop();
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<String>, ServiceError> {
+        Ok(self.catalog.list_topics().await?.into_iter().map(|t| t.name).collect())
+    }
+
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ServiceError> {
+        let topic = self.catalog.topic(name).await?.ok_or_else(|| ServiceError::UnknownTopic(name.into()))?;
+        let partitions = self
+            .catalog
+            .partitions(&topic)
+            .await?
+            .into_iter()
+            .enumerate()
+            .map(|(p, (state, lease))| PartitionInfo {
+                partition: p as u32,
+                owner: lease.as_ref().map(|l| l.address.clone()).unwrap_or_default(),
+                epoch: lease.map_or(0, |l| l.epoch),
+                log_start: state.log_start,
+                high_watermark: state.high_watermark,
+            })
+            .collect();
+        Ok(TopicDescription { name: topic.name, id: topic.id, max_record_bytes: self.limits.max_record_bytes as u32, partitions })
+    }
+
+    pub async fn produce(&self, topic: &str, partition: u32, acks: Acks, batch: Bytes) -> Result<Ticket, ServiceError> {
+        if acks == Acks::Local {
+            return Err(ServiceError::AcksUnsupported);
+        }
+        let part = self.partition(topic, partition)?;
+        if batch.len() > self.limits.max_batch_bytes {
+            return Err(ServiceError::BatchTooLarge { size: batch.len(), max: self.limits.max_batch_bytes });
+        }
+        let batch = Batch::validate(batch)?;
+        let need = u32::try_from(batch.bytes().len()).unwrap_or(u32::MAX);
+        let permit = tokio::select! {
+            p = self.inflight.clone().acquire_many_owned(need) => p.map_err(|_| ServiceError::ShuttingDown)?,
+            _ = tokio::time::sleep(THROTTLE_WAIT) => return Err(ServiceError::Throttled(self.limits.max_inflight_bytes)),
+            _ = self.stop.cancelled() => return Err(ServiceError::ShuttingDown),
+        };
+        let (base_offset, done) = part.append(batch, acks, permit).await?;
+        Ok(Ticket { base_offset, done })
+    }
+
+    /// Reads from `offset`. At the end of the log it waits up to `max_wait`
+    /// for new records, then answers with none.
+    pub async fn fetch(&self, topic: &str, partition: u32, offset: i64, max_bytes: usize, max_wait: Duration)
+        -> Result<Fetched, ServiceError> {
+        let part = self.partition(topic, partition)?;
+        let mut hw = part.high_watermark();
+        let log_start = part.log_start();
+        let out_of_range = |hw| ServiceError::OffsetOutOfRange {
+            topic: topic.into(),
+            partition,
+            offset,
+            log_start,
+            high_watermark: hw,
+        };
+        if offset < log_start || offset > hw {
+            return Err(out_of_range(hw));
+        }
+        if offset == hw && !max_wait.is_zero() {
+            let mut rx = part.subscribe();
+            tokio::select! {
+                r = rx.wait_for(|h| *h > offset) => if let Ok(h) = r { hw = *h },
+                _ = tokio::time::sleep(max_wait) => {}
+                _ = self.stop.cancelled() => {}
+            }
+            hw = hw.max(part.high_watermark());
+        }
+        let batches = if offset < hw {
+            self.read.read(&part, offset, max_bytes.min(self.limits.max_batch_bytes), hw).await?
+        } else {
+            Bytes::new()
+        };
+        Ok(Fetched { high_watermark: hw, log_start, batches })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        for ok in ["hello", "a.b_c-D9", &"x".repeat(249)] {
+            assert!(validate_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "has space", "slash/", "é", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+}
