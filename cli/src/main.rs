@@ -1,1 +1,150 @@
-fn main(){}
+//! `silt`: run an agent, administer topics, produce and consume.
+//!
+//! - `main.rs`: flags and dispatch.
+//! - `io.rs`: produce from stdin and consume to stdout.
+//! - `bench.rs`: the benchmark programs.
+
+mod bench;
+mod io;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use silt_client::{Client, ClientConfig};
+
+#[derive(Parser)]
+#[command(name = "silt", version, about = "silt: a Kafka-style event log on object storage")]
+struct Cli {
+    /// Agent to talk to (host:port).
+    #[arg(long, global = true, env = "SILT_AGENT", default_value = silt_agent::config::DEFAULT_LISTEN)]
+    agent: String,
+    /// CA certificate (PEM) the agent's certificate must chain to
+    /// [default: silt-data/tls/ca.pem, where `silt agent` creates it].
+    #[arg(long, global = true, env = "SILT_CA")]
+    ca: Option<PathBuf>,
+    /// Give up connecting after this long (e.g. 5s).
+    #[arg(long, global = true, env = "SILT_CONNECT_TIMEOUT", default_value = "5s", value_parser = silt_agent::config::parse_duration)]
+    connect_timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an agent (a broker) in the foreground.
+    Agent(silt_agent::Args),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Send stdin to a topic, one record per line; exits 0 only when every record is acknowledged.
+    Produce(io::ProduceArgs),
+    /// Print a topic's records, one per line.
+    Consume(io::ConsumeArgs),
+    /// Benchmark programs that print throughput and latency.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, short = 'p', default_value_t = 1)]
+        partitions: u32,
+    },
+    /// List topics.
+    List,
+    /// Show each partition: id, owner, epoch, log start offset, high watermark.
+    Describe { name: String },
+    /// Delete a topic and its records.
+    Delete { name: String },
+}
+
+impl Cli {
+    async fn connect(&self) -> anyhow::Result<Client> {
+        let ca = self.ca.clone().unwrap_or_else(|| {
+            PathBuf::from(silt_agent::config::DEFAULT_DATA_DIR).join("tls").join(silt_agent::tls::CA_FILE)
+        });
+        let config = ClientConfig {
+            agent: self.agent.clone(),
+            ca: Some(ca),
+            connect_timeout: self.connect_timeout,
+            ..Default::default()
+        };
+        Ok(Client::connect(config).await?)
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SILT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Agent(_)) { "info" } else { "warn" })
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::Agent(args) => run_agent(args).await.map(|_| 0),
+        Command::Topic(t) => {
+            let client = cli.connect().await?;
+            match t {
+                TopicCommand::Create { name, partitions } => {
+                    client.create_topic(name, *partitions).await?;
+                    println!("created topic {name} with {partitions} partition(s)");
+                }
+                TopicCommand::List => {
+                    for name in client.list_topics().await? {
+                        println!("{name}");
+                    }
+                }
+                TopicCommand::Describe { name } => {
+                    let d = client.describe_topic(name).await?;
+                    println!("topic {} (id {}, {} partitions)", d.name, d.id, d.partitions.len());
+                    println!("{:>9}  {:<22}  {:>5}  {:>14}  {:>14}", "PARTITION", "OWNER", "EPOCH", "LOG-START", "HIGH-WATERMARK");
+                    for p in &d.partitions {
+                        let owner = if p.owner.is_empty() { "-" } else { &p.owner };
+                        println!("{:>9}  {:<22}  {:>5}  {:>14}  {:>14}", p.partition, owner, p.epoch, p.log_start, p.high_watermark);
+                    }
+                }
+                TopicCommand::Delete { name } => {
+                    client.delete_topic(name).await?;
+                    println!("deleted topic {name}");
+                }
+            }
+            client.close();
+            Ok(0)
+        }
+        Command::Produce(args) => io::produce(cli.connect().await?, args).await,
+        Command::Consume(args) => io::consume(cli.connect().await?, args).await,
+        Command::Bench(b) => bench::run(cli.connect().await?, b).await.map(|_| 0),
+    }
+}
+
+async fn run_agent(args: &silt_agent::Args) -> anyhow::Result<()> {
+    let config = args.validate()?;
+    let agent = silt_agent::Agent::start(config).await.context("the agent could not start")?;
+    if let Some(ca) = agent.ca_path() {
+        eprintln!("silt agent {} listening on {} (clients trust {})", agent.agent_id(), agent.local_addr(), ca.display());
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    agent.shutdown().await;
+    Ok(())
+}

@@ -1,1 +1,21 @@
+//! The silt client SDK over QUIC.
+//!
+//! - [`client`]: [`Client`], one QUIC connection to an agent, and the
+//!   request/response plumbing.
+//! - [`admin`]: create, list, describe and delete topics.
+//! - [`producer`]: [`Producer`], which batches per partition, compresses and awaits acks.
+//! - [`consumer`]: [`Consumer`], which reads explicit partitions from explicit offsets as a `Stream`.
+//! - [`partitioner`]: the stable key hash (Kafka's murmur2, so keys land where Kafka clients put them).
 
+pub mod admin;
+pub mod client;
+pub mod consumer;
+mod error;
+pub mod partitioner;
+pub mod producer;
+
+pub use client::{Client, ClientConfig};
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, Offset, RecordStream};
+pub use error::ClientError;
+pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use silt_wire::{Acks, Compression, ErrorCode, Header, PartitionInfo, TopicDescription};

@@ -1,0 +1,114 @@
+//! Benchmark programs: they print figures, they do not pass or fail.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use silt_client::{Acks, Client, Compression, Producer, ProducerConfig, ProducerRecord};
+
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// Produce N records of a given size through the SDK; print MB/s,
+    /// records/s, acknowledgement latency percentiles, and the agent's CPU time.
+    Produce(ProduceBench),
+}
+
+#[derive(clap::Args)]
+pub struct ProduceBench {
+    /// Topic to write (created with --partitions if missing).
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    #[arg(long, default_value_t = 6)]
+    partitions: u32,
+    #[arg(long, default_value_t = 200_000)]
+    records: u64,
+    #[arg(long, default_value_t = 1024)]
+    record_bytes: usize,
+    #[arg(long, default_value = "durable")]
+    acks: Acks,
+    /// zstd or none. The payload is random bytes, so compression gains nothing.
+    #[arg(long, default_value = "none")]
+    compression: Compression,
+    /// The agent's process id, to report the CPU time it used during the run.
+    #[arg(long)]
+    agent_pid: Option<u32>,
+}
+
+pub async fn run(client: Client, cmd: &BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Produce(b) => produce(client, b).await,
+    }
+}
+
+/// CPU time of a process, from /proc (nanoseconds, scheduler accounting).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn produce(client: Client, b: &ProduceBench) -> anyhow::Result<()> {
+    if client.describe_topic(&b.topic).await.is_err() {
+        client.create_topic(&b.topic, b.partitions).await.context("creating the bench topic")?;
+    }
+    let config = ProducerConfig { acks: b.acks, compression: b.compression, ..Default::default() };
+    let producer = std::sync::Arc::new(Producer::new(client.clone(), &b.topic, config).await?);
+    let mut payload = vec![0u8; b.record_bytes];
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte = (i as u32).wrapping_mul(2654435761).to_be_bytes()[0];
+    }
+    let payload = Bytes::from(payload);
+    let cpu_before = b.agent_pid.and_then(cpu_ns);
+    let started = Instant::now();
+    // Latency is measured per record, from send to acknowledgement.
+    let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = tokio::task::JoinSet::new();
+    for _ in 0..b.records {
+        let sent_at = Instant::now();
+        let delivery = producer.send(ProducerRecord::new(payload.clone())).await?;
+        let tx = lat_tx.clone();
+        waiters.spawn(async move {
+            let r = delivery.await;
+            let _ = tx.send(sent_at.elapsed());
+            r.map(|_| ())
+        });
+        while let Some(done) = waiters.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = waiters.join_next().await {
+        done??;
+    }
+    producer.flush().await?;
+    let elapsed = started.elapsed();
+    let cpu_after = b.agent_pid.and_then(cpu_ns);
+    drop(lat_tx);
+    let mut lat = Vec::with_capacity(b.records as usize);
+    while let Some(d) = lat_rx.recv().await {
+        lat.push(d);
+    }
+    lat.sort();
+    let bytes = b.records as f64 * b.record_bytes as f64;
+    println!("produce bench: {} records x {} B, acks={:?}, {} partitions", b.records, b.record_bytes, b.acks, b.partitions);
+    println!("  elapsed      {:.2} s", elapsed.as_secs_f64());
+    println!("  throughput   {:.1} MB/s, {:.0} records/s", bytes / elapsed.as_secs_f64() / 1e6, b.records as f64 / elapsed.as_secs_f64());
+    println!(
+        "  ack latency  p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms, max {:.1} ms",
+        percentile(&lat, 0.50).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        percentile(&lat, 0.999).as_secs_f64() * 1e3,
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        let cpu = (after - before) as f64 / 1e9;
+        println!("  agent CPU    {cpu:.2} s ({:.1} MB per CPU-second)", bytes / 1e6 / cpu.max(1e-9));
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! `silt produce` (stdin to a topic) and `silt consume` (a topic to stdout).
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use silt_client::{Acks, Client, Compression, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord};
+
+#[derive(clap::Args)]
+pub struct ProduceArgs {
+    topic: String,
+    /// Split each line at the first SEP into key and value (lines without SEP have no key).
+    #[arg(long)]
+    key_separator: Option<String>,
+    /// Send every record to this partition.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// durable (in object storage and indexed) or none (fire and forget).
+    #[arg(long, default_value = "durable")]
+    acks: Acks,
+    /// zstd or none.
+    #[arg(long, default_value = "zstd")]
+    compression: Compression,
+    /// Send a partition's batch once it holds this many bytes.
+    #[arg(long, default_value = "1MiB", value_parser = silt_agent::config::parse_bytes)]
+    batch_bytes: u64,
+    /// ... or this long after its first record.
+    #[arg(long, default_value = "5ms", value_parser = silt_agent::config::parse_duration)]
+    linger: Duration,
+}
+
+#[derive(clap::Args)]
+pub struct ConsumeArgs {
+    topic: String,
+    /// Start at each partition's first record (default: only new records).
+    #[arg(long)]
+    from_beginning: bool,
+    /// Read only this partition.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Start at this offset (needs --partition). Past the end is an error;
+    /// the end itself waits for new records.
+    #[arg(long, requires = "partition", conflicts_with = "from_beginning")]
+    offset: Option<i64>,
+    /// Exit after this many records.
+    #[arg(long)]
+    max_messages: Option<u64>,
+    /// Exit (with status 0) once no record has arrived for this many milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Print each record's key before its value, separated by --key-separator.
+    #[arg(long)]
+    print_key: bool,
+    /// Print partition:offset before each record, separated by a tab.
+    #[arg(long)]
+    print_offset: bool,
+    /// What separates the key from the value with --print-key.
+    #[arg(long, default_value = "\t")]
+    key_separator: String,
+}
+
+const LINES_PER_CHUNK: usize = 4096;
+
+/// Reads stdin on a blocking thread and hands over lines in chunks.
+fn read_lines(tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<Vec<u8>>>>) {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut chunk = Vec::with_capacity(LINES_PER_CHUNK);
+    loop {
+        let mut line = Vec::new();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                chunk.push(line);
+                if chunk.len() == LINES_PER_CHUNK && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.blocking_send(Ok(chunk));
+    }
+}
+
+pub async fn produce(client: Client, args: &ProduceArgs) -> anyhow::Result<i32> {
+    let config = ProducerConfig {
+        acks: args.acks,
+        compression: args.compression,
+        batch_bytes: args.batch_bytes as usize,
+        linger: args.linger,
+        ..Default::default()
+    };
+    if args.acks == Acks::Local {
+        bail!("--acks local needs an agent with a local write-ahead log, which this version does not have; use durable or none");
+    }
+    let producer = Producer::new(client.clone(), &args.topic, config).await?;
+    if let Some(p) = args.partition {
+        if p >= producer.partitions() {
+            bail!("topic {} has no partition {p} (it has {})", args.topic, producer.partitions());
+        }
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let reader = std::thread::spawn(move || read_lines(tx));
+    let separator = args.key_separator.as_deref().map(str::as_bytes).filter(|s| !s.is_empty());
+    let mut sent: u64 = 0;
+    while let Some(chunk) = rx.recv().await {
+        for line in chunk.context("reading stdin")? {
+            let line = Bytes::from(line);
+            let mut record = match separator.and_then(|sep| find(&line, sep).map(|at| (at, sep.len()))) {
+                Some((at, len)) => ProducerRecord::new(line.slice(at + len..)).with_key(line.slice(..at)),
+                None => ProducerRecord::new(line),
+            };
+            record.partition = args.partition;
+            let _ = producer.send(record).await.with_context(|| format!("record {}", sent + 1))?;
+            sent += 1;
+        }
+    }
+    let _ = reader.join();
+    let result = producer.close().await;
+    client.close();
+    result.with_context(|| format!("not every one of the {sent} records was acknowledged"))?;
+    eprintln!("{sent} records acknowledged");
+    Ok(0)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+pub async fn consume(client: Client, args: &ConsumeArgs) -> anyhow::Result<i32> {
+    let consumer = Consumer::new(client.clone(), &args.topic, ConsumerConfig::default()).await?;
+    let start = match (args.offset, args.from_beginning) {
+        (Some(n), _) => Offset::At(n),
+        (None, true) => Offset::Earliest,
+        (None, false) => Offset::Latest,
+    };
+    let assignments: Vec<(u32, Offset)> = match args.partition {
+        Some(p) if p >= consumer.partitions() => {
+            bail!("topic {} has no partition {p} (it has {})", args.topic, consumer.partitions())
+        }
+        Some(p) => vec![(p, start)],
+        None => (0..consumer.partitions()).map(|p| (p, start)).collect(),
+    };
+    let mut stream = consumer.stream(&assignments).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let idle = args.timeout_ms.map(Duration::from_millis);
+    let mut count: u64 = 0;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        if args.max_messages.is_some_and(|max| count >= max) {
+            break;
+        }
+        // Write out what is buffered before waiting for more.
+        let next = match stream.next().now_or_never() {
+            Some(n) => n,
+            None => {
+                if flush_out(&mut out).is_err() {
+                    return Ok(0);
+                }
+                let wait = async {
+                    match idle {
+                        Some(d) => tokio::time::timeout(d, stream.next()).await.ok(),
+                        None => Some(stream.next().await),
+                    }
+                };
+                tokio::select! {
+                    n = wait => match n { Some(n) => n, None => break },
+                    _ = &mut ctrl_c => break,
+                }
+            }
+        };
+        let record = match next {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                let _ = flush_out(&mut out);
+                return Err(e.into());
+            }
+            None => break,
+        };
+        let mut line = Vec::with_capacity(record.value.len() + 32);
+        if args.print_offset {
+            line.extend_from_slice(format!("{}:{}\t", record.partition, record.offset).as_bytes());
+        }
+        if args.print_key {
+            line.extend_from_slice(record.key.as_deref().unwrap_or_default());
+            line.extend_from_slice(args.key_separator.as_bytes());
+        }
+        line.extend_from_slice(&record.value);
+        line.push(b'\n');
+        if out.write_all(&line).is_err() {
+            return Ok(0); // stdout closed (e.g. piped into head)
+        }
+        count += 1;
+    }
+    let _ = flush_out(&mut out);
+    client.close();
+    Ok(0)
+}
+
+fn flush_out(out: &mut impl Write) -> std::io::Result<()> {
+    out.flush()
+}

@@ -1,0 +1,42 @@
+//! Topic administration.
+
+use std::time::Duration;
+
+use silt_wire::{Request, Response, TopicDescription};
+
+use crate::client::{unexpected, Client};
+use crate::error::ClientError;
+
+impl Client {
+    /// Cancel safety: if dropped after sending, the topic may or may not be created.
+    pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<(), ClientError> {
+        match self.call(&Request::CreateTopic { name: name.into(), partitions }, Duration::ZERO).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Cancel safety: if dropped after sending, the topic may or may not be deleted.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        match self.call(&Request::DeleteTopic { name: name.into() }, Duration::ZERO).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Cancel safe.
+    pub async fn list_topics(&self) -> Result<Vec<String>, ClientError> {
+        match self.call(&Request::ListTopics, Duration::ZERO).await? {
+            Response::Topics(names) => Ok(names),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Cancel safe.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
+        match self.call(&Request::DescribeTopic { name: name.into() }, Duration::ZERO).await? {
+            Response::Topic(t) => Ok(t),
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The consumer: reads explicit partitions from explicit offsets and
+//! yields records as a `Stream`. One task per partition long-polls the
+//! agent; within a partition records arrive in offset order.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use silt_wire::{Header, Request, Response};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::client::Client;
+use crate::error::ClientError;
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Bytes asked for per fetch.
+    pub max_bytes: u32,
+    /// How long the agent holds a fetch at the end of the log.
+    pub max_wait: Duration,
+    /// Fetched batches buffered per partition ahead of the reader.
+    pub prefetch: usize,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig { max_bytes: 4 << 20, max_wait: Duration::from_millis(500), prefetch: 4 }
+    }
+}
+
+/// Where to start reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offset {
+    /// The first readable record.
+    Earliest,
+    /// Only records written from now on.
+    Latest,
+    /// This offset; past the end of the log is an error.
+    At(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub partition: u32,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub headers: Vec<Header>,
+}
+
+pub struct Consumer {
+    client: Client,
+    topic: String,
+    partitions: u32,
+    config: ConsumerConfig,
+}
+
+impl Consumer {
+    /// Looks the topic up. Cancel safe.
+    pub async fn new(client: Client, topic: &str, config: ConsumerConfig) -> Result<Consumer, ClientError> {
+        let d = client.describe_topic(topic).await?;
+        Ok(Consumer { client, topic: topic.into(), partitions: d.partitions.len() as u32, config })
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Starts reading `assignments`. Offsets are resolved now, so `Latest`
+    /// means records written after this call. Cancel safe.
+    pub async fn stream(&self, assignments: &[(u32, Offset)]) -> Result<RecordStream, ClientError> {
+        let description = self.client.describe_topic(&self.topic).await?;
+        let mut tasks = JoinSet::new();
+        let (tx, rx) = mpsc::channel(self.config.prefetch.max(1) * assignments.len().max(1));
+        for &(partition, offset) in assignments {
+            let info = description.partitions.get(partition as usize).ok_or(ClientError::UnknownPartition {
+                topic: self.topic.clone(),
+                partition,
+                count: self.partitions,
+            })?;
+            let start = match offset {
+                Offset::Earliest => info.log_start,
+                Offset::Latest => info.high_watermark,
+                Offset::At(n) => n,
+            };
+            let fetcher = Fetcher {
+                client: self.client.clone(),
+                topic: self.topic.clone(),
+                partition,
+                offset: start,
+                config: self.config.clone(),
+                tx: tx.clone(),
+            };
+            tasks.spawn(fetcher.run());
+        }
+        Ok(RecordStream { rx, ready: VecDeque::new(), _tasks: tasks })
+    }
+}
+
+struct Fetcher {
+    client: Client,
+    topic: String,
+    partition: u32,
+    offset: i64,
+    config: ConsumerConfig,
+    tx: mpsc::Sender<Result<Vec<ConsumedRecord>, ClientError>>,
+}
+
+impl Fetcher {
+    async fn run(mut self) {
+        loop {
+            match self.fetch_once().await {
+                Ok(records) if records.is_empty() => continue,
+                Ok(records) => {
+                    if self.tx.send(Ok(records)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = self.tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn fetch_once(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
+        let request = Request::Fetch {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            max_bytes: self.config.max_bytes,
+            max_wait_ms: self.config.max_wait.as_millis().min(u32::MAX as u128) as u32,
+        };
+        let Response::Fetched { batches, .. } = self.client.call(&request, self.config.max_wait).await? else {
+            return Err(ClientError::Protocol("fetch answered with another kind".into()));
+        };
+        let mut out = Vec::new();
+        for batch in silt_wire::batch::split(&batches) {
+            let batch = batch?;
+            for r in batch.records()? {
+                if r.offset < self.offset {
+                    continue;
+                }
+                if r.offset != self.offset {
+                    return Err(ClientError::Protocol(format!(
+                        "partition {} skipped from offset {} to {}",
+                        self.partition, self.offset, r.offset
+                    )));
+                }
+                self.offset = r.offset + 1;
+                out.push(ConsumedRecord {
+                    partition: self.partition,
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Records from every assigned partition. Dropping it stops the fetches.
+pub struct RecordStream {
+    rx: mpsc::Receiver<Result<Vec<ConsumedRecord>, ClientError>>,
+    ready: VecDeque<ConsumedRecord>,
+    _tasks: JoinSet<()>,
+}
+
+impl Stream for RecordStream {
+    type Item = Result<ConsumedRecord, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Poll::Ready(Some(Ok(r)));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(batch))) => self.ready.extend(batch),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+

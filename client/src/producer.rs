@@ -1,0 +1,390 @@
+//! The producer: records accumulate per partition into batches, which are
+//! compressed and sent when full or after `linger`. A batch's offsets are
+//! fixed when the agent answers `ProduceAssigned`; only then is the next
+//! batch of that partition sent, so per-partition order holds while up to
+//! `max_in_flight` batches per partition wait to become durable.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use silt_wire::{Acks, BatchBuilder, Compression, Header, Request, Response};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::{unexpected, Client};
+use crate::error::ClientError;
+use crate::partitioner::partition_for_key;
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub acks: Acks,
+    pub compression: Compression,
+    /// A partition's batch is sent once it holds this many (uncompressed) bytes.
+    pub batch_bytes: usize,
+    /// ... or this long after its first record, whichever comes first.
+    pub linger: Duration,
+    /// Records buffered but not yet acknowledged, in bytes; `send` waits for room.
+    pub buffer_bytes: usize,
+    /// Batches per partition sent but not yet acknowledged.
+    pub max_in_flight: usize,
+    /// Retries of a batch the agent refused with a retriable error before
+    /// assigning it offsets (so a retry can neither reorder nor duplicate).
+    pub retries: u32,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::Durable,
+            compression: Compression::Zstd,
+            batch_bytes: 1 << 20,
+            linger: Duration::from_millis(5),
+            buffer_bytes: 64 << 20,
+            max_in_flight: 16,
+            retries: 10,
+        }
+    }
+}
+
+/// A record to send.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub headers: Vec<Header>,
+    /// Pins the record to a partition; otherwise the key decides, and
+    /// keyless records spread over partitions batch by batch.
+    pub partition: Option<u32>,
+    /// Milliseconds since the Unix epoch [default: now].
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    pub fn new(value: impl Into<Bytes>) -> Self {
+        ProducerRecord { value: value.into(), ..Default::default() }
+    }
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+    pub fn with_partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header { name: name.into(), value: value.into() });
+        self
+    }
+    pub fn with_timestamp(mut self, ms: i64) -> Self {
+        self.timestamp = Some(ms);
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub partition: u32,
+    pub offset: i64,
+}
+
+type Outcome = Option<Result<i64, ClientError>>;
+
+/// Resolves when the record is acknowledged (or failed).
+pub struct Delivery {
+    slot: watch::Receiver<Outcome>,
+    partition: u32,
+    index: i64,
+}
+
+impl IntoFuture for Delivery {
+    type Output = Result<RecordMetadata, ClientError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    /// Cancel safe: dropping the future does not affect the record.
+    fn into_future(mut self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let outcome = self.slot.wait_for(|o| o.is_some()).await.map_err(|_| ClientError::Closed)?;
+            match outcome.as_ref().expect("waited for Some") {
+                Ok(base) => Ok(RecordMetadata { partition: self.partition, offset: base + self.index }),
+                Err(e) => Err(e.clone()),
+            }
+        })
+    }
+}
+
+/// A batch being filled.
+struct Open {
+    builder: BatchBuilder,
+    slot: watch::Sender<Outcome>,
+    bytes: usize,
+    opened: Instant,
+}
+
+struct Inner {
+    client: Client,
+    topic: String,
+    partitions: u32,
+    max_record_bytes: usize,
+    config: ProducerConfig,
+    open: Vec<Mutex<Option<Open>>>,
+    wake: Vec<Notify>,
+    memory: Arc<Semaphore>,
+    sticky: AtomicU32,
+    flushing: AtomicUsize,
+    /// Records sent to `send` and not yet resolved.
+    outstanding: watch::Sender<u64>,
+    first_error: Mutex<Option<ClientError>>,
+    stop: CancellationToken,
+}
+
+/// Sends records to one topic. Cheap to share behind an `Arc`.
+pub struct Producer {
+    inner: Arc<Inner>,
+    tasks: TaskTracker,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Producer {
+    /// Looks the topic up and starts one sender task per partition.
+    pub async fn new(client: Client, topic: &str, config: ProducerConfig) -> Result<Producer, ClientError> {
+        if config.batch_bytes == 0 || config.max_in_flight == 0 || config.buffer_bytes == 0 {
+            return Err(ClientError::Config("batch_bytes, buffer_bytes and max_in_flight must be positive".into()));
+        }
+        let description = client.describe_topic(topic).await?;
+        let partitions = description.partitions.len() as u32;
+        let max_record_bytes = description.max_record_bytes as usize;
+        let buffer = config.buffer_bytes.max(max_record_bytes + 1024);
+        let inner = Arc::new(Inner {
+            client,
+            topic: topic.into(),
+            partitions,
+            max_record_bytes,
+            open: (0..partitions).map(|_| Mutex::new(None)).collect(),
+            wake: (0..partitions).map(|_| Notify::new()).collect(),
+            memory: Arc::new(Semaphore::new(buffer)),
+            sticky: AtomicU32::new(rand_start(partitions)),
+            flushing: AtomicUsize::new(0),
+            outstanding: watch::Sender::new(0),
+            first_error: Mutex::new(None),
+            stop: CancellationToken::new(),
+            config,
+        });
+        let tasks = TaskTracker::new();
+        for p in 0..partitions {
+            tasks.spawn(sender(inner.clone(), p));
+        }
+        Ok(Producer { inner, tasks })
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.inner.partitions
+    }
+
+    /// Queues a record, waiting while the buffer is full. The returned
+    /// [`Delivery`] resolves once the record is acknowledged.
+    ///
+    /// Cancel safety: if dropped while waiting for buffer room, the record
+    /// is not queued.
+    pub async fn send(&self, record: ProducerRecord) -> Result<Delivery, ClientError> {
+        let inner = &self.inner;
+        if inner.stop.is_cancelled() {
+            return Err(ClientError::Closed);
+        }
+        let size = BatchBuilder::record_size(record.key.as_deref(), &record.value, &record.headers);
+        let payload = record.key.as_ref().map_or(0, |k| k.len())
+            + record.value.len()
+            + record.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
+        if payload > inner.max_record_bytes {
+            return Err(ClientError::RecordTooLarge { size: payload, max: inner.max_record_bytes });
+        }
+        let keyless = record.partition.is_none() && record.key.is_none();
+        let p = match (record.partition, &record.key) {
+            (Some(p), _) if p >= inner.partitions => {
+                return Err(ClientError::UnknownPartition { topic: inner.topic.clone(), partition: p, count: inner.partitions })
+            }
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_for_key(key, inner.partitions),
+            (None, None) => inner.sticky.load(Ordering::Relaxed) % inner.partitions,
+        };
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        inner.memory.acquire_many(permits).await.map_err(|_| ClientError::Closed)?.forget();
+        inner.outstanding.send_modify(|n| *n += 1);
+        let (slot, index, first, full) = {
+            let mut guard = inner.open[p as usize].lock().expect("open batch lock");
+            let open = guard.get_or_insert_with(|| Open {
+                builder: BatchBuilder::new(inner.config.compression),
+                slot: watch::Sender::new(None),
+                bytes: 0,
+                opened: Instant::now(),
+            });
+            let index = open.builder.len() as i64;
+            let ts = record.timestamp.unwrap_or_else(now_ms);
+            open.builder.push(ts, record.key.as_deref(), &record.value, &record.headers);
+            open.bytes += size;
+            (open.slot.subscribe(), index, index == 0, open.bytes >= inner.config.batch_bytes)
+        };
+        if full && keyless {
+            advance_sticky(inner, p);
+        }
+        if first || full {
+            inner.wake[p as usize].notify_one();
+        }
+        Ok(Delivery { slot, partition: p, index })
+    }
+
+    /// Sends everything buffered now and waits until every record passed to
+    /// `send` so far is resolved. Returns the first failure since the last
+    /// `flush`, if any record failed.
+    ///
+    /// Cancel safe: records keep going; a later `flush` reports them.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        let inner = &self.inner;
+        inner.flushing.fetch_add(1, Ordering::SeqCst);
+        for w in &inner.wake {
+            w.notify_one();
+        }
+        let mut rx = inner.outstanding.subscribe();
+        let waited = rx.wait_for(|n| *n == 0).await.map(|_| ());
+        inner.flushing.fetch_sub(1, Ordering::SeqCst);
+        waited.map_err(|_| ClientError::Closed)?;
+        match inner.first_error.lock().expect("error lock").take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes, then stops the sender tasks.
+    pub async fn close(self) -> Result<(), ClientError> {
+        let result = self.flush().await;
+        self.inner.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        result
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.inner.stop.cancel();
+    }
+}
+
+fn rand_start(partitions: u32) -> u32 {
+    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())) % partitions.max(1)
+}
+
+fn advance_sticky(inner: &Inner, from: u32) {
+    let _ = inner.sticky.compare_exchange(from, (from + 1) % inner.partitions, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+fn resolve(inner: &Inner, slot: &watch::Sender<Outcome>, records: u64, bytes: usize, outcome: Result<i64, ClientError>) {
+    if let Err(e) = &outcome {
+        let mut first = inner.first_error.lock().expect("error lock");
+        first.get_or_insert_with(|| e.clone());
+    }
+    slot.send_replace(Some(outcome));
+    inner.memory.add_permits(bytes);
+    inner.outstanding.send_modify(|n| *n -= records);
+}
+
+/// One partition's sender: seals batches, sends them in order, and hands
+/// each to a task that waits for its acknowledgement.
+async fn sender(inner: Arc<Inner>, p: u32) {
+    let in_flight = Arc::new(Semaphore::new(inner.config.max_in_flight));
+    let acks = TaskTracker::new();
+    loop {
+        let state = inner.open[p as usize].lock().expect("open batch lock").as_ref().map(|o| (o.opened, o.bytes));
+        let ready = match state {
+            None => false,
+            Some((opened, bytes)) => {
+                bytes >= inner.config.batch_bytes
+                    || inner.flushing.load(Ordering::SeqCst) > 0
+                    || opened + inner.config.linger <= Instant::now()
+            }
+        };
+        if !ready {
+            let deadline = state.map(|(opened, _)| opened + inner.config.linger);
+            tokio::select! {
+                _ = inner.wake[p as usize].notified() => {}
+                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {}
+                _ = inner.stop.cancelled() => break,
+            }
+            continue;
+        }
+        let Some(open) = inner.open[p as usize].lock().expect("open batch lock").take() else { continue };
+        advance_sticky(&inner, p);
+        let permit = tokio::select! {
+            p = in_flight.clone().acquire_owned() => p.expect("never closed"),
+            _ = inner.stop.cancelled() => {
+                resolve(&inner, &open.slot, open.builder.len() as u64, open.bytes, Err(ClientError::Closed));
+                break;
+            }
+        };
+        let records = open.builder.len() as u64;
+        let bytes = open.bytes;
+        let slot = open.slot;
+        let batch = match open.builder.build() {
+            Ok(b) => b.into_bytes(),
+            Err(e) => {
+                resolve(&inner, &slot, records, bytes, Err(ClientError::CorruptBatch(e)));
+                continue;
+            }
+        };
+        match send_until_assigned(&inner, p, batch).await {
+            Ok(mut stream) => {
+                let inner = inner.clone();
+                acks.spawn(async move {
+                    let _permit = permit;
+                    let limit = inner.client.config().request_timeout;
+                    let outcome = match tokio::time::timeout(limit, stream.next()).await {
+                        Ok(Ok(Response::Produced { base_offset, .. })) => Ok(base_offset),
+                        Ok(Ok(other)) => Err(unexpected(other)),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(ClientError::Timeout { addr: inner.client.agent().into(), secs: limit.as_secs() }),
+                    };
+                    resolve(&inner, &slot, records, bytes, outcome);
+                });
+            }
+            Err(e) => resolve(&inner, &slot, records, bytes, Err(e)),
+        }
+    }
+    acks.close();
+    acks.wait().await;
+}
+
+async fn send_until_assigned(inner: &Inner, p: u32, batch: Bytes) -> Result<crate::client::ResponseStream, ClientError> {
+    let request = Request::Produce { topic: inner.topic.clone(), partition: p, acks: inner.config.acks, batch };
+    let mut attempt = 0;
+    loop {
+        let result = async {
+            let mut stream = inner.client.open(&request).await?;
+            match stream.next().await? {
+                Response::ProduceAssigned { .. } => Ok(stream),
+                other => Err(unexpected(other)),
+            }
+        };
+        let limit = inner.client.config().request_timeout;
+        let result = match tokio::time::timeout(limit, result).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout { addr: inner.client.agent().into(), secs: limit.as_secs() }),
+        };
+        match result {
+            // Refused before offsets were assigned: safe to send again.
+            Err(e @ ClientError::Server { .. }) if e.is_retriable() && attempt < inner.config.retries => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "produce refused; retrying");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(20)))).await;
+            }
+            other => return other,
+        }
+    }
+}
