@@ -42,7 +42,7 @@ pub struct ConsumeArgs {
     partition: Option<u32>,
     /// Start at this offset (needs --partition). Past the end is an error;
     /// the end itself waits for new records.
-    #[arg(long, requires = "partition", conflicts_with = "from_beginning")]
+    #[arg(long, requires = "partition", conflicts_with = "from_beginning", allow_negative_numbers = true)]
     offset: Option<i64>,
     /// Exit after this many records.
     #[arg(long)]

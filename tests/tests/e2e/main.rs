@@ -1,1 +1,9 @@
+//! End-to-end tests: real agents (in this process and as `silt`
+//! processes), real QUIC sockets, the real SQLite metadata store and the
+//! local object store.
 
+mod cli;
+mod durability;
+mod harness;
+mod protocol;
+mod sdk;

@@ -1,0 +1,218 @@
+//! Starting real agents (in this process, or as `silt` processes) and
+//! talking to them through the SDK and the `silt` binary.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use silt_agent::{Agent, Args};
+use silt_client::{Client, ClientConfig};
+
+/// The `silt` binary next to this test binary (built by `cargo build`).
+pub fn silt_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SILT_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("silt");
+    assert!(bin.exists(), "{} is missing: run `cargo build --bins` first (the test command does)", bin.display());
+    bin
+}
+
+/// A UDP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Agent flags for tests: a private data dir, a free port, quick flushes.
+pub fn test_args(data_dir: &Path) -> Args {
+    let mut args = Args::default();
+    args.data_dir = data_dir.to_path_buf();
+    args.listen = "127.0.0.1:0".parse().unwrap();
+    args.flush_interval = Duration::from_millis(20);
+    args
+}
+
+/// An agent running inside the test process.
+pub struct TestAgent {
+    pub agent: Option<Agent>,
+    pub addr: SocketAddr,
+    pub ca: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestAgent {
+    pub async fn start() -> TestAgent {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_with(dir, |_| {}).await
+    }
+
+    pub async fn start_with(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Args)) -> TestAgent {
+        let mut args = test_args(dir.path());
+        tweak(&mut args);
+        let agent = Agent::start(args.validate().unwrap()).await.unwrap();
+        let addr = agent.local_addr();
+        let ca = agent.ca_path().map(Path::to_path_buf).unwrap_or_default();
+        TestAgent { agent: Some(agent), addr, ca, dir }
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig { agent: self.addr.to_string(), ca: Some(self.ca.clone()), ..Default::default() }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.client_config()).await.unwrap()
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(a) = self.agent.take() {
+            a.shutdown().await;
+        }
+        self.dir
+    }
+}
+
+/// A `silt agent` process.
+pub struct AgentProcess {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts `silt agent` on `data_dir` and a free port, and waits until it answers.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> AgentProcess {
+        Self::start_on(data_dir, &format!("127.0.0.1:{}", free_port()), extra)
+    }
+
+    pub fn start_on(data_dir: &Path, addr: &str, extra: &[&str]) -> AgentProcess {
+        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
+        let child = Command::new(silt_bin())
+            .args(["agent", "--data-dir", data_dir.to_str().unwrap(), "--listen", addr])
+            .args(extra)
+            .env("SILT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let p = AgentProcess { child, addr: addr.into(), data_dir: data_dir.into(), ca: data_dir.join("tls/ca.pem") };
+        p.wait_ready();
+        p
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.ca.exists() {
+                let out = self.cli(&["topic", "list"]);
+                if out.status.success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "agent at {} did not come up; see {}.log", self.addr, self.data_dir.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `silt ARGS` against this agent (through SILT_AGENT and SILT_CA).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_input(args, None)
+    }
+
+    pub fn cli_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        run_silt(args, input, &[("SILT_AGENT", &self.addr), ("SILT_CA", self.ca.to_str().unwrap())], None)
+    }
+
+    /// Runs the CLI and asserts it succeeded; returns stdout.
+    pub fn ok(&self, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+        let out = self.cli_with_input(args, input);
+        assert!(out.status.success(), "silt {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+pub fn run_silt(args: &[&str], input: Option<&[u8]>, env: &[(&str, &str)], cwd: Option<&Path>) -> Output {
+    let mut cmd = Command::new(silt_bin());
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.env_remove("SILT_AGENT").env_remove("SILT_CA");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.map(<[u8]>::to_vec);
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        if let Some(data) = input {
+            let _ = stdin.write_all(&data);
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `seq 1 n`, as bytes.
+pub fn seq(n: u64) -> Vec<u8> {
+    let mut s = String::new();
+    for i in 1..=n {
+        s.push_str(&i.to_string());
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+/// Parses `partition:offset<TAB>rest` lines from `consume --print-offset`.
+pub fn parse_offsets(out: &[u8]) -> Vec<(u32, i64, String)> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| {
+            let (po, rest) = l.split_once('\t').expect("partition:offset<TAB>value");
+            let (p, o) = po.split_once(':').unwrap();
+            (p.parse().unwrap(), o.parse().unwrap(), rest.to_string())
+        })
+        .collect()
+}
+
+/// Asserts each partition's offsets run 0, 1, 2, ... in output order.
+pub fn assert_dense_in_order(records: &[(u32, i64, String)]) {
+    let mut next = std::collections::HashMap::<u32, i64>::new();
+    for (p, o, _) in records {
+        let want = next.entry(*p).or_insert(0);
+        assert_eq!(*o, *want, "partition {p}: offset {o} came where {want} was due");
+        *want += 1;
+    }
+}
