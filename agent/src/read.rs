@@ -29,7 +29,10 @@ struct Recent {
 
 impl RecentObjects {
     pub fn new(capacity: usize) -> Self {
-        RecentObjects { inner: Default::default(), capacity }
+        RecentObjects {
+            inner: Default::default(),
+            capacity,
+        }
     }
 
     pub fn insert(&self, name: String, data: Bytes) {
@@ -41,7 +44,9 @@ impl RecentObjects {
         r.objects.insert(name.clone(), data);
         r.order.push_back(name);
         while r.bytes > self.capacity {
-            let Some(old) = r.order.pop_front() else { break };
+            let Some(old) = r.order.pop_front() else {
+                break;
+            };
             if let Some(d) = r.objects.remove(&old) {
                 r.bytes -= d.len();
             }
@@ -49,7 +54,12 @@ impl RecentObjects {
     }
 
     pub fn get(&self, name: &str) -> Option<Bytes> {
-        self.inner.lock().expect("recent objects lock").objects.get(name).cloned()
+        self.inner
+            .lock()
+            .expect("recent objects lock")
+            .objects
+            .get(name)
+            .cloned()
     }
 }
 
@@ -65,7 +75,13 @@ const INDEX_PAGE: usize = 64;
 impl ReadPath {
     /// Whole batches from `offset` on, below `high_watermark`, about
     /// `max_bytes` in all (at least one batch when any is readable).
-    pub async fn read(&self, part: &Partition, offset: i64, max_bytes: usize, high_watermark: i64) -> Result<Bytes, ServiceError> {
+    pub async fn read(
+        &self,
+        part: &Partition,
+        offset: i64,
+        max_bytes: usize,
+        high_watermark: i64,
+    ) -> Result<Bytes, ServiceError> {
         let mut out = BytesMut::new();
         let mut at = offset;
         while at < high_watermark && out.len() < max_bytes {
@@ -73,7 +89,10 @@ impl ReadPath {
             let data = self.range(&segment).await?;
             for batch in silt_wire::batch::split(&data) {
                 let batch = batch.map_err(|e| {
-                    ServiceError::Corrupt(format!("object {} bytes {}+{}: {e}", segment.object, segment.start, segment.len))
+                    ServiceError::Corrupt(format!(
+                        "object {} bytes {}+{}: {e}",
+                        segment.object, segment.start, segment.len
+                    ))
                 })?;
                 if batch.last_offset() < at {
                     continue;
@@ -98,11 +117,17 @@ impl ReadPath {
         if let Some(s) = part.cached_segment(offset) {
             return Ok(s);
         }
-        let found = self.catalog.segments(part.topic_id, part.partition, offset, INDEX_PAGE).await?;
+        let found = self
+            .catalog
+            .segments(part.topic_id, part.partition, offset, INDEX_PAGE)
+            .await?;
         let first = found.first().cloned().filter(|s| s.base_offset <= offset);
         part.remember(found);
         first.ok_or_else(|| {
-            ServiceError::Corrupt(format!("the index has no entry for {}/{} offset {offset}", part.topic, part.partition))
+            ServiceError::Corrupt(format!(
+                "the index has no entry for {}/{} offset {offset}",
+                part.topic, part.partition
+            ))
         })
     }
 
@@ -113,6 +138,9 @@ impl ReadPath {
                 return Ok(obj.slice(start as usize..end as usize));
             }
         }
-        self.store.get_range(&Path::from(s.object.as_str()), start..end).await.map_err(ServiceError::Storage)
+        self.store
+            .get_range(&Path::from(s.object.as_str()), start..end)
+            .await
+            .map_err(ServiceError::Storage)
     }
 }

@@ -56,9 +56,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn produce(client: Client, b: &ProduceBench) -> anyhow::Result<()> {
     if client.describe_topic(&b.topic).await.is_err() {
-        client.create_topic(&b.topic, b.partitions).await.context("creating the bench topic")?;
+        client
+            .create_topic(&b.topic, b.partitions)
+            .await
+            .context("creating the bench topic")?;
     }
-    let config = ProducerConfig { acks: b.acks, compression: b.compression, ..Default::default() };
+    let config = ProducerConfig {
+        acks: b.acks,
+        compression: b.compression,
+        ..Default::default()
+    };
     let producer = std::sync::Arc::new(Producer::new(client.clone(), &b.topic, config).await?);
     let mut payload = vec![0u8; b.record_bytes];
     for (i, byte) in payload.iter_mut().enumerate() {
@@ -96,9 +103,16 @@ async fn produce(client: Client, b: &ProduceBench) -> anyhow::Result<()> {
     }
     lat.sort();
     let bytes = b.records as f64 * b.record_bytes as f64;
-    println!("produce bench: {} records x {} B, acks={:?}, {} partitions", b.records, b.record_bytes, b.acks, b.partitions);
+    println!(
+        "produce bench: {} records x {} B, acks={:?}, {} partitions",
+        b.records, b.record_bytes, b.acks, b.partitions
+    );
     println!("  elapsed      {:.2} s", elapsed.as_secs_f64());
-    println!("  throughput   {:.1} MB/s, {:.0} records/s", bytes / elapsed.as_secs_f64() / 1e6, b.records as f64 / elapsed.as_secs_f64());
+    println!(
+        "  throughput   {:.1} MB/s, {:.0} records/s",
+        bytes / elapsed.as_secs_f64() / 1e6,
+        b.records as f64 / elapsed.as_secs_f64()
+    );
     println!(
         "  ack latency  p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms, max {:.1} ms",
         percentile(&lat, 0.50).as_secs_f64() * 1e3,
@@ -108,7 +122,10 @@ async fn produce(client: Client, b: &ProduceBench) -> anyhow::Result<()> {
     );
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         let cpu = (after - before) as f64 / 1e9;
-        println!("  agent CPU    {cpu:.2} s ({:.1} MB per CPU-second)", bytes / 1e6 / cpu.max(1e-9));
+        println!(
+            "  agent CPU    {cpu:.2} s ({:.1} MB per CPU-second)",
+            bytes / 1e6 / cpu.max(1e-9)
+        );
     }
     Ok(())
 }

@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use silt_client::{Client, ClientConfig};
 
 #[derive(Parser)]
-#[command(name = "silt", version, about = "silt: a Kafka-style event log on object storage")]
+#[command(
+    name = "silt",
+    version,
+    about = "silt: a Kafka-style event log on object storage"
+)]
 struct Cli {
     /// Agent to talk to (host:port).
     #[arg(long, global = true, env = "SILT_AGENT", default_value = silt_agent::config::DEFAULT_LISTEN)]
@@ -66,7 +70,9 @@ enum TopicCommand {
 impl Cli {
     async fn connect(&self) -> anyhow::Result<Client> {
         let ca = self.ca.clone().unwrap_or_else(|| {
-            PathBuf::from(silt_agent::config::DEFAULT_DATA_DIR).join("tls").join(silt_agent::tls::CA_FILE)
+            PathBuf::from(silt_agent::config::DEFAULT_DATA_DIR)
+                .join("tls")
+                .join(silt_agent::tls::CA_FILE)
         });
         let config = ClientConfig {
             agent: self.agent.clone(),
@@ -81,9 +87,16 @@ impl Cli {
 fn main() {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SILT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Agent(_)) { "info" } else { "warn" })
+        tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Agent(_)) {
+            "info"
+        } else {
+            "warn"
+        })
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
@@ -113,11 +126,22 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 TopicCommand::Describe { name } => {
                     let d = client.describe_topic(name).await?;
-                    println!("topic {} (id {}, {} partitions)", d.name, d.id, d.partitions.len());
-                    println!("{:>9}  {:<22}  {:>5}  {:>14}  {:>14}", "PARTITION", "OWNER", "EPOCH", "LOG-START", "HIGH-WATERMARK");
+                    println!(
+                        "topic {} (id {}, {} partitions)",
+                        d.name,
+                        d.id,
+                        d.partitions.len()
+                    );
+                    println!(
+                        "{:>9}  {:<22}  {:>5}  {:>14}  {:>14}",
+                        "PARTITION", "OWNER", "EPOCH", "LOG-START", "HIGH-WATERMARK"
+                    );
                     for p in &d.partitions {
                         let owner = if p.owner.is_empty() { "-" } else { &p.owner };
-                        println!("{:>9}  {:<22}  {:>5}  {:>14}  {:>14}", p.partition, owner, p.epoch, p.log_start, p.high_watermark);
+                        println!(
+                            "{:>9}  {:<22}  {:>5}  {:>14}  {:>14}",
+                            p.partition, owner, p.epoch, p.log_start, p.high_watermark
+                        );
                     }
                 }
                 TopicCommand::Delete { name } => {
@@ -136,9 +160,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 async fn run_agent(args: &silt_agent::Args) -> anyhow::Result<()> {
     let config = args.validate()?;
-    let agent = silt_agent::Agent::start(config).await.context("the agent could not start")?;
+    let agent = silt_agent::Agent::start(config)
+        .await
+        .context("the agent could not start")?;
     if let Some(ca) = agent.ca_path() {
-        eprintln!("silt agent {} listening on {} (clients trust {})", agent.agent_id(), agent.local_addr(), ca.display());
+        eprintln!(
+            "silt agent {} listening on {} (clients trust {})",
+            agent.agent_id(),
+            agent.local_addr(),
+            ca.display()
+        );
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

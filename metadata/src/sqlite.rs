@@ -68,7 +68,10 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| MetaError::backend(BACKEND, e))??;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path })
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -103,7 +106,8 @@ struct SqliteTxn {
 }
 
 fn current_rev(conn: &Connection) -> Result<i64, MetaError> {
-    conn.query_row("SELECT rev FROM revision WHERE id = 0", [], |r| r.get(0)).map_err(db_err)
+    conn.query_row("SELECT rev FROM revision WHERE id = 0", [], |r| r.get(0))
+        .map_err(db_err)
 }
 
 fn read_key(conn: &Connection, key: &[u8]) -> Result<Option<(Vec<u8>, i64)>, MetaError> {
@@ -120,7 +124,11 @@ impl SqliteTxn {
         let need_rev = self.start_rev.is_none();
         let k = key.to_vec();
         let (row, rev) = blocking(&self.conn, move |conn| {
-            let rev = if need_rev { Some(current_rev(conn)?) } else { None };
+            let rev = if need_rev {
+                Some(current_rev(conn)?)
+            } else {
+                None
+            };
             Ok((read_key(conn, &k)?, rev))
         })
         .await?;
@@ -128,7 +136,9 @@ impl SqliteTxn {
             self.start_rev = rev;
         }
         if for_update {
-            self.reads.entry(key.to_vec()).or_insert(row.as_ref().map(|(_, rev)| *rev));
+            self.reads
+                .entry(key.to_vec())
+                .or_insert(row.as_ref().map(|(_, rev)| *rev));
         }
         match buffered {
             Some(write) => Ok(write.map(Bytes::from)),
@@ -150,8 +160,13 @@ impl Transaction for SqliteTxn {
         self.read(key, true).await
     }
 
-    async fn scan(&mut self, start: &[u8], end: &[u8], limit: usize, reverse: bool)
-        -> Result<Vec<KeyValue>, MetaError> {
+    async fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KeyValue>, MetaError> {
         if limit == 0 || start >= end {
             return Ok(Vec::new());
         }
@@ -165,7 +180,11 @@ impl Transaction for SqliteTxn {
         let (s, e) = (start.to_vec(), end.to_vec());
         let need_rev = self.start_rev.is_none();
         let (rows, rev) = blocking(&self.conn, move |conn| {
-            let rev = if need_rev { Some(current_rev(conn)?) } else { None };
+            let rev = if need_rev {
+                Some(current_rev(conn)?)
+            } else {
+                None
+            };
             let sql = if reverse {
                 "SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key DESC LIMIT ?3"
             } else {
@@ -173,7 +192,9 @@ impl Transaction for SqliteTxn {
             };
             let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
             let rows = stmt
-                .query_map(params![s, e, fetch], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))
+                .query_map(params![s, e, fetch], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
                 .map_err(db_err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db_err)?;
@@ -183,7 +204,8 @@ impl Transaction for SqliteTxn {
         if rev.is_some() {
             self.start_rev = rev;
         }
-        let mut merged: BTreeMap<Vec<u8>, Bytes> = rows.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
+        let mut merged: BTreeMap<Vec<u8>, Bytes> =
+            rows.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
         for (k, v) in pending {
             match v {
                 Some(v) => merged.insert(k, Bytes::from(v)),
@@ -207,12 +229,20 @@ impl Transaction for SqliteTxn {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), MetaError> {
-        let SqliteTxn { conn, start_rev, reads, writes, .. } = *self;
+        let SqliteTxn {
+            conn,
+            start_rev,
+            reads,
+            writes,
+            ..
+        } = *self;
         if writes.is_empty() {
             return Ok(());
         }
         blocking(&conn, move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
             for (key, seen) in &reads {
                 let now = read_key(&tx, key)?.map(|(_, rev)| rev);
                 if now != *seen {
@@ -227,12 +257,17 @@ impl Transaction for SqliteTxn {
                 }
             }
             let rev = current_rev(&tx)? + 1;
-            tx.execute("UPDATE revision SET rev = ?1 WHERE id = 0", [rev]).map_err(db_err)?;
+            tx.execute("UPDATE revision SET rev = ?1 WHERE id = 0", [rev])
+                .map_err(db_err)?;
             {
                 let mut upsert = tx
-                    .prepare_cached("INSERT OR REPLACE INTO kv (key, value, rev) VALUES (?1, ?2, ?3)")
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO kv (key, value, rev) VALUES (?1, ?2, ?3)",
+                    )
                     .map_err(db_err)?;
-                let mut delete = tx.prepare_cached("DELETE FROM kv WHERE key = ?1").map_err(db_err)?;
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM kv WHERE key = ?1")
+                    .map_err(db_err)?;
                 for (key, value) in &writes {
                     match value {
                         Some(v) => upsert.execute(params![key, v, rev]).map_err(db_err)?,
@@ -272,6 +307,9 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("x/meta.db").display());
         let store = crate::open(&url).await.unwrap();
         assert_eq!(store.backend(), "sqlite");
-        assert!(matches!(crate::open("etcd://x").await, Err(MetaError::InvalidUrl { .. })));
+        assert!(matches!(
+            crate::open("etcd://x").await,
+            Err(MetaError::InvalidUrl { .. })
+        ));
     }
 }

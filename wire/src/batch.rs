@@ -76,7 +76,9 @@ impl std::str::FromStr for Compression {
         match s {
             "none" => Ok(Compression::None),
             "zstd" => Ok(Compression::Zstd),
-            other => Err(format!("unknown compression {other:?} (expected none or zstd)")),
+            other => Err(format!(
+                "unknown compression {other:?} (expected none or zstd)"
+            )),
         }
     }
 }
@@ -159,8 +161,8 @@ impl BatchHeader {
             return Err(BatchError::Version(version));
         }
         let attributes = r.u8("attributes")?;
-        let compression =
-            Compression::from_bits(attributes & 0x07).ok_or(BatchError::Compression(attributes & 0x07))?;
+        let compression = Compression::from_bits(attributes & 0x07)
+            .ok_or(BatchError::Compression(attributes & 0x07))?;
         let header = BatchHeader {
             base_offset,
             crc,
@@ -177,7 +179,10 @@ impl BatchHeader {
         };
         let total = LENGTH_END + header.length as usize;
         if total < HEADER_LEN {
-            return Err(BatchError::LengthMismatch { declared: total, actual: buf.len() });
+            return Err(BatchError::LengthMismatch {
+                declared: total,
+                actual: buf.len(),
+            });
         }
         if header.record_count == 0 {
             return Err(BatchError::Empty);
@@ -206,11 +211,17 @@ impl Batch {
     pub fn validate(bytes: Bytes) -> Result<Batch, BatchError> {
         let (header, total) = BatchHeader::parse(&bytes)?;
         if total != bytes.len() {
-            return Err(BatchError::LengthMismatch { declared: total, actual: bytes.len() });
+            return Err(BatchError::LengthMismatch {
+                declared: total,
+                actual: bytes.len(),
+            });
         }
         let computed = crc32c::crc32c(&bytes[CRC_START..]);
         if computed != header.crc {
-            return Err(BatchError::Crc { stored: header.crc, computed });
+            return Err(BatchError::Crc {
+                stored: header.crc,
+                computed,
+            });
         }
         Ok(Batch { header, bytes })
     }
@@ -234,9 +245,18 @@ impl Batch {
     /// Rewrites the base offset. The CRC does not cover it, so nothing else
     /// changes.
     pub fn with_base_offset(self, base_offset: i64) -> Batch {
-        let mut raw = self.bytes.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let mut raw = self
+            .bytes
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         stamp_base_offset(&mut raw, base_offset);
-        Batch { header: BatchHeader { base_offset, ..self.header }, bytes: raw.freeze() }
+        Batch {
+            header: BatchHeader {
+                base_offset,
+                ..self.header
+            },
+            bytes: raw.freeze(),
+        }
     }
 
     /// Decompresses and decodes every record.
@@ -378,13 +398,20 @@ impl BatchBuilder {
 
     /// The encoded size of one record, as `push` would write it.
     pub fn record_size(key: Option<&[u8]>, value: &[u8], headers: &[Header]) -> usize {
-        let body = 10 + 5 + key.map_or(1, |k| varint_len(k.len() as i64) + k.len())
+        let body = 10
+            + 5
+            + key.map_or(1, |k| varint_len(k.len() as i64) + k.len())
             + uvarint_len(value.len() as u64)
             + value.len()
             + uvarint_len(headers.len() as u64)
             + headers
                 .iter()
-                .map(|h| uvarint_len(h.name.len() as u64) + h.name.len() + uvarint_len(h.value.len() as u64) + h.value.len())
+                .map(|h| {
+                    uvarint_len(h.name.len() as u64)
+                        + h.name.len()
+                        + uvarint_len(h.value.len() as u64)
+                        + h.value.len()
+                })
                 .sum::<usize>();
         body + uvarint_len(body as u64)
     }
@@ -476,7 +503,15 @@ mod tests {
     fn sample(compression: Compression) -> Batch {
         let mut b = BatchBuilder::new(compression);
         b.push(1000, Some(b"k1"), b"hello", &[]);
-        b.push(999, None, b"", &[Header { name: "h".into(), value: Bytes::from_static(b"\x00\xff") }]);
+        b.push(
+            999,
+            None,
+            b"",
+            &[Header {
+                name: "h".into(),
+                value: Bytes::from_static(b"\x00\xff"),
+            }],
+        );
         b.push(1005, Some(b""), &[0u8, 1, 2, 255], &[]);
         b.build().unwrap()
     }
@@ -510,7 +545,10 @@ mod tests {
         for i in 8..raw.len() {
             let mut bad = raw.clone();
             bad[i] ^= 0x40;
-            assert!(Batch::validate(Bytes::from(bad)).is_err(), "flip at byte {i} went unnoticed");
+            assert!(
+                Batch::validate(Bytes::from(bad)).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
         }
     }
 
@@ -537,15 +575,24 @@ mod tests {
 
     #[test]
     fn empty_builder_is_an_error() {
-        assert_eq!(BatchBuilder::new(Compression::Zstd).build(), Err(BatchError::Empty));
+        assert_eq!(
+            BatchBuilder::new(Compression::Zstd).build(),
+            Err(BatchError::Empty)
+        );
     }
 
-    fn arb_record() -> impl Strategy<Value = (i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>)> {
+    /// timestamp, key, value, headers
+    type ArbRecord = (i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+    fn arb_record() -> impl Strategy<Value = ArbRecord> {
         (
             any::<i64>(),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
             proptest::collection::vec(any::<u8>(), 0..200),
-            proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..8)), 0..3),
+            proptest::collection::vec(
+                ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..8)),
+                0..3,
+            ),
         )
     }
 

@@ -17,22 +17,31 @@ pub fn silt_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("silt");
-    assert!(bin.exists(), "{} is missing: run `cargo build --bins` first (the test command does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bins` first (the test command does)",
+        bin.display()
+    );
     bin
 }
 
 /// A UDP port that was free a moment ago.
 pub fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Agent flags for tests: a private data dir, a free port, quick flushes.
 pub fn test_args(data_dir: &Path) -> Args {
-    let mut args = Args::default();
-    args.data_dir = data_dir.to_path_buf();
-    args.listen = "127.0.0.1:0".parse().unwrap();
-    args.flush_interval = Duration::from_millis(20);
-    args
+    Args {
+        data_dir: data_dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        flush_interval: Duration::from_millis(20),
+        ..Default::default()
+    }
 }
 
 /// An agent running inside the test process.
@@ -55,11 +64,20 @@ impl TestAgent {
         let agent = Agent::start(args.validate().unwrap()).await.unwrap();
         let addr = agent.local_addr();
         let ca = agent.ca_path().map(Path::to_path_buf).unwrap_or_default();
-        TestAgent { agent: Some(agent), addr, ca, dir }
+        TestAgent {
+            agent: Some(agent),
+            addr,
+            ca,
+            dir,
+        }
     }
 
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig { agent: self.addr.to_string(), ca: Some(self.ca.clone()), ..Default::default() }
+        ClientConfig {
+            agent: self.addr.to_string(),
+            ca: Some(self.ca.clone()),
+            ..Default::default()
+        }
     }
 
     pub async fn client(&self) -> Client {
@@ -91,14 +109,25 @@ impl AgentProcess {
     pub fn start_on(data_dir: &Path, addr: &str, extra: &[&str]) -> AgentProcess {
         let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
         let child = Command::new(silt_bin())
-            .args(["agent", "--data-dir", data_dir.to_str().unwrap(), "--listen", addr])
+            .args([
+                "agent",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--listen",
+                addr,
+            ])
             .args(extra)
             .env("SILT_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
-        let p = AgentProcess { child, addr: addr.into(), data_dir: data_dir.into(), ca: data_dir.join("tls/ca.pem") };
+        let p = AgentProcess {
+            child,
+            addr: addr.into(),
+            data_dir: data_dir.into(),
+            ca: data_dir.join("tls/ca.pem"),
+        };
         p.wait_ready();
         p
     }
@@ -112,7 +141,12 @@ impl AgentProcess {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "agent at {} did not come up; see {}.log", self.addr, self.data_dir.display());
+            assert!(
+                Instant::now() < deadline,
+                "agent at {} did not come up; see {}.log",
+                self.addr,
+                self.data_dir.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -123,13 +157,25 @@ impl AgentProcess {
     }
 
     pub fn cli_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Output {
-        run_silt(args, input, &[("SILT_AGENT", &self.addr), ("SILT_CA", self.ca.to_str().unwrap())], None)
+        run_silt(
+            args,
+            input,
+            &[
+                ("SILT_AGENT", &self.addr),
+                ("SILT_CA", self.ca.to_str().unwrap()),
+            ],
+            None,
+        )
     }
 
     /// Runs the CLI and asserts it succeeded; returns stdout.
     pub fn ok(&self, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
         let out = self.cli_with_input(args, input);
-        assert!(out.status.success(), "silt {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "silt {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 
@@ -153,13 +199,24 @@ impl Drop for AgentProcess {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
-pub fn run_silt(args: &[&str], input: Option<&[u8]>, env: &[(&str, &str)], cwd: Option<&Path>) -> Output {
+pub fn run_silt(
+    args: &[&str],
+    input: Option<&[u8]>,
+    env: &[(&str, &str)],
+    cwd: Option<&Path>,
+) -> Output {
     let mut cmd = Command::new(silt_bin());
-    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd.env_remove("SILT_AGENT").env_remove("SILT_CA");
     for (k, v) in env {
         cmd.env(k, v);
@@ -212,7 +269,10 @@ pub fn assert_dense_in_order(records: &[(u32, i64, String)]) {
     let mut next = std::collections::HashMap::<u32, i64>::new();
     for (p, o, _) in records {
         let want = next.entry(*p).or_insert(0);
-        assert_eq!(*o, *want, "partition {p}: offset {o} came where {want} was due");
+        assert_eq!(
+            *o, *want,
+            "partition {p}: offset {o} came where {want} was due"
+        );
         *want += 1;
     }
 }
