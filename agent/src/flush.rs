@@ -124,8 +124,10 @@ pub async fn run(flusher: Arc<Flusher>, stop: CancellationToken) {
             },
         }
     }
-    // Graceful stop: what was accepted gets one more chance to become durable.
-    flusher.flush_once(&CancellationToken::new()).await;
+    // Graceful stop: what was accepted gets one more chance to become
+    // durable, with a bounded number of attempts (the token is already
+    // cancelled), so an unreachable store cannot hold shutdown forever.
+    flusher.flush_once(&stop).await;
 }
 
 /// Backoff between retries of a failed PUT or commit.

@@ -1,6 +1,7 @@
 //! The SDK against an agent in this process: binary-safe records, headers,
 //! record-size limits, ordering.
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -230,6 +231,89 @@ async fn graceful_shutdown_acknowledges_then_keeps_everything() {
     assert_eq!(
         client.describe_topic("g").await.unwrap().partitions[0].high_watermark,
         100
+    );
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_acknowledged_while_storage_is_down() {
+    let agent = TestAgent::start().await;
+    let client = agent.client().await;
+    client.create_topic("s", 1).await.unwrap();
+    let producer = Producer::new(client.clone(), "s", ProducerConfig::default())
+        .await
+        .unwrap();
+    producer
+        .send(ProducerRecord::new("a"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    // Break the object store: its folder becomes a file.
+    let objects = agent.dir.path().join("objects");
+    let aside = agent.dir.path().join("objects-aside");
+    std::fs::rename(&objects, &aside).unwrap();
+    std::fs::write(&objects, b"not a folder").unwrap();
+    let b = producer
+        .send(ProducerRecord::new("b"))
+        .await
+        .unwrap()
+        .into_future();
+    tokio::pin!(b);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut b)
+            .await
+            .is_err(),
+        "acknowledged while storage was down"
+    );
+
+    // Storage comes back: the agent carries on by itself.
+    std::fs::remove_file(&objects).unwrap();
+    std::fs::rename(&aside, &objects).unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(15), b)
+            .await
+            .unwrap()
+            .unwrap()
+            .offset,
+        1
+    );
+
+    // Down again at shutdown: shutdown still ends, and the record is failed, not acknowledged.
+    std::fs::rename(&objects, &aside).unwrap();
+    std::fs::write(&objects, b"not a folder").unwrap();
+    let c = producer.send(ProducerRecord::new("c")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let dir = tokio::time::timeout(Duration::from_secs(60), agent.stop())
+        .await
+        .expect("shutdown ends");
+    assert!(
+        c.await.is_err(),
+        "a record that never reached storage was acknowledged"
+    );
+
+    std::fs::remove_file(dir.path().join("objects")).unwrap();
+    std::fs::rename(dir.path().join("objects-aside"), dir.path().join("objects")).unwrap();
+    let again = TestAgent::start_with(dir, |_| {}).await;
+    let consumer = Consumer::new(again.client().await, "s", ConsumerConfig::default())
+        .await
+        .unwrap();
+    let got = read_n(&consumer, &[(0, Offset::Earliest)], 2).await;
+    assert_eq!(
+        got.iter().map(|r| r.value.clone()).collect::<Vec<_>>(),
+        vec![Bytes::from("a"), Bytes::from("b")]
+    );
+    assert_eq!(
+        again
+            .client()
+            .await
+            .describe_topic("s")
+            .await
+            .unwrap()
+            .partitions[0]
+            .high_watermark,
+        2
     );
     again.stop().await;
 }
