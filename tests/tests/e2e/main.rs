@@ -4,6 +4,7 @@
 
 mod cli;
 mod durability;
+mod flush;
 mod harness;
 mod protocol;
 mod sdk;
