@@ -29,6 +29,11 @@ pub struct ProduceBench {
     /// zstd or none. The payload is random bytes, so compression gains nothing.
     #[arg(long, default_value = "none")]
     compression: Compression,
+    /// Send at most this many records per second (0: as fast as possible).
+    /// Latency is only meaningful below saturation: at full speed it measures
+    /// the time records wait in the producer's buffer.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// The agent's process id, to report the CPU time it used during the run.
     #[arg(long)]
     agent_pid: Option<u32>,
@@ -40,10 +45,14 @@ pub async fn run(client: Client, cmd: &BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-/// CPU time of a process, from /proc (nanoseconds, scheduler accounting).
+/// CPU time (user + system) of a process in nanoseconds, from /proc/PID/stat,
+/// whose times Linux reports in USER_HZ (100 per second on every architecture).
 fn cpu_ns(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
-    s.split_whitespace().next()?.parse().ok()
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces, start at field 3.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000_000)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -77,7 +86,11 @@ async fn produce(client: Client, b: &ProduceBench) -> anyhow::Result<()> {
     // Latency is measured per record, from send to acknowledgement.
     let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut waiters = tokio::task::JoinSet::new();
-    for _ in 0..b.records {
+    for i in 0..b.records {
+        if b.rate > 0 && i % 64 == 0 {
+            let due = started + Duration::from_secs_f64(i as f64 / b.rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let sent_at = Instant::now();
         let delivery = producer.send(ProducerRecord::new(payload.clone())).await?;
         let tx = lat_tx.clone();
