@@ -25,9 +25,20 @@ pub struct Args {
     /// Metadata store URL [default: sqlite://<data-dir>/metadata.db].
     #[arg(long, env = "SILT_METADATA")]
     pub metadata: Option<String>,
-    /// Object store URL [default: file://<data-dir>/objects].
+    /// Object store URL: file:///path or s3://BUCKET/PREFIX [default: file://<data-dir>/objects].
     #[arg(long, env = "SILT_OBJECT_STORE")]
     pub object_store: Option<String>,
+    /// S3 endpoint for S3-compatible stores (MinIO, SeaweedFS...); path-style
+    /// addressing, plain http only when the URL says http://. Credentials come
+    /// from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN).
+    #[arg(long, env = "SILT_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Without AWS_* credentials, use the EC2/ECS instance metadata service.
+    #[arg(long, env = "SILT_S3_INSTANCE_CREDENTIALS")]
+    pub s3_instance_credentials: bool,
+    /// S3 region [default: AWS_REGION, else us-east-1].
+    #[arg(long, env = "SILT_S3_REGION")]
+    pub s3_region: Option<String>,
     /// Folder holding ca.pem, ca-key.pem: created on first start, shared by
     /// agents that point at the same folder [default: <data-dir>/tls].
     #[arg(long, env = "SILT_TLS_DIR")]
@@ -85,6 +96,7 @@ pub struct Config {
     pub advertise: Option<String>,
     pub metadata_url: String,
     pub object_store_url: String,
+    pub s3: crate::storage::S3Options,
     pub tls: TlsSource,
     pub flush_bytes: usize,
     pub flush_interval: Duration,
@@ -152,6 +164,14 @@ impl Args {
             }
             _ => return Err(bad("--tls-cert", "--tls-cert and --tls-key go together")),
         };
+        if let Some(e) = &self.s3_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(bad(
+                    "--s3-endpoint",
+                    format!("{e:?} must start with http:// or https://"),
+                ));
+            }
+        }
         if self.max_connections == 0 {
             return Err(bad("--max-connections", "must be at least 1"));
         }
@@ -173,6 +193,14 @@ impl Args {
                 .object_store
                 .clone()
                 .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display())),
+            s3: crate::storage::S3Options {
+                endpoint: self.s3_endpoint.clone(),
+                region: self
+                    .s3_region
+                    .clone()
+                    .or_else(|| std::env::var("AWS_REGION").ok()),
+                instance_credentials: self.s3_instance_credentials,
+            },
             data_dir,
             listen: self.listen,
             advertise: self.advertise.clone(),

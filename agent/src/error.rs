@@ -24,6 +24,13 @@ pub enum AgentError {
     Metadata(#[from] MetaError),
     #[error("metadata catalog error")]
     Catalog(#[from] CatalogError),
+    #[error("the object store {url}{at} cannot be used (does the bucket exist, and may these credentials write to it?)")]
+    StorageCheck {
+        url: String,
+        at: String,
+        #[source]
+        source: object_store::Error,
+    },
     #[error("cannot open the object store {url}")]
     ObjectStore {
         url: String,

@@ -8,6 +8,7 @@
 //! - [`flush`]: the flush policy and the loop that writes objects and commits the index.
 //! - [`object`]: the object layout (batches grouped by partition + footer).
 //! - [`read`]: index lookups, ranged reads and the recent-object cache.
+//! - [`storage`]: opening and checking the object store (`file://`, `s3://`).
 //! - [`config`], [`tls`], [`codes`] (errors to wire codes), [`error`].
 
 pub mod codes;
@@ -19,6 +20,7 @@ pub mod partition;
 pub mod read;
 pub mod server;
 pub mod service;
+pub mod storage;
 pub mod tls;
 
 pub use config::{Args, Config};

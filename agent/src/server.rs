@@ -11,8 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use object_store::local::LocalFileSystem;
-use object_store::ObjectStore;
 use silt_metadata::Catalog;
 use silt_wire::frame::{self, Frame};
 use silt_wire::{ErrorCode, Request, Response};
@@ -27,7 +25,7 @@ use crate::error::{AgentError, ServiceError};
 use crate::flush::{self, Flusher, Policy, Queue};
 use crate::read::{ReadPath, RecentObjects};
 use crate::service::{Limits, Service};
-use crate::tls;
+use crate::{storage, tls};
 
 /// How long a client may take to send one request frame.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,27 +66,6 @@ fn agent_id(data_dir: &std::path::Path) -> Result<String, AgentError> {
     }
 }
 
-fn open_object_store(url: &str) -> Result<Arc<dyn ObjectStore>, AgentError> {
-    let bad = |reason: String| AgentError::Config {
-        key: "--object-store",
-        reason,
-    };
-    let Some(path) = url.strip_prefix("file://") else {
-        return Err(bad(format!("{url:?}: this build supports file:///path")));
-    };
-    std::fs::create_dir_all(path).map_err(|source| AgentError::DataDir {
-        path: path.into(),
-        source,
-    })?;
-    let store = LocalFileSystem::new_with_prefix(path)
-        .map_err(|source| AgentError::ObjectStore {
-            url: url.into(),
-            source,
-        })?
-        .with_fsync(true);
-    Ok(Arc::new(store))
-}
-
 impl Agent {
     /// Opens storage, takes ownership of every partition and starts serving.
     pub async fn start(config: Config) -> Result<Agent, AgentError> {
@@ -100,7 +77,14 @@ impl Agent {
         let agent_id = agent_id(data_dir)?;
         let metastore = silt_metadata::open(&config.metadata_url).await?;
         let catalog = Catalog::new(metastore);
-        let store = open_object_store(&config.object_store_url)?;
+        let store = storage::open(&config.object_store_url, &config.s3)?;
+        storage::check(
+            store.as_ref(),
+            &config.object_store_url,
+            config.s3.endpoint.as_deref(),
+            &agent_id,
+        )
+        .await?;
 
         let advertise_hint = config
             .advertise

@@ -107,7 +107,21 @@ impl AgentProcess {
     }
 
     pub fn start_on(data_dir: &Path, addr: &str, extra: &[&str]) -> AgentProcess {
-        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
+        Self::start_with_env(data_dir, addr, extra, &[])
+    }
+
+    /// Starts `silt agent` with extra flags and environment variables.
+    pub fn start_with_env(
+        data_dir: &Path,
+        addr: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> AgentProcess {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))
+            .unwrap();
         let child = Command::new(silt_bin())
             .args([
                 "agent",
@@ -117,6 +131,7 @@ impl AgentProcess {
                 addr,
             ])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("SILT_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -274,5 +289,114 @@ pub fn assert_dense_in_order(records: &[(u32, i64, String)]) {
             "partition {p}: offset {o} came where {want} was due"
         );
         *want += 1;
+    }
+}
+
+/// A real S3-compatible server on 127.0.0.1, started by `localstack/start`
+/// in a private state folder and stopped when dropped.
+pub struct S3Server {
+    pub kind: &'static str,
+    pub endpoint: String,
+    pub port: u16,
+    pub bucket: String,
+    pub env: Vec<(String, String)>,
+    state: Option<tempfile::TempDir>,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+impl S3Server {
+    pub fn start(kind: &'static str) -> S3Server {
+        let state = tempfile::tempdir().unwrap();
+        Self::launch(kind, state, None)
+    }
+
+    fn launch(kind: &'static str, state: tempfile::TempDir, port: Option<u16>) -> S3Server {
+        let mut cmd = Command::new(repo_root().join("localstack/start"));
+        cmd.arg(kind)
+            .env("SILT_S3_STATE", state.path())
+            .stderr(Stdio::inherit());
+        if let Some(p) = port {
+            cmd.env("SILT_S3_PORT", p.to_string())
+                .env("SILT_S3_KEEP", "1");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "localstack/start {kind} failed");
+        let mut env = Vec::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            if let Some((k, v)) = line.trim_start_matches("export ").split_once('=') {
+                env.push((k.to_string(), v.to_string()));
+            }
+        }
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let endpoint = get("SILT_S3_ENDPOINT");
+        let port = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        S3Server {
+            kind,
+            bucket: get("SILT_S3_BUCKET"),
+            endpoint,
+            port,
+            env,
+            state: Some(state),
+        }
+    }
+
+    /// Stops the server, keeping its data, as an outage would.
+    pub fn stop(&self) {
+        let state = self.state.as_ref().expect("a running server has its state");
+        let status = Command::new(repo_root().join("localstack/stop"))
+            .arg(self.kind)
+            .env("SILT_S3_STATE", state.path())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(self) -> S3Server {
+        let mut old = self;
+        let state = old.state.take().expect("a running server has its state");
+        Self::launch(old.kind, state, Some(old.port))
+    }
+
+    /// Agent flags that put objects in this server's bucket under `prefix`.
+    pub fn agent_flags(&self, prefix: &str) -> Vec<String> {
+        vec![
+            "--object-store".into(),
+            format!("s3://{}/{prefix}", self.bucket),
+            "--s3-endpoint".into(),
+            self.endpoint.clone(),
+        ]
+    }
+
+    /// The AWS_* variables an agent needs.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let Some(state) = &self.state else { return };
+        let _ = Command::new(repo_root().join("localstack/stop"))
+            .arg(self.kind)
+            .env("SILT_S3_STATE", state.path())
+            .stderr(Stdio::null())
+            .status();
     }
 }

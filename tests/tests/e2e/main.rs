@@ -7,4 +7,5 @@ mod durability;
 mod flush;
 mod harness;
 mod protocol;
+mod s3;
 mod sdk;

@@ -1,0 +1,177 @@
+//! Opening the object store an URL names, and checking at start that it
+//! can be written, so a missing bucket, a wrong endpoint or bad
+//! credentials stop start-up instead of failing the first flush.
+//!
+//! - `file:///path`: a local folder (objects fsynced on write).
+//! - `s3://BUCKET/PREFIX`: any S3-compatible store; `--s3-endpoint` for
+//!   one that is not AWS (path-style addressing; plain http only when the
+//!   endpoint says `http://`). Credentials come from the standard `AWS_*`
+//!   environment variables.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{
+    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+
+use crate::error::AgentError;
+
+/// S3 settings beside the URL.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Allow credentials from the EC2/ECS instance metadata service when no
+    /// `AWS_*` credentials are set.
+    pub instance_credentials: bool,
+}
+
+/// Whether the environment names credentials the S3 client can use
+/// without asking the instance metadata service.
+fn env_credentials() -> bool {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    (set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY"))
+        || set("AWS_WEB_IDENTITY_TOKEN_FILE")
+        || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || set("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+}
+
+fn bad(reason: String) -> AgentError {
+    AgentError::Config {
+        key: "--object-store",
+        reason,
+    }
+}
+
+/// Opens the store `url` names.
+pub fn open(url: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>, AgentError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(bad(format!("{url:?} names no folder")));
+        }
+        std::fs::create_dir_all(path).map_err(|source| AgentError::DataDir {
+            path: path.into(),
+            source,
+        })?;
+        let store = LocalFileSystem::new_with_prefix(path)
+            .map_err(|source| AgentError::ObjectStore {
+                url: url.into(),
+                source,
+            })?
+            .with_fsync(true);
+        return Ok(Arc::new(store));
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad(format!("{url:?} names no bucket (s3://BUCKET/PREFIX)")));
+        }
+        // Without credentials the S3 client would ask the instance metadata
+        // service; only do that when told to.
+        if !env_credentials() && !s3.instance_credentials {
+            return Err(bad(format!(
+                "{url}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                 (or pass --s3-instance-credentials to use the EC2/ECS instance's role)"
+            )));
+        }
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_region(s3.region.clone().unwrap_or_else(|| "us-east-1".into()))
+            // The flusher retries on its own schedule; a single request
+            // should fail fast enough to be retried, not hang.
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(10),
+                ..Default::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(30)),
+            );
+        if let Some(endpoint) = &s3.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        let store = builder.build().map_err(|source| AgentError::ObjectStore {
+            url: url.into(),
+            source,
+        })?;
+        let prefix = prefix.trim_matches('/');
+        return Ok(if prefix.is_empty() {
+            Arc::new(store)
+        } else {
+            Arc::new(PrefixStore::new(store, prefix))
+        });
+    }
+    Err(bad(format!(
+        "{url:?}: expected file:///path or s3://BUCKET/PREFIX"
+    )))
+}
+
+/// Writes, reads back and deletes a small object: proves the bucket
+/// exists, the endpoint answers and the credentials may write.
+pub async fn check(
+    store: &dyn ObjectStore,
+    url: &str,
+    endpoint: Option<&str>,
+    agent_id: &str,
+) -> Result<(), AgentError> {
+    let path = Path::from(format!(
+        "_silt/probe-{agent_id}-{:016x}",
+        rand::random::<u64>()
+    ));
+    let fail = |source: object_store::Error| {
+        let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
+        AgentError::StorageCheck {
+            url: url.to_string(),
+            at,
+            source,
+        }
+    };
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    store
+        .put_opts(&path, PutPayload::from_static(b"silt"), opts)
+        .await
+        .map_err(fail)?;
+    let back = store
+        .get(&path)
+        .await
+        .map_err(fail)?
+        .bytes()
+        .await
+        .map_err(fail)?;
+    if &back[..] != b"silt" {
+        return Err(AgentError::Config {
+            key: "--object-store",
+            reason: format!("{url}: a probe object read back wrong"),
+        });
+    }
+    // Object keys are never overwritten: the store must refuse a second create.
+    let again = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match store.put_opts(&path, PutPayload::from_static(b"again"), again).await {
+        Err(object_store::Error::AlreadyExists { .. }) => {}
+        Ok(_) => {
+            return Err(AgentError::Config {
+                key: "--object-store",
+                reason: format!("{url}: the store overwrote an object on a conditional create (If-None-Match is not honoured)"),
+            })
+        }
+        Err(e) => return Err(fail(e)),
+    }
+    store.delete(&path).await.map_err(fail)?;
+    Ok(())
+}
