@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run an agent (a broker) in the foreground.
-    Agent(silt_agent::Args),
+    Agent(Box<silt_agent::Args>),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
