@@ -119,10 +119,7 @@ pub enum TlsSource {
 }
 
 fn bad(key: &'static str, reason: impl Into<String>) -> AgentError {
-    AgentError::Config {
-        key,
-        reason: reason.into(),
-    }
+    AgentError::Config { key, reason: reason.into() }
 }
 
 impl Args {
@@ -137,39 +134,23 @@ impl Args {
             }
             Ok(v as usize)
         };
-        let max_frame_bytes = size(
-            "--max-frame-bytes",
-            self.max_frame_bytes,
-            64 * 1024,
-            1 << 30,
-        )?;
+        let max_frame_bytes = size("--max-frame-bytes", self.max_frame_bytes, 64 * 1024, 1 << 30)?;
         let max_record_bytes = size("--max-record-bytes", self.max_record_bytes, 1, 64 << 20)?;
         if max_record_bytes + 1024 > max_frame_bytes {
-            return Err(bad(
-                "--max-record-bytes",
-                "must be at least 1 KiB below --max-frame-bytes",
-            ));
+            return Err(bad("--max-record-bytes", "must be at least 1 KiB below --max-frame-bytes"));
         }
         let flush_interval = self.flush_interval;
         if flush_interval.is_zero() || flush_interval > Duration::from_secs(60) {
             return Err(bad("--flush-interval", "must be between 1ms and 60s"));
         }
         let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => TlsSource::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            (None, None) => {
-                TlsSource::LocalCa(self.tls_dir.clone().unwrap_or_else(|| data_dir.join("tls")))
-            }
+            (Some(cert), Some(key)) => TlsSource::Files { cert: cert.clone(), key: key.clone() },
+            (None, None) => TlsSource::LocalCa(self.tls_dir.clone().unwrap_or_else(|| data_dir.join("tls"))),
             _ => return Err(bad("--tls-cert", "--tls-cert and --tls-key go together")),
         };
         if let Some(e) = &self.s3_endpoint {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(bad(
-                    "--s3-endpoint",
-                    format!("{e:?} must start with http:// or https://"),
-                ));
+                return Err(bad("--s3-endpoint", format!("{e:?} must start with http:// or https://")));
             }
         }
         if self.max_connections == 0 {
@@ -178,12 +159,8 @@ impl Args {
         if self.max_streams == 0 {
             return Err(bad("--max-streams", "must be at least 1"));
         }
-        let max_inflight_bytes = size(
-            "--max-inflight-bytes",
-            self.max_inflight_bytes,
-            max_frame_bytes as u64,
-            1 << 40,
-        )?;
+        let max_inflight_bytes =
+            size("--max-inflight-bytes", self.max_inflight_bytes, max_frame_bytes as u64, 1 << 40)?;
         Ok(Config {
             metadata_url: self
                 .metadata
@@ -195,10 +172,7 @@ impl Args {
                 .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display())),
             s3: crate::storage::S3Options {
                 endpoint: self.s3_endpoint.clone(),
-                region: self
-                    .s3_region
-                    .clone()
-                    .or_else(|| std::env::var("AWS_REGION").ok()),
+                region: self.s3_region.clone().or_else(|| std::env::var("AWS_REGION").ok()),
                 instance_credentials: self.s3_instance_credentials,
             },
             data_dir,
@@ -222,9 +196,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 8MiB or 1048576)"))?;
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (try 8MiB or 1048576)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -233,14 +205,9 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "g" | "gib" => 1 << 30,
         "gb" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {s:?} (use B, KiB, MiB or GiB)"
-            ))
-        }
+        other => return Err(format!("unknown size unit {other:?} in {s:?} (use B, KiB, MiB or GiB)")),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Parses durations like `250ms`, `5s`, `2m`; a bare number is milliseconds.
@@ -248,16 +215,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 250ms or 5s)"))?;
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (try 250ms or 5s)"))?;
     match unit {
         "" | "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        other => Err(format!(
-            "unknown duration unit {other:?} in {s:?} (use ms, s or m)"
-        )),
+        other => Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s or m)")),
     }
 }
 
@@ -283,20 +246,10 @@ mod tests {
         let c = Args::default().validate().unwrap();
         assert_eq!(c.flush_bytes, 8 << 20);
         assert!(c.metadata_url.starts_with("sqlite://"));
-        let a = Args {
-            max_record_bytes: 32 << 20,
-            ..Default::default()
-        };
+        let a = Args { max_record_bytes: 32 << 20, ..Default::default() };
         let err = a.validate().unwrap_err().to_string();
         assert!(err.contains("--max-record-bytes"), "{err}");
-        let a = Args {
-            flush_interval: Duration::ZERO,
-            ..Default::default()
-        };
-        assert!(a
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("--flush-interval"));
+        let a = Args { flush_interval: Duration::ZERO, ..Default::default() };
+        assert!(a.validate().unwrap_err().to_string().contains("--flush-interval"));
     }
 }

@@ -24,7 +24,9 @@ pub enum AgentError {
     Metadata(#[from] MetaError),
     #[error("metadata catalog error")]
     Catalog(#[from] CatalogError),
-    #[error("the object store {url}{at} cannot be used (does the bucket exist, and may these credentials write to it?)")]
+    #[error(
+        "the object store {url}{at} cannot be used (does the bucket exist, and may these credentials write to it?)"
+    )]
     StorageCheck {
         url: String,
         at: String,
@@ -51,19 +53,9 @@ pub enum ServiceError {
     #[error("invalid partition count {0}: a topic needs between 1 and {max} partitions", max = crate::service::MAX_PARTITIONS)]
     InvalidPartitions(u32),
     #[error("topic {topic:?} has no partition {partition} (it has {count}: 0 to {last})", last = count.saturating_sub(1))]
-    UnknownPartition {
-        topic: String,
-        partition: u32,
-        count: u32,
-    },
+    UnknownPartition { topic: String, partition: u32, count: u32 },
     #[error("offset {offset} is out of range for {topic}/{partition}: it holds offsets {log_start} to {high_watermark} (exclusive); reading at {high_watermark} waits for new records")]
-    OffsetOutOfRange {
-        topic: String,
-        partition: u32,
-        offset: i64,
-        log_start: i64,
-        high_watermark: i64,
-    },
+    OffsetOutOfRange { topic: String, partition: u32, offset: i64, log_start: i64, high_watermark: i64 },
     #[error("invalid record batch: {0}")]
     InvalidBatch(#[from] BatchError),
     #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]

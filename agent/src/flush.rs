@@ -33,11 +33,7 @@ impl Policy {
     /// The instant the buffer is due, or None when it is empty.
     pub fn due(&self, bytes: usize, oldest: Option<Instant>) -> Option<Instant> {
         let oldest = oldest?;
-        Some(if bytes >= self.max_bytes {
-            oldest
-        } else {
-            oldest + self.interval
-        })
+        Some(if bytes >= self.max_bytes { oldest } else { oldest + self.interval })
     }
 }
 
@@ -66,11 +62,7 @@ pub struct Queue {
 
 impl Queue {
     pub fn new(policy: Policy) -> Self {
-        Queue {
-            buffer: Default::default(),
-            wake: Notify::new(),
-            policy,
-        }
+        Queue { buffer: Default::default(), wake: Notify::new(), policy }
     }
 
     pub fn push(&self, pending: Pending) {
@@ -190,9 +182,7 @@ impl Flusher {
             Err(e) => {
                 tracing::error!(object = %name, error = %e, "giving up on an index commit; its producers get an error");
                 let message = e.to_string();
-                fail_all(order, || {
-                    ServiceError::Corrupt(format!("index commit failed: {message}"))
-                });
+                fail_all(order, || ServiceError::Corrupt(format!("index commit failed: {message}")));
                 return;
             }
         };
@@ -202,10 +192,7 @@ impl Flusher {
             if outcome.fenced.contains(&id) {
                 tracing::warn!(topic = %part.topic, partition = part.partition, "lease lost; failing unflushed batches");
                 part.fence();
-                fail_all(vec![run], || ServiceError::Fenced {
-                    topic: part.topic.clone(),
-                    partition: part.partition,
-                });
+                fail_all(vec![run], || ServiceError::Fenced { topic: part.topic.clone(), partition: part.partition });
                 continue;
             }
             if outcome.deleted.contains(&id) {
@@ -222,24 +209,12 @@ impl Flusher {
         }
     }
 
-    async fn put(
-        &self,
-        name: &str,
-        data: Bytes,
-        stop: &CancellationToken,
-    ) -> Result<(), object_store::Error> {
+    async fn put(&self, name: &str, data: Bytes, stop: &CancellationToken) -> Result<(), object_store::Error> {
         let path = Path::from(name);
         let mut attempt = 0;
         loop {
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            };
-            match self
-                .store
-                .put_opts(&path, PutPayload::from_bytes(data.clone()), opts)
-                .await
-            {
+            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match self.store.put_opts(&path, PutPayload::from_bytes(data.clone()), opts).await {
                 Ok(_) => return Ok(()),
                 // A retried PUT that had in fact landed: the object is ours.
                 Err(object_store::Error::AlreadyExists { .. }) if attempt > 0 => return Ok(()),
@@ -292,20 +267,14 @@ fn fail_all(runs: Vec<Vec<Pending>>, error: impl Fn() -> ServiceError) {
 }
 
 fn clone_store_error(e: &object_store::Error) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "object store",
-        source: e.to_string().into(),
-    }
+    object_store::Error::Generic { store: "object store", source: e.to_string().into() }
 }
 
 /// Object names are unique for all time: agent id, wall-clock time and a
 /// sequence number, behind a short hash prefix that spreads keys across an
 /// S3 bucket's partitions.
 fn object_name(agent_id: &str, seq: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
     let suffix: u32 = rand::random();
     let stem = format!("{agent_id}-{now:013}-{seq:010}-{suffix:08x}");
     let spread = crc32c::crc32c(stem.as_bytes()) & 0xffff;
@@ -318,10 +287,7 @@ mod tests {
 
     #[test]
     fn policy_flushes_at_size_or_interval() {
-        let p = Policy {
-            max_bytes: 100,
-            interval: Duration::from_millis(250),
-        };
+        let p = Policy { max_bytes: 100, interval: Duration::from_millis(250) };
         let t0 = Instant::now();
         assert_eq!(p.due(0, None), None);
         assert_eq!(p.due(10, Some(t0)), Some(t0 + Duration::from_millis(250)));

@@ -37,10 +37,7 @@ pub struct Builder {
 
 impl Builder {
     pub fn with_capacity(bytes: usize) -> Self {
-        Builder {
-            data: BytesMut::with_capacity(bytes + 4096),
-            entries: Vec::new(),
-        }
+        Builder { data: BytesMut::with_capacity(bytes + 4096), entries: Vec::new() }
     }
 
     /// Appends one batch of a partition. Consecutive batches of the same
@@ -50,11 +47,7 @@ impl Builder {
         self.data.extend_from_slice(batch.bytes());
         let h = batch.header();
         match self.entries.last_mut() {
-            Some(e)
-                if e.topic_id == topic_id
-                    && e.partition == partition
-                    && e.last_offset + 1 == h.base_offset =>
-            {
+            Some(e) if e.topic_id == topic_id && e.partition == partition && e.last_offset + 1 == h.base_offset => {
                 e.len += batch.bytes().len() as u64;
                 e.last_offset = batch.last_offset();
                 e.max_timestamp = e.max_timestamp.max(h.max_timestamp);
@@ -98,10 +91,7 @@ pub fn read_footer(object: &[u8]) -> Result<Vec<Entry>, String> {
     let t = object.len() - TRAILER_LEN;
     let count = u32::from_be_bytes(object[t..t + 4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_be_bytes(object[t + 4..t + 8].try_into().expect("4 bytes"));
-    let footer_len = count
-        .checked_mul(ENTRY_LEN)
-        .filter(|n| *n <= t)
-        .ok_or("footer longer than the object")?;
+    let footer_len = count.checked_mul(ENTRY_LEN).filter(|n| *n <= t).ok_or("footer longer than the object")?;
     let footer = &object[t - footer_len..t];
     if crc32c::crc32c(footer) != crc {
         return Err("footer CRC mismatch".into());
@@ -151,11 +141,8 @@ mod tests {
         assert_eq!((entries[0].base_offset, entries[0].last_offset), (0, 4));
         assert_eq!((entries[1].base_offset, entries[1].last_offset), (10, 10));
         assert_eq!(read_footer(&bytes).unwrap(), entries);
-        let run =
-            bytes.slice(entries[0].start as usize..(entries[0].start + entries[0].len) as usize);
-        let offsets: Vec<i64> = silt_wire::batch::split(&run)
-            .map(|b| b.unwrap().header().base_offset)
-            .collect();
+        let run = bytes.slice(entries[0].start as usize..(entries[0].start + entries[0].len) as usize);
+        let offsets: Vec<i64> = silt_wire::batch::split(&run).map(|b| b.unwrap().header().base_offset).collect();
         assert_eq!(offsets, vec![0, 2]);
         for cut in 0..bytes.len() {
             let _ = read_footer(&bytes[..cut]);

@@ -101,16 +101,8 @@ impl Partition {
         permit: OwnedSemaphorePermit,
     ) -> Result<(i64, Done), ServiceError> {
         let (assigned, rx) = oneshot::channel();
-        let msg = Append {
-            batch,
-            acks,
-            permit,
-            assigned,
-        };
-        self.appends
-            .send(msg)
-            .await
-            .map_err(|_| ServiceError::ShuttingDown)?;
+        let msg = Append { batch, acks, permit, assigned };
+        self.appends.send(msg).await.map_err(|_| ServiceError::ShuttingDown)?;
         rx.await.map_err(|_| ServiceError::ShuttingDown)?
     }
 
@@ -144,30 +136,19 @@ impl Partition {
     /// The cached index entry that holds `offset`, if cached.
     pub fn cached_segment(&self, offset: i64) -> Option<Segment> {
         let index = self.index.lock().expect("index lock");
-        index
-            .range(offset..)
-            .next()
-            .map(|(_, s)| s.clone())
-            .filter(|s| s.base_offset <= offset)
+        index.range(offset..).next().map(|(_, s)| s.clone()).filter(|s| s.base_offset <= offset)
     }
 }
 
-async fn run(
-    part: Arc<Partition>,
-    mut rx: mpsc::Receiver<Append>,
-    mut next_offset: i64,
-    queue: Arc<Queue>,
-) {
+async fn run(part: Arc<Partition>, mut rx: mpsc::Receiver<Append>, mut next_offset: i64, queue: Arc<Queue>) {
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => match msg { Some(m) => m, None => break },
             _ = part.stop.cancelled() => break,
         };
         if part.fenced.load(Ordering::SeqCst) {
-            let _ = msg.assigned.send(Err(ServiceError::Fenced {
-                topic: part.topic.clone(),
-                partition: part.partition,
-            }));
+            let _ =
+                msg.assigned.send(Err(ServiceError::Fenced { topic: part.topic.clone(), partition: part.partition }));
             continue;
         }
         let base = next_offset;
@@ -182,12 +163,7 @@ async fn run(
             Acks::Local | Acks::Durable => Some(done_tx),
         };
         tracing::trace!(base, records = batch.header().record_count, "assigned");
-        queue.push(Pending {
-            partition: part.clone(),
-            batch,
-            done,
-            permit: msg.permit,
-        });
+        queue.push(Pending { partition: part.clone(), batch, done, permit: msg.permit });
         let _ = msg.assigned.send(Ok((base, done_rx)));
     }
     rx.close();

@@ -29,10 +29,7 @@ struct Recent {
 
 impl RecentObjects {
     pub fn new(capacity: usize) -> Self {
-        RecentObjects {
-            inner: Default::default(),
-            capacity,
-        }
+        RecentObjects { inner: Default::default(), capacity }
     }
 
     pub fn insert(&self, name: String, data: Bytes) {
@@ -54,12 +51,7 @@ impl RecentObjects {
     }
 
     pub fn get(&self, name: &str) -> Option<Bytes> {
-        self.inner
-            .lock()
-            .expect("recent objects lock")
-            .objects
-            .get(name)
-            .cloned()
+        self.inner.lock().expect("recent objects lock").objects.get(name).cloned()
     }
 }
 
@@ -117,10 +109,7 @@ impl ReadPath {
         if let Some(s) = part.cached_segment(offset) {
             return Ok(s);
         }
-        let found = self
-            .catalog
-            .segments(part.topic_id, part.partition, offset, INDEX_PAGE)
-            .await?;
+        let found = self.catalog.segments(part.topic_id, part.partition, offset, INDEX_PAGE).await?;
         let first = found.first().cloned().filter(|s| s.base_offset <= offset);
         part.remember(found);
         first.ok_or_else(|| {
@@ -138,9 +127,6 @@ impl ReadPath {
                 return Ok(obj.slice(start as usize..end as usize));
             }
         }
-        self.store
-            .get_range(&Path::from(s.object.as_str()), start..end)
-            .await
-            .map_err(ServiceError::Storage)
+        self.store.get_range(&Path::from(s.object.as_str()), start..end).await.map_err(ServiceError::Storage)
     }
 }

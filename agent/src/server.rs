@@ -50,10 +50,7 @@ pub struct Agent {
 
 fn agent_id(data_dir: &std::path::Path) -> Result<String, AgentError> {
     let path = data_dir.join("agent-id");
-    let io = |source| AgentError::DataDir {
-        path: path.display().to_string(),
-        source,
-    };
+    let io = |source| AgentError::DataDir { path: path.display().to_string(), source };
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
         Ok(_) => Err(io(std::io::Error::other("agent-id is empty"))),
@@ -70,60 +67,33 @@ impl Agent {
     /// Opens storage, takes ownership of every partition and starts serving.
     pub async fn start(config: Config) -> Result<Agent, AgentError> {
         let data_dir = &config.data_dir;
-        std::fs::create_dir_all(data_dir).map_err(|source| AgentError::DataDir {
-            path: data_dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| AgentError::DataDir { path: data_dir.display().to_string(), source })?;
         let agent_id = agent_id(data_dir)?;
         let metastore = silt_metadata::open(&config.metadata_url).await?;
         let catalog = Catalog::new(metastore);
         let store = storage::open(&config.object_store_url, &config.s3)?;
-        storage::check(
-            store.as_ref(),
-            &config.object_store_url,
-            config.s3.endpoint.as_deref(),
-            &agent_id,
-        )
-        .await?;
+        storage::check(store.as_ref(), &config.object_store_url, config.s3.endpoint.as_deref(), &agent_id).await?;
 
-        let advertise_hint = config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| config.listen.to_string());
+        let advertise_hint = config.advertise.clone().unwrap_or_else(|| config.listen.to_string());
         let material = tls::load(&config.tls, &tls::default_names(&advertise_hint))?;
         let server_config = tls::server_config(material, config.max_streams)?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            AgentError::Bind {
-                addr: config.listen.to_string(),
-                source,
-            }
-        })?;
-        let local_addr = endpoint.local_addr().map_err(|source| AgentError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
-        let address = config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| local_addr.to_string());
+        let endpoint = quinn::Endpoint::server(server_config, config.listen)
+            .map_err(|source| AgentError::Bind { addr: config.listen.to_string(), source })?;
+        let local_addr =
+            endpoint.local_addr().map_err(|source| AgentError::Bind { addr: config.listen.to_string(), source })?;
+        let address = config.advertise.clone().unwrap_or_else(|| local_addr.to_string());
 
         let service_stop = CancellationToken::new();
         let background = TaskTracker::new();
-        let queue = Arc::new(Queue::new(Policy {
-            max_bytes: config.flush_bytes,
-            interval: config.flush_interval,
-        }));
+        let queue = Arc::new(Queue::new(Policy { max_bytes: config.flush_bytes, interval: config.flush_interval }));
         let recent = Arc::new(RecentObjects::new(config.recent_cache_bytes));
         let limits = Limits {
             max_record_bytes: config.max_record_bytes,
             max_batch_bytes: config.max_frame_bytes - 1024,
             max_inflight_bytes: config.max_inflight_bytes,
         };
-        let read = ReadPath {
-            store: store.clone(),
-            catalog: catalog.clone(),
-            recent: recent.clone(),
-        };
+        let read = ReadPath { store: store.clone(), catalog: catalog.clone(), recent: recent.clone() };
         let service = Service::start(
             catalog.clone(),
             agent_id.clone(),
@@ -138,27 +108,16 @@ impl Agent {
 
         let flush_stop = CancellationToken::new();
         let flusher = TaskTracker::new();
-        let f = Arc::new(Flusher {
-            queue,
-            store,
-            catalog,
-            agent_id: agent_id.clone(),
-            recent,
-            seq: Default::default(),
-        });
+        let f =
+            Arc::new(Flusher { queue, store, catalog, agent_id: agent_id.clone(), recent, seq: Default::default() });
         flusher.spawn(flush::run(f, flush_stop.clone()).instrument(tracing::info_span!("flusher")));
 
         let accept_stop = CancellationToken::new();
         let connections = TaskTracker::new();
-        let ctx = Arc::new(Context {
-            service,
-            max_frame_bytes: config.max_frame_bytes,
-            stop: accept_stop.clone(),
-        });
+        let ctx = Arc::new(Context { service, max_frame_bytes: config.max_frame_bytes, stop: accept_stop.clone() });
         let slots = Arc::new(Semaphore::new(config.max_connections as usize));
         connections.spawn(
-            accept_loop(endpoint.clone(), ctx, slots, connections.clone())
-                .instrument(tracing::info_span!("accept")),
+            accept_loop(endpoint.clone(), ctx, slots, connections.clone()).instrument(tracing::info_span!("accept")),
         );
         let ca_path = match &config.tls {
             TlsSource::LocalCa(dir) => Some(dir.join(tls::CA_FILE)),
@@ -230,12 +189,7 @@ struct Context {
     stop: CancellationToken,
 }
 
-async fn accept_loop(
-    endpoint: quinn::Endpoint,
-    ctx: Arc<Context>,
-    slots: Arc<Semaphore>,
-    tasks: TaskTracker,
-) {
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Context>, slots: Arc<Semaphore>, tasks: TaskTracker) {
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
@@ -279,14 +233,10 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<Context>) {
 
 async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Frame, String> {
     let mut prefix = [0u8; frame::PREFIX_LEN];
-    recv.read_exact(&mut prefix)
-        .await
-        .map_err(|e| format!("reading the frame length: {e}"))?;
+    recv.read_exact(&mut prefix).await.map_err(|e| format!("reading the frame length: {e}"))?;
     let len = frame::parse_length(prefix, max).map_err(|e| e.to_string())?;
     let mut body = BytesMut::zeroed(len);
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| format!("reading a {len}-byte frame: {e}"))?;
+    recv.read_exact(&mut body).await.map_err(|e| format!("reading a {len}-byte frame: {e}"))?;
     Frame::decode(body.freeze()).map_err(|e| e.to_string())
 }
 
@@ -299,93 +249,51 @@ fn error_response(e: &ServiceError) -> Response {
 }
 
 async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, ctx: Arc<Context>) {
-    let frame = match tokio::time::timeout(
-        REQUEST_READ_TIMEOUT,
-        read_frame(&mut recv, ctx.max_frame_bytes),
-    )
-    .await
-    {
+    let frame = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame(&mut recv, ctx.max_frame_bytes)).await {
         Ok(Ok(f)) => f,
-        Ok(Err(reason)) => {
-            return close_malformed(send, recv, ErrorCode::MalformedFrame, reason).await
-        }
+        Ok(Err(reason)) => return close_malformed(send, recv, ErrorCode::MalformedFrame, reason).await,
         Err(_) => {
-            return close_malformed(
-                send,
-                recv,
-                ErrorCode::Timeout,
-                "no whole request frame in time".into(),
-            )
-            .await
+            return close_malformed(send, recv, ErrorCode::Timeout, "no whole request frame in time".into()).await
         }
     };
     let request = match Request::decode(&frame) {
         Ok(r) => r,
         Err(e) => {
-            return close_malformed(
-                send,
-                recv,
-                ErrorCode::MalformedFrame,
-                format!("malformed request: {e}"),
-            )
-            .await
+            return close_malformed(send, recv, ErrorCode::MalformedFrame, format!("malformed request: {e}")).await
         }
     };
     tracing::debug!(kind = request.kind(), "request");
     let service = &ctx.service;
     let response = match request {
-        Request::CreateTopic { name, partitions } => service
-            .create_topic(&name, partitions)
-            .await
-            .map(|_| Response::Done),
+        Request::CreateTopic { name, partitions } => {
+            service.create_topic(&name, partitions).await.map(|_| Response::Done)
+        }
         Request::DeleteTopic { name } => service.delete_topic(&name).await.map(|_| Response::Done),
         Request::ListTopics => service.list_topics().await.map(Response::Topics),
         Request::DescribeTopic { name } => service.describe_topic(&name).await.map(Response::Topic),
-        Request::Fetch {
-            topic,
-            partition,
-            offset,
-            max_bytes,
-            max_wait_ms,
-        } => {
+        Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
             let wait = Duration::from_millis(max_wait_ms.into()).min(MAX_FETCH_WAIT);
-            service
-                .fetch(&topic, partition, offset, max_bytes as usize, wait)
-                .await
-                .map(|f| Response::Fetched {
-                    high_watermark: f.high_watermark,
-                    log_start: f.log_start,
-                    batches: f.batches,
-                })
+            service.fetch(&topic, partition, offset, max_bytes as usize, wait).await.map(|f| Response::Fetched {
+                high_watermark: f.high_watermark,
+                log_start: f.log_start,
+                batches: f.batches,
+            })
         }
-        Request::Produce {
-            topic,
-            partition,
-            acks,
-            batch,
-        } => match service.produce(&topic, partition, acks, batch).await {
-            Ok(ticket) => {
-                if !reply(
-                    &mut send,
-                    &Response::ProduceAssigned {
-                        base_offset: ticket.base_offset,
-                    },
-                )
-                .await
-                {
-                    return;
+        Request::Produce { topic, partition, acks, batch } => {
+            match service.produce(&topic, partition, acks, batch).await {
+                Ok(ticket) => {
+                    if !reply(&mut send, &Response::ProduceAssigned { base_offset: ticket.base_offset }).await {
+                        return;
+                    }
+                    match ticket.done.await {
+                        Ok(Ok((base_offset, last_offset))) => Ok(Response::Produced { base_offset, last_offset }),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(ServiceError::ShuttingDown),
+                    }
                 }
-                match ticket.done.await {
-                    Ok(Ok((base_offset, last_offset))) => Ok(Response::Produced {
-                        base_offset,
-                        last_offset,
-                    }),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(ServiceError::ShuttingDown),
-                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        },
+        }
     };
     let response = response.unwrap_or_else(|e| {
         tracing::debug!(error = %e, "request failed");
@@ -399,12 +307,7 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
 /// Answers a stream that did not carry a valid request with an error frame,
 /// then closes both directions with the error code. The connection and
 /// every other stream carry on.
-async fn close_malformed(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    code: ErrorCode,
-    reason: String,
-) {
+async fn close_malformed(mut send: quinn::SendStream, mut recv: quinn::RecvStream, code: ErrorCode, reason: String) {
     tracing::debug!(%code, %reason, "closing a stream");
     let _ = recv.stop(quinn::VarInt::from(u32::from(code.as_u16())));
     if reply(&mut send, &Response::error(code, reason)).await {

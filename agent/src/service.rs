@@ -66,9 +66,7 @@ pub struct Fetched {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Topic names follow Kafka's rules, so the same names work in both.
@@ -79,18 +77,12 @@ pub fn validate_topic_name(name: &str) -> Result<(), ServiceError> {
         "it is longer than 249 characters"
     } else if name == "." || name == ".." {
         "it cannot be '.' or '..'"
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         "only ASCII letters, digits, '.', '_' and '-' are allowed"
     } else {
         return Ok(());
     };
-    Err(ServiceError::InvalidTopicName {
-        name: name.into(),
-        reason,
-    })
+    Err(ServiceError::InvalidTopicName { name: name.into(), reason })
 }
 
 impl Service {
@@ -128,17 +120,8 @@ impl Service {
         let mut partitions = Vec::with_capacity(topic.partitions as usize);
         let stop = self.stop.child_token();
         for p in 0..topic.partitions {
-            let (lease, state) = self
-                .catalog
-                .acquire_lease(
-                    topic.id,
-                    p,
-                    &self.agent_id,
-                    &self.address,
-                    now_ms(),
-                    LEASE_TTL_MS,
-                )
-                .await?;
+            let (lease, state) =
+                self.catalog.acquire_lease(topic.id, p, &self.agent_id, &self.address, now_ms(), LEASE_TTL_MS).await?;
             partitions.push(Partition::start(
                 topic.name.clone(),
                 topic.id,
@@ -152,14 +135,8 @@ impl Service {
             ));
         }
         tracing::info!(topic = %topic.name, partitions = topic.partitions, "owning topic");
-        let state = Arc::new(TopicState {
-            topic: topic.clone(),
-            partitions,
-        });
-        self.topics
-            .write()
-            .expect("topics lock")
-            .insert(topic.name, state);
+        let state = Arc::new(TopicState { topic: topic.clone(), partitions });
+        self.topics.write().expect("topics lock").insert(topic.name, state);
         Ok(())
     }
 
@@ -174,14 +151,11 @@ impl Service {
 
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, ServiceError> {
         let t = self.topic_state(topic)?;
-        t.partitions
-            .get(partition as usize)
-            .cloned()
-            .ok_or(ServiceError::UnknownPartition {
-                topic: topic.into(),
-                partition,
-                count: t.topic.partitions,
-            })
+        t.partitions.get(partition as usize).cloned().ok_or(ServiceError::UnknownPartition {
+            topic: topic.into(),
+            partition,
+            count: t.topic.partitions,
+        })
     }
 
     pub fn limits(&self) -> Limits {
@@ -193,10 +167,7 @@ impl Service {
         if partitions == 0 || partitions > MAX_PARTITIONS {
             return Err(ServiceError::InvalidPartitions(partitions));
         }
-        let topic = self
-            .catalog
-            .create_topic(name, partitions, now_ms())
-            .await?;
+        let topic = self.catalog.create_topic(name, partitions, now_ms()).await?;
         self.own(topic).await?;
         Ok(())
     }
@@ -212,21 +183,11 @@ impl Service {
     }
 
     pub async fn list_topics(&self) -> Result<Vec<String>, ServiceError> {
-        Ok(self
-            .catalog
-            .list_topics()
-            .await?
-            .into_iter()
-            .map(|t| t.name)
-            .collect())
+        Ok(self.catalog.list_topics().await?.into_iter().map(|t| t.name).collect())
     }
 
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ServiceError> {
-        let topic = self
-            .catalog
-            .topic(name)
-            .await?
-            .ok_or_else(|| ServiceError::UnknownTopic(name.into()))?;
+        let topic = self.catalog.topic(name).await?.ok_or_else(|| ServiceError::UnknownTopic(name.into()))?;
         let partitions = self
             .catalog
             .partitions(&topic)
@@ -235,10 +196,7 @@ impl Service {
             .enumerate()
             .map(|(p, (state, lease))| PartitionInfo {
                 partition: p as u32,
-                owner: lease
-                    .as_ref()
-                    .map(|l| l.address.clone())
-                    .unwrap_or_default(),
+                owner: lease.as_ref().map(|l| l.address.clone()).unwrap_or_default(),
                 epoch: lease.map_or(0, |l| l.epoch),
                 log_start: state.log_start,
                 high_watermark: state.high_watermark,
@@ -252,22 +210,13 @@ impl Service {
         })
     }
 
-    pub async fn produce(
-        &self,
-        topic: &str,
-        partition: u32,
-        acks: Acks,
-        batch: Bytes,
-    ) -> Result<Ticket, ServiceError> {
+    pub async fn produce(&self, topic: &str, partition: u32, acks: Acks, batch: Bytes) -> Result<Ticket, ServiceError> {
         if acks == Acks::Local {
             return Err(ServiceError::AcksUnsupported);
         }
         let part = self.partition(topic, partition)?;
         if batch.len() > self.limits.max_batch_bytes {
-            return Err(ServiceError::BatchTooLarge {
-                size: batch.len(),
-                max: self.limits.max_batch_bytes,
-            });
+            return Err(ServiceError::BatchTooLarge { size: batch.len(), max: self.limits.max_batch_bytes });
         }
         let batch = Batch::validate(batch)?;
         let need = u32::try_from(batch.bytes().len()).unwrap_or(u32::MAX);
@@ -313,22 +262,11 @@ impl Service {
             hw = hw.max(part.high_watermark());
         }
         let batches = if offset < hw {
-            self.read
-                .read(
-                    &part,
-                    offset,
-                    max_bytes.min(self.limits.max_batch_bytes),
-                    hw,
-                )
-                .await?
+            self.read.read(&part, offset, max_bytes.min(self.limits.max_batch_bytes), hw).await?
         } else {
             Bytes::new()
         };
-        Ok(Fetched {
-            high_watermark: hw,
-            log_start,
-            batches,
-        })
+        Ok(Fetched { high_watermark: hw, log_start, batches })
     }
 }
 

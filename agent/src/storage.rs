@@ -15,9 +15,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{
-    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
-};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 
 use crate::error::AgentError;
 
@@ -42,10 +40,7 @@ fn env_credentials() -> bool {
 }
 
 fn bad(reason: String) -> AgentError {
-    AgentError::Config {
-        key: "--object-store",
-        reason,
-    }
+    AgentError::Config { key: "--object-store", reason }
 }
 
 /// Opens the store `url` names.
@@ -54,15 +49,9 @@ pub fn open(url: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>, AgentErro
         if path.is_empty() {
             return Err(bad(format!("{url:?} names no folder")));
         }
-        std::fs::create_dir_all(path).map_err(|source| AgentError::DataDir {
-            path: path.into(),
-            source,
-        })?;
+        std::fs::create_dir_all(path).map_err(|source| AgentError::DataDir { path: path.into(), source })?;
         let store = LocalFileSystem::new_with_prefix(path)
-            .map_err(|source| AgentError::ObjectStore {
-                url: url.into(),
-                source,
-            })?
+            .map_err(|source| AgentError::ObjectStore { url: url.into(), source })?
             .with_fsync(true);
         return Ok(Arc::new(store));
     }
@@ -84,15 +73,9 @@ pub fn open(url: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>, AgentErro
             .with_region(s3.region.clone().unwrap_or_else(|| "us-east-1".into()))
             // The flusher retries on its own schedule; a single request
             // should fail fast enough to be retried, not hang.
-            .with_retry(RetryConfig {
-                max_retries: 3,
-                retry_timeout: Duration::from_secs(10),
-                ..Default::default()
-            })
+            .with_retry(RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(10), ..Default::default() })
             .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(30)),
+                ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(30)),
             );
         if let Some(endpoint) = &s3.endpoint {
             builder = builder
@@ -100,20 +83,11 @@ pub fn open(url: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>, AgentErro
                 .with_allow_http(endpoint.starts_with("http://"))
                 .with_virtual_hosted_style_request(false);
         }
-        let store = builder.build().map_err(|source| AgentError::ObjectStore {
-            url: url.into(),
-            source,
-        })?;
+        let store = builder.build().map_err(|source| AgentError::ObjectStore { url: url.into(), source })?;
         let prefix = prefix.trim_matches('/');
-        return Ok(if prefix.is_empty() {
-            Arc::new(store)
-        } else {
-            Arc::new(PrefixStore::new(store, prefix))
-        });
+        return Ok(if prefix.is_empty() { Arc::new(store) } else { Arc::new(PrefixStore::new(store, prefix)) });
     }
-    Err(bad(format!(
-        "{url:?}: expected file:///path or s3://BUCKET/PREFIX"
-    )))
+    Err(bad(format!("{url:?}: expected file:///path or s3://BUCKET/PREFIX")))
 }
 
 /// Writes, reads back and deletes a small object: proves the bucket
@@ -124,33 +98,14 @@ pub async fn check(
     endpoint: Option<&str>,
     agent_id: &str,
 ) -> Result<(), AgentError> {
-    let path = Path::from(format!(
-        "_silt/probe-{agent_id}-{:016x}",
-        rand::random::<u64>()
-    ));
+    let path = Path::from(format!("_silt/probe-{agent_id}-{:016x}", rand::random::<u64>()));
     let fail = |source: object_store::Error| {
         let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
-        AgentError::StorageCheck {
-            url: url.to_string(),
-            at,
-            source,
-        }
+        AgentError::StorageCheck { url: url.to_string(), at, source }
     };
-    let opts = PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
-    };
-    store
-        .put_opts(&path, PutPayload::from_static(b"silt"), opts)
-        .await
-        .map_err(fail)?;
-    let back = store
-        .get(&path)
-        .await
-        .map_err(fail)?
-        .bytes()
-        .await
-        .map_err(fail)?;
+    let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+    store.put_opts(&path, PutPayload::from_static(b"silt"), opts).await.map_err(fail)?;
+    let back = store.get(&path).await.map_err(fail)?.bytes().await.map_err(fail)?;
     if &back[..] != b"silt" {
         return Err(AgentError::Config {
             key: "--object-store",
@@ -158,16 +113,15 @@ pub async fn check(
         });
     }
     // Object keys are never overwritten: the store must refuse a second create.
-    let again = PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
-    };
+    let again = PutOptions { mode: PutMode::Create, ..Default::default() };
     match store.put_opts(&path, PutPayload::from_static(b"again"), again).await {
         Err(object_store::Error::AlreadyExists { .. }) => {}
         Ok(_) => {
             return Err(AgentError::Config {
                 key: "--object-store",
-                reason: format!("{url}: the store overwrote an object on a conditional create (If-None-Match is not honoured)"),
+                reason: format!(
+                    "{url}: the store overwrote an object on a conditional create (If-None-Match is not honoured)"
+                ),
             })
         }
         Err(e) => return Err(fail(e)),

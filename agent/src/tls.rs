@@ -37,10 +37,7 @@ pub fn load(source: &TlsSource, names: &[String]) -> Result<Material, AgentError
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| tls_err(&format!("reading certificate {}", cert.display()), e))?;
             if chain.is_empty() {
-                return Err(AgentError::Tls(format!(
-                    "{} holds no certificate",
-                    cert.display()
-                )));
+                return Err(AgentError::Tls(format!("{} holds no certificate", cert.display())));
             }
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| tls_err(&format!("reading private key {}", key.display()), e))?;
@@ -48,18 +45,12 @@ pub fn load(source: &TlsSource, names: &[String]) -> Result<Material, AgentError
         }
         TlsSource::LocalCa(dir) => {
             let (ca_params, ca_key) = load_or_create_ca(dir)?;
-            let ca = ca_params
-                .self_signed(&ca_key)
-                .map_err(|e| tls_err("re-signing the CA", e))?;
+            let ca = ca_params.self_signed(&ca_key).map_err(|e| tls_err("re-signing the CA", e))?;
             let leaf_key = KeyPair::generate().map_err(|e| tls_err("generating a key", e))?;
-            let mut params = CertificateParams::new(names.to_vec())
-                .map_err(|e| tls_err("certificate names", e))?;
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "silt agent");
-            let leaf = params
-                .signed_by(&leaf_key, &ca, &ca_key)
-                .map_err(|e| tls_err("signing the agent certificate", e))?;
+            let mut params = CertificateParams::new(names.to_vec()).map_err(|e| tls_err("certificate names", e))?;
+            params.distinguished_name.push(DnType::CommonName, "silt agent");
+            let leaf =
+                params.signed_by(&leaf_key, &ca, &ca_key).map_err(|e| tls_err("signing the agent certificate", e))?;
             Ok(Material {
                 chain: vec![leaf.der().clone(), ca.der().clone()],
                 key: PrivatePkcs8KeyDer::from(leaf_key.serialize_der()).into(),
@@ -70,15 +61,8 @@ pub fn load(source: &TlsSource, names: &[String]) -> Result<Material, AgentError
 
 /// The names the agent's own certificate covers.
 pub fn default_names(advertise: &str) -> Vec<String> {
-    let mut names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
-    let host = advertise
-        .rsplit_once(':')
-        .map_or(advertise, |(h, _)| h)
-        .trim_matches(['[', ']']);
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let host = advertise.rsplit_once(':').map_or(advertise, |(h, _)| h).trim_matches(['[', ']']);
     if !host.is_empty() && host != "0.0.0.0" && host != "::" && !names.iter().any(|n| n == host) {
         names.push(host.to_string());
     }
@@ -93,10 +77,9 @@ fn read_ca(dir: &Path) -> Result<Option<(CertificateParams, KeyPair)>, AgentErro
         Err(e) => return Err(tls_err(&format!("reading {}", cert_path.display()), e)),
     };
     let key_path = dir.join(CA_KEY_FILE);
-    let key_pem = std::fs::read_to_string(&key_path)
-        .map_err(|e| tls_err(&format!("reading {}", key_path.display()), e))?;
-    let key = KeyPair::from_pem(&key_pem)
-        .map_err(|e| tls_err(&format!("parsing {}", key_path.display()), e))?;
+    let key_pem =
+        std::fs::read_to_string(&key_path).map_err(|e| tls_err(&format!("reading {}", key_path.display()), e))?;
+    let key = KeyPair::from_pem(&key_pem).map_err(|e| tls_err(&format!("parsing {}", key_path.display()), e))?;
     let params = CertificateParams::from_ca_cert_pem(&cert_pem)
         .map_err(|e| tls_err(&format!("parsing {}", cert_path.display()), e))?;
     Ok(Some((params, key)))
@@ -108,19 +91,11 @@ fn load_or_create_ca(dir: &Path) -> Result<(CertificateParams, KeyPair), AgentEr
     }
     std::fs::create_dir_all(dir).map_err(|e| tls_err(&format!("creating {}", dir.display()), e))?;
     let key = KeyPair::generate().map_err(|e| tls_err("generating the CA key", e))?;
-    let mut params =
-        CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA parameters", e))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA parameters", e))?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, CA_NAME);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = params
-        .clone()
-        .self_signed(&key)
-        .map_err(|e| tls_err("signing the CA", e))?;
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let cert = params.clone().self_signed(&key).map_err(|e| tls_err("signing the CA", e))?;
     // Publish the key, then the certificate, each by a link that fails if the
     // file exists: whoever links the key first wins, and `ca.pem` existing
     // means its key is already in place.
@@ -142,21 +117,13 @@ fn load_or_create_ca(dir: &Path) -> Result<(CertificateParams, KeyPair), AgentEr
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(AgentError::Tls(format!(
-        "{} has {CA_KEY_FILE} but no {CA_FILE}",
-        dir.display()
-    )))
+    Err(AgentError::Tls(format!("{} has {CA_KEY_FILE} but no {CA_FILE}", dir.display())))
 }
 
 fn write_temp(dir: &Path, contents: &str) -> Result<PathBuf, AgentError> {
     use std::io::Write;
-    let path = dir.join(format!(
-        ".tmp-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let mut f = std::fs::File::create(&path)
-        .map_err(|e| tls_err(&format!("writing {}", path.display()), e))?;
+    let path = dir.join(format!(".tmp-{}-{:016x}", std::process::id(), rand::random::<u64>()));
+    let mut f = std::fs::File::create(&path).map_err(|e| tls_err(&format!("writing {}", path.display()), e))?;
     f.write_all(contents.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(|e| tls_err(&format!("writing {}", path.display()), e))?;
@@ -164,10 +131,7 @@ fn write_temp(dir: &Path, contents: &str) -> Result<PathBuf, AgentError> {
 }
 
 /// The rustls server configuration for QUIC.
-pub fn server_config(
-    material: Material,
-    max_streams: u32,
-) -> Result<quinn::ServerConfig, AgentError> {
+pub fn server_config(material: Material, max_streams: u32) -> Result<quinn::ServerConfig, AgentError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -176,8 +140,7 @@ pub fn server_config(
         .with_single_cert(material.chain, material.key)
         .map_err(|e| tls_err("certificate and key do not match", e))?;
     crypto.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
-        .map_err(|e| tls_err("QUIC TLS", e))?;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).map_err(|e| tls_err("QUIC TLS", e))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -186,11 +149,7 @@ pub fn server_config(
         .stream_receive_window((16u32 << 20).into())
         .receive_window((64u32 << 20).into())
         .send_window(64 << 20)
-        .max_idle_timeout(Some(
-            Duration::from_secs(30)
-                .try_into()
-                .expect("30s is a valid idle timeout"),
-        ));
+        .max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("30s is a valid idle timeout")));
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -213,26 +172,14 @@ mod tests {
         let cas: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         // Every agent's chain ends in the CA whose key is on disk: re-signing
         // it with that key gives the same subject public key.
-        let disk_key =
-            KeyPair::from_pem(&std::fs::read_to_string(dir.path().join(CA_KEY_FILE)).unwrap())
-                .unwrap();
+        let disk_key = KeyPair::from_pem(&std::fs::read_to_string(dir.path().join(CA_KEY_FILE)).unwrap()).unwrap();
         let spki = disk_key.public_key_der();
         for ca in &cas {
-            assert!(
-                ca.windows(spki.len()).any(|w| w == spki.as_slice()),
-                "a chain ends in another CA"
-            );
+            assert!(ca.windows(spki.len()).any(|w| w == spki.as_slice()), "a chain ends in another CA");
         }
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(
-            leftovers.len(),
-            2,
-            "only ca.pem and ca-key.pem remain: {leftovers:?}"
-        );
+        let leftovers: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+        assert_eq!(leftovers.len(), 2, "only ca.pem and ca-key.pem remain: {leftovers:?}");
     }
 
     #[test]

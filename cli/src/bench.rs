@@ -65,16 +65,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn produce(client: Client, b: &ProduceBench) -> anyhow::Result<()> {
     if client.describe_topic(&b.topic).await.is_err() {
-        client
-            .create_topic(&b.topic, b.partitions)
-            .await
-            .context("creating the bench topic")?;
+        client.create_topic(&b.topic, b.partitions).await.context("creating the bench topic")?;
     }
-    let config = ProducerConfig {
-        acks: b.acks,
-        compression: b.compression,
-        ..Default::default()
-    };
+    let config = ProducerConfig { acks: b.acks, compression: b.compression, ..Default::default() };
     let producer = std::sync::Arc::new(Producer::new(client.clone(), &b.topic, config).await?);
     let mut payload = vec![0u8; b.record_bytes];
     for (i, byte) in payload.iter_mut().enumerate() {
@@ -135,10 +128,7 @@ async fn produce(client: Client, b: &ProduceBench) -> anyhow::Result<()> {
     );
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         let cpu = (after - before) as f64 / 1e9;
-        println!(
-            "  agent CPU    {cpu:.2} s ({:.1} MB per CPU-second)",
-            bytes / 1e6 / cpu.max(1e-9)
-        );
+        println!("  agent CPU    {cpu:.2} s ({:.1} MB per CPU-second)", bytes / 1e6 / cpu.max(1e-9));
     }
     Ok(())
 }

@@ -7,8 +7,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use silt_client::{
-    Acks, Client, Compression, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig,
-    ProducerRecord,
+    Acks, Client, Compression, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord,
 };
 
 #[derive(clap::Args)]
@@ -45,12 +44,7 @@ pub struct ConsumeArgs {
     partition: Option<u32>,
     /// Start at this offset (needs --partition). Past the end is an error;
     /// the end itself waits for new records.
-    #[arg(
-        long,
-        requires = "partition",
-        conflicts_with = "from_beginning",
-        allow_negative_numbers = true
-    )]
+    #[arg(long, requires = "partition", conflicts_with = "from_beginning", allow_negative_numbers = true)]
     offset: Option<i64>,
     /// Exit after this many records.
     #[arg(long)]
@@ -85,9 +79,7 @@ fn read_lines(tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<Vec<u8>>>>) {
                     line.pop();
                 }
                 chunk.push(line);
-                if chunk.len() == LINES_PER_CHUNK
-                    && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err()
-                {
+                if chunk.len() == LINES_PER_CHUNK && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err() {
                     return;
                 }
             }
@@ -116,36 +108,22 @@ pub async fn produce(client: Client, args: &ProduceArgs) -> anyhow::Result<i32> 
     let producer = Producer::new(client.clone(), &args.topic, config).await?;
     if let Some(p) = args.partition {
         if p >= producer.partitions() {
-            bail!(
-                "topic {} has no partition {p} (it has {})",
-                args.topic,
-                producer.partitions()
-            );
+            bail!("topic {} has no partition {p} (it has {})", args.topic, producer.partitions());
         }
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let reader = std::thread::spawn(move || read_lines(tx));
-    let separator = args
-        .key_separator
-        .as_deref()
-        .map(str::as_bytes)
-        .filter(|s| !s.is_empty());
+    let separator = args.key_separator.as_deref().map(str::as_bytes).filter(|s| !s.is_empty());
     let mut sent: u64 = 0;
     while let Some(chunk) = rx.recv().await {
         for line in chunk.context("reading stdin")? {
             let line = Bytes::from(line);
-            let mut record =
-                match separator.and_then(|sep| find(&line, sep).map(|at| (at, sep.len()))) {
-                    Some((at, len)) => {
-                        ProducerRecord::new(line.slice(at + len..)).with_key(line.slice(..at))
-                    }
-                    None => ProducerRecord::new(line),
-                };
+            let mut record = match separator.and_then(|sep| find(&line, sep).map(|at| (at, sep.len()))) {
+                Some((at, len)) => ProducerRecord::new(line.slice(at + len..)).with_key(line.slice(..at)),
+                None => ProducerRecord::new(line),
+            };
             record.partition = args.partition;
-            let _ = producer
-                .send(record)
-                .await
-                .with_context(|| format!("record {}", sent + 1))?;
+            let _ = producer.send(record).await.with_context(|| format!("record {}", sent + 1))?;
             sent += 1;
         }
     }
@@ -170,11 +148,7 @@ pub async fn consume(client: Client, args: &ConsumeArgs) -> anyhow::Result<i32> 
     };
     let assignments: Vec<(u32, Offset)> = match args.partition {
         Some(p) if p >= consumer.partitions() => {
-            bail!(
-                "topic {} has no partition {p} (it has {})",
-                args.topic,
-                consumer.partitions()
-            )
+            bail!("topic {} has no partition {p} (it has {})", args.topic, consumer.partitions())
         }
         Some(p) => vec![(p, start)],
         None => (0..consumer.partitions()).map(|p| (p, start)).collect(),

@@ -15,11 +15,7 @@ use clap::{Parser, Subcommand};
 use silt_client::{Client, ClientConfig};
 
 #[derive(Parser)]
-#[command(
-    name = "silt",
-    version,
-    about = "silt: a Kafka-style event log on object storage"
-)]
+#[command(name = "silt", version, about = "silt: a Kafka-style event log on object storage")]
 struct Cli {
     /// Agent to talk to (host:port).
     #[arg(long, global = true, env = "SILT_AGENT", default_value = silt_agent::config::DEFAULT_LISTEN)]
@@ -70,9 +66,7 @@ enum TopicCommand {
 impl Cli {
     async fn connect(&self) -> anyhow::Result<Client> {
         let ca = self.ca.clone().unwrap_or_else(|| {
-            PathBuf::from(silt_agent::config::DEFAULT_DATA_DIR)
-                .join("tls")
-                .join(silt_agent::tls::CA_FILE)
+            PathBuf::from(silt_agent::config::DEFAULT_DATA_DIR).join("tls").join(silt_agent::tls::CA_FILE)
         });
         let config = ClientConfig {
             agent: self.agent.clone(),
@@ -87,16 +81,9 @@ impl Cli {
 fn main() {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SILT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Agent(_)) {
-            "info"
-        } else {
-            "warn"
-        })
+        tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Agent(_)) { "info" } else { "warn" })
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
@@ -126,12 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 TopicCommand::Describe { name } => {
                     let d = client.describe_topic(name).await?;
-                    println!(
-                        "topic {} (id {}, {} partitions)",
-                        d.name,
-                        d.id,
-                        d.partitions.len()
-                    );
+                    println!("topic {} (id {}, {} partitions)", d.name, d.id, d.partitions.len());
                     println!(
                         "{:>9}  {:<22}  {:>5}  {:>14}  {:>14}",
                         "PARTITION", "OWNER", "EPOCH", "LOG-START", "HIGH-WATERMARK"
@@ -160,9 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 async fn run_agent(args: &silt_agent::Args) -> anyhow::Result<()> {
     let config = args.validate()?;
-    let agent = silt_agent::Agent::start(config)
-        .await
-        .context("the agent could not start")?;
+    let agent = silt_agent::Agent::start(config).await.context("the agent could not start")?;
     if let Some(ca) = agent.ca_path() {
         eprintln!(
             "silt agent {} listening on {} (clients trust {})",

@@ -10,16 +10,7 @@ use crate::error::ClientError;
 impl Client {
     /// Cancel safety: if dropped after sending, the topic may or may not be created.
     pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<(), ClientError> {
-        match self
-            .call(
-                &Request::CreateTopic {
-                    name: name.into(),
-                    partitions,
-                },
-                Duration::ZERO,
-            )
-            .await?
-        {
+        match self.call(&Request::CreateTopic { name: name.into(), partitions }, Duration::ZERO).await? {
             Response::Done => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -27,10 +18,7 @@ impl Client {
 
     /// Cancel safety: if dropped after sending, the topic may or may not be deleted.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        match self
-            .call(&Request::DeleteTopic { name: name.into() }, Duration::ZERO)
-            .await?
-        {
+        match self.call(&Request::DeleteTopic { name: name.into() }, Duration::ZERO).await? {
             Response::Done => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -46,13 +34,7 @@ impl Client {
 
     /// Cancel safe.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
-        match self
-            .call(
-                &Request::DescribeTopic { name: name.into() },
-                Duration::ZERO,
-            )
-            .await?
-        {
+        match self.call(&Request::DescribeTopic { name: name.into() }, Duration::ZERO).await? {
             Response::Topic(t) => Ok(t),
             other => Err(unexpected(other)),
         }

@@ -64,31 +64,22 @@ fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, ClientError
     let mut pems: Vec<Vec<u8>> = Vec::new();
     if let Some(path) = &config.ca {
         let pem = std::fs::read(path).map_err(|e| {
-            ClientError::Config(format!(
-                "cannot read CA file {}: {e} (pass --ca or set SILT_CA)",
-                path.display()
-            ))
+            ClientError::Config(format!("cannot read CA file {}: {e} (pass --ca or set SILT_CA)", path.display()))
         })?;
         pems.push(pem);
     }
     pems.extend(config.ca_pem.clone());
     if pems.is_empty() {
-        return Err(ClientError::Config(
-            "no CA to trust: pass --ca or set SILT_CA".into(),
-        ));
+        return Err(ClientError::Config("no CA to trust: pass --ca or set SILT_CA".into()));
     }
     for pem in pems {
         for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| ClientError::Config(format!("CA file is not PEM: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| ClientError::Config(format!("CA certificate rejected: {e}")))?;
+            roots.add(cert).map_err(|e| ClientError::Config(format!("CA certificate rejected: {e}")))?;
         }
     }
     if roots.is_empty() {
-        return Err(ClientError::Config(
-            "the CA file holds no certificate".into(),
-        ));
+        return Err(ClientError::Config("the CA file holds no certificate".into()));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -101,10 +92,7 @@ fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, ClientError
 }
 
 fn host_of(agent: &str) -> &str {
-    agent
-        .rsplit_once(':')
-        .map_or(agent, |(h, _)| h)
-        .trim_matches(['[', ']'])
+    agent.rsplit_once(':').map_or(agent, |(h, _)| h).trim_matches(['[', ']'])
 }
 
 impl Client {
@@ -115,10 +103,7 @@ impl Client {
         let addr_text = config.agent.clone();
         let addr: SocketAddr = tokio::net::lookup_host(&addr_text)
             .await
-            .map_err(|e| ClientError::Resolve {
-                addr: addr_text.clone(),
-                source: Arc::new(e),
-            })?
+            .map_err(|e| ClientError::Resolve { addr: addr_text.clone(), source: Arc::new(e) })?
             .next()
             .ok_or_else(|| ClientError::Resolve {
                 addr: addr_text.clone(),
@@ -131,46 +116,27 @@ impl Client {
         let mut transport = quinn::TransportConfig::default();
         transport
             .keep_alive_interval(Some(Duration::from_secs(5)))
-            .max_idle_timeout(Some(
-                Duration::from_secs(30)
-                    .try_into()
-                    .expect("valid idle timeout"),
-            ))
+            .max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("valid idle timeout")))
             .stream_receive_window((16u32 << 20).into())
             .receive_window((64u32 << 20).into())
             .send_window(64 << 20);
         client_config.transport_config(Arc::new(transport));
-        let bind: SocketAddr = if addr.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .expect("valid bind address");
+        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("valid bind address");
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect {
             addr: addr_text.clone(),
             hint: "",
             source: Arc::new(e),
         })?;
         endpoint.set_default_client_config(client_config);
-        let server_name = config
-            .server_name
-            .clone()
-            .unwrap_or_else(|| host_of(&addr_text).to_string());
-        let connecting =
-            endpoint
-                .connect(addr, &server_name)
-                .map_err(|e| ClientError::Connect {
-                    addr: addr_text.clone(),
-                    hint: "",
-                    source: Arc::new(e),
-                })?;
+        let server_name = config.server_name.clone().unwrap_or_else(|| host_of(&addr_text).to_string());
+        let connecting = endpoint.connect(addr, &server_name).map_err(|e| ClientError::Connect {
+            addr: addr_text.clone(),
+            hint: "",
+            source: Arc::new(e),
+        })?;
         let conn = match tokio::time::timeout(config.connect_timeout, connecting).await {
             Err(_) => {
-                return Err(ClientError::ConnectTimeout {
-                    addr: addr_text,
-                    secs: config.connect_timeout.as_secs(),
-                })
+                return Err(ClientError::ConnectTimeout { addr: addr_text, secs: config.connect_timeout.as_secs() })
             }
             Ok(Err(e)) => {
                 let hint = if e.to_string().contains("certificate") {
@@ -178,20 +144,11 @@ impl Client {
                 } else {
                     ""
                 };
-                return Err(ClientError::Connect {
-                    addr: addr_text,
-                    hint,
-                    source: Arc::new(e),
-                });
+                return Err(ClientError::Connect { addr: addr_text, hint, source: Arc::new(e) });
             }
             Ok(Ok(c)) => c,
         };
-        Ok(Client {
-            conn,
-            _endpoint: endpoint,
-            addr: addr_text.into(),
-            config: Arc::new(config),
-        })
+        Ok(Client { conn, _endpoint: endpoint, addr: addr_text.into(), config: Arc::new(config) })
     }
 
     pub fn agent(&self) -> &str {
@@ -203,32 +160,20 @@ impl Client {
     }
 
     fn lost(&self, e: impl std::error::Error + Send + Sync + 'static) -> ClientError {
-        ClientError::Connection {
-            addr: self.addr.to_string(),
-            source: Arc::new(e),
-        }
+        ClientError::Connection { addr: self.addr.to_string(), source: Arc::new(e) }
     }
 
     /// Opens a stream and sends one request on it.
     pub(crate) async fn open(&self, request: &Request) -> Result<ResponseStream, ClientError> {
         let (mut send, recv) = self.conn.open_bi().await.map_err(|e| self.lost(e))?;
-        send.write_all(&request.encode())
-            .await
-            .map_err(|e| self.lost(e))?;
+        send.write_all(&request.encode()).await.map_err(|e| self.lost(e))?;
         let _ = send.finish();
-        Ok(ResponseStream {
-            recv,
-            client: self.clone(),
-        })
+        Ok(ResponseStream { recv, client: self.clone() })
     }
 
     /// Sends one request and waits for its single response, within `extra`
     /// beyond the request timeout. Agent errors become `ClientError::Server`.
-    pub(crate) async fn call(
-        &self,
-        request: &Request,
-        extra: Duration,
-    ) -> Result<Response, ClientError> {
+    pub(crate) async fn call(&self, request: &Request, extra: Duration) -> Result<Response, ClientError> {
         let limit = self.config.request_timeout + extra;
         let fut = async {
             let mut stream = self.open(request).await?;
@@ -236,10 +181,7 @@ impl Client {
         };
         match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
-            Err(_) => Err(ClientError::Timeout {
-                addr: self.addr.to_string(),
-                secs: limit.as_secs(),
-            }),
+            Err(_) => Err(ClientError::Timeout { addr: self.addr.to_string(), secs: limit.as_secs() }),
         }
     }
 
@@ -258,19 +200,12 @@ impl ResponseStream {
     /// The next response; an `Error` response becomes `Err(ClientError::Server)`.
     pub async fn next(&mut self) -> Result<Response, ClientError> {
         let mut prefix = [0u8; frame::PREFIX_LEN];
-        self.recv
-            .read_exact(&mut prefix)
-            .await
-            .map_err(|e| self.client.lost(e))?;
+        self.recv.read_exact(&mut prefix).await.map_err(|e| self.client.lost(e))?;
         let len = frame::parse_length(prefix, self.client.config.max_frame_bytes)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut body = BytesMut::zeroed(len);
-        self.recv
-            .read_exact(&mut body)
-            .await
-            .map_err(|e| self.client.lost(e))?;
-        let frame =
-            Frame::decode(body.freeze()).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.recv.read_exact(&mut body).await.map_err(|e| self.client.lost(e))?;
+        let frame = Frame::decode(body.freeze()).map_err(|e| ClientError::Protocol(e.to_string()))?;
         match Response::decode(&frame).map_err(|e| ClientError::Protocol(e.to_string()))? {
             Response::Error { code, message } => Err(ClientError::Server { code, message }),
             other => Ok(other),

@@ -28,11 +28,7 @@ pub struct ConsumerConfig {
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        ConsumerConfig {
-            max_bytes: 4 << 20,
-            max_wait: Duration::from_millis(500),
-            prefetch: 4,
-        }
+        ConsumerConfig { max_bytes: 4 << 20, max_wait: Duration::from_millis(500), prefetch: 4 }
     }
 }
 
@@ -66,18 +62,9 @@ pub struct Consumer {
 
 impl Consumer {
     /// Looks the topic up. Cancel safe.
-    pub async fn new(
-        client: Client,
-        topic: &str,
-        config: ConsumerConfig,
-    ) -> Result<Consumer, ClientError> {
+    pub async fn new(client: Client, topic: &str, config: ConsumerConfig) -> Result<Consumer, ClientError> {
         let d = client.describe_topic(topic).await?;
-        Ok(Consumer {
-            client,
-            topic: topic.into(),
-            partitions: d.partitions.len() as u32,
-            config,
-        })
+        Ok(Consumer { client, topic: topic.into(), partitions: d.partitions.len() as u32, config })
     }
 
     pub fn partitions(&self) -> u32 {
@@ -91,13 +78,11 @@ impl Consumer {
         let mut tasks = JoinSet::new();
         let (tx, rx) = mpsc::channel(self.config.prefetch.max(1) * assignments.len().max(1));
         for &(partition, offset) in assignments {
-            let info = description.partitions.get(partition as usize).ok_or(
-                ClientError::UnknownPartition {
-                    topic: self.topic.clone(),
-                    partition,
-                    count: self.partitions,
-                },
-            )?;
+            let info = description.partitions.get(partition as usize).ok_or(ClientError::UnknownPartition {
+                topic: self.topic.clone(),
+                partition,
+                count: self.partitions,
+            })?;
             let start = match offset {
                 Offset::Earliest => info.log_start,
                 Offset::Latest => info.high_watermark,
@@ -113,11 +98,7 @@ impl Consumer {
             };
             tasks.spawn(fetcher.run());
         }
-        Ok(RecordStream {
-            rx,
-            ready: VecDeque::new(),
-            _tasks: tasks,
-        })
+        Ok(RecordStream { rx, ready: VecDeque::new(), _tasks: tasks })
     }
 }
 
@@ -156,12 +137,8 @@ impl Fetcher {
             max_bytes: self.config.max_bytes,
             max_wait_ms: self.config.max_wait.as_millis().min(u32::MAX as u128) as u32,
         };
-        let Response::Fetched { batches, .. } =
-            self.client.call(&request, self.config.max_wait).await?
-        else {
-            return Err(ClientError::Protocol(
-                "fetch answered with another kind".into(),
-            ));
+        let Response::Fetched { batches, .. } = self.client.call(&request, self.config.max_wait).await? else {
+            return Err(ClientError::Protocol("fetch answered with another kind".into()));
         };
         let mut out = Vec::new();
         for batch in silt_wire::batch::split(&batches) {

@@ -41,11 +41,7 @@ pub enum ClientError {
     #[error("record of {size} bytes exceeds the maximum record size of {max} bytes")]
     RecordTooLarge { size: usize, max: usize },
     #[error("topic {topic:?} has no partition {partition} (it has {count})")]
-    UnknownPartition {
-        topic: String,
-        partition: u32,
-        count: u32,
-    },
+    UnknownPartition { topic: String, partition: u32, count: u32 },
     #[error("stored batch failed its checks: {0}")]
     CorruptBatch(#[from] silt_wire::BatchError),
     #[error("the producer is closed")]
@@ -65,9 +61,7 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Server { code, .. } => code.is_retriable(),
-            ClientError::ConnectTimeout { .. }
-            | ClientError::Connection { .. }
-            | ClientError::Timeout { .. } => true,
+            ClientError::ConnectTimeout { .. } | ClientError::Connection { .. } | ClientError::Timeout { .. } => true,
             _ => false,
         }
     }

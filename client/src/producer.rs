@@ -67,10 +67,7 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     pub fn new(value: impl Into<Bytes>) -> Self {
-        ProducerRecord {
-            value: value.into(),
-            ..Default::default()
-        }
+        ProducerRecord { value: value.into(), ..Default::default() }
     }
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
@@ -81,10 +78,7 @@ impl ProducerRecord {
         self
     }
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        self.headers.push(Header {
-            name: name.into(),
-            value: value.into(),
-        });
+        self.headers.push(Header { name: name.into(), value: value.into() });
         self
     }
     pub fn with_timestamp(mut self, ms: i64) -> Self {
@@ -115,16 +109,9 @@ impl IntoFuture for Delivery {
     /// Cancel safe: dropping the future does not affect the record.
     fn into_future(mut self) -> Self::IntoFuture {
         Box::pin(async move {
-            let outcome = self
-                .slot
-                .wait_for(|o| o.is_some())
-                .await
-                .map_err(|_| ClientError::Closed)?;
+            let outcome = self.slot.wait_for(|o| o.is_some()).await.map_err(|_| ClientError::Closed)?;
             match outcome.as_ref().expect("waited for Some") {
-                Ok(base) => Ok(RecordMetadata {
-                    partition: self.partition,
-                    offset: base + self.index,
-                }),
+                Ok(base) => Ok(RecordMetadata { partition: self.partition, offset: base + self.index }),
                 Err(e) => Err(e.clone()),
             }
         })
@@ -163,22 +150,14 @@ pub struct Producer {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Producer {
     /// Looks the topic up and starts one sender task per partition.
-    pub async fn new(
-        client: Client,
-        topic: &str,
-        config: ProducerConfig,
-    ) -> Result<Producer, ClientError> {
+    pub async fn new(client: Client, topic: &str, config: ProducerConfig) -> Result<Producer, ClientError> {
         if config.batch_bytes == 0 || config.max_in_flight == 0 || config.buffer_bytes == 0 {
-            return Err(ClientError::Config(
-                "batch_bytes, buffer_bytes and max_in_flight must be positive".into(),
-            ));
+            return Err(ClientError::Config("batch_bytes, buffer_bytes and max_in_flight must be positive".into()));
         }
         let description = client.describe_topic(topic).await?;
         let partitions = description.partitions.len() as u32;
@@ -223,16 +202,9 @@ impl Producer {
         let size = BatchBuilder::record_size(record.key.as_deref(), &record.value, &record.headers);
         let payload = record.key.as_ref().map_or(0, |k| k.len())
             + record.value.len()
-            + record
-                .headers
-                .iter()
-                .map(|h| h.name.len() + h.value.len())
-                .sum::<usize>();
+            + record.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
         if payload > inner.max_record_bytes {
-            return Err(ClientError::RecordTooLarge {
-                size: payload,
-                max: inner.max_record_bytes,
-            });
+            return Err(ClientError::RecordTooLarge { size: payload, max: inner.max_record_bytes });
         }
         let keyless = record.partition.is_none() && record.key.is_none();
         let p = match (record.partition, &record.key) {
@@ -248,12 +220,7 @@ impl Producer {
             (None, None) => inner.sticky.load(Ordering::Relaxed) % inner.partitions,
         };
         let permits = u32::try_from(size).unwrap_or(u32::MAX);
-        inner
-            .memory
-            .acquire_many(permits)
-            .await
-            .map_err(|_| ClientError::Closed)?
-            .forget();
+        inner.memory.acquire_many(permits).await.map_err(|_| ClientError::Closed)?.forget();
         inner.outstanding.send_modify(|n| *n += 1);
         let (slot, index, first, full) = {
             let mut guard = inner.open[p as usize].lock().expect("open batch lock");
@@ -265,15 +232,9 @@ impl Producer {
             });
             let index = open.builder.len() as i64;
             let ts = record.timestamp.unwrap_or_else(now_ms);
-            open.builder
-                .push(ts, record.key.as_deref(), &record.value, &record.headers);
+            open.builder.push(ts, record.key.as_deref(), &record.value, &record.headers);
             open.bytes += size;
-            (
-                open.slot.subscribe(),
-                index,
-                index == 0,
-                open.bytes >= inner.config.batch_bytes,
-            )
+            (open.slot.subscribe(), index, index == 0, open.bytes >= inner.config.batch_bytes)
         };
         if full && keyless {
             advance_sticky(inner, p);
@@ -281,11 +242,7 @@ impl Producer {
         if first || full {
             inner.wake[p as usize].notify_one();
         }
-        Ok(Delivery {
-            slot,
-            partition: p,
-            index,
-        })
+        Ok(Delivery { slot, partition: p, index })
     }
 
     /// Sends everything buffered now and waits until every record passed to
@@ -326,19 +283,12 @@ impl Drop for Producer {
 }
 
 fn rand_start(partitions: u32) -> u32 {
-    (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos()))
+    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()))
         % partitions.max(1)
 }
 
 fn advance_sticky(inner: &Inner, from: u32) {
-    let _ = inner.sticky.compare_exchange(
-        from,
-        (from + 1) % inner.partitions,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
+    let _ = inner.sticky.compare_exchange(from, (from + 1) % inner.partitions, Ordering::Relaxed, Ordering::Relaxed);
 }
 
 fn resolve(
@@ -363,11 +313,7 @@ async fn sender(inner: Arc<Inner>, p: u32) {
     let in_flight = Arc::new(Semaphore::new(inner.config.max_in_flight));
     let acks = TaskTracker::new();
     loop {
-        let state = inner.open[p as usize]
-            .lock()
-            .expect("open batch lock")
-            .as_ref()
-            .map(|o| (o.opened, o.bytes));
+        let state = inner.open[p as usize].lock().expect("open batch lock").as_ref().map(|o| (o.opened, o.bytes));
         let ready = match state {
             None => false,
             Some((opened, bytes)) => {
@@ -385,11 +331,7 @@ async fn sender(inner: Arc<Inner>, p: u32) {
             }
             continue;
         }
-        let Some(open) = inner.open[p as usize]
-            .lock()
-            .expect("open batch lock")
-            .take()
-        else {
+        let Some(open) = inner.open[p as usize].lock().expect("open batch lock").take() else {
             continue;
         };
         advance_sticky(&inner, p);
@@ -406,13 +348,7 @@ async fn sender(inner: Arc<Inner>, p: u32) {
         let batch = match open.builder.build() {
             Ok(b) => b.into_bytes(),
             Err(e) => {
-                resolve(
-                    &inner,
-                    &slot,
-                    records,
-                    bytes,
-                    Err(ClientError::CorruptBatch(e)),
-                );
+                resolve(&inner, &slot, records, bytes, Err(ClientError::CorruptBatch(e)));
                 continue;
             }
         };
@@ -426,10 +362,9 @@ async fn sender(inner: Arc<Inner>, p: u32) {
                         Ok(Ok(Response::Produced { base_offset, .. })) => Ok(base_offset),
                         Ok(Ok(other)) => Err(unexpected(other)),
                         Ok(Err(e)) => Err(e),
-                        Err(_) => Err(ClientError::Timeout {
-                            addr: inner.client.agent().into(),
-                            secs: limit.as_secs(),
-                        }),
+                        Err(_) => {
+                            Err(ClientError::Timeout { addr: inner.client.agent().into(), secs: limit.as_secs() })
+                        }
                     };
                     resolve(&inner, &slot, records, bytes, outcome);
                 });
@@ -446,12 +381,7 @@ async fn send_until_assigned(
     p: u32,
     batch: Bytes,
 ) -> Result<crate::client::ResponseStream, ClientError> {
-    let request = Request::Produce {
-        topic: inner.topic.clone(),
-        partition: p,
-        acks: inner.config.acks,
-        batch,
-    };
+    let request = Request::Produce { topic: inner.topic.clone(), partition: p, acks: inner.config.acks, batch };
     let mut attempt = 0;
     loop {
         let result = async {
@@ -464,16 +394,11 @@ async fn send_until_assigned(
         let limit = inner.client.config().request_timeout;
         let result = match tokio::time::timeout(limit, result).await {
             Ok(r) => r,
-            Err(_) => Err(ClientError::Timeout {
-                addr: inner.client.agent().into(),
-                secs: limit.as_secs(),
-            }),
+            Err(_) => Err(ClientError::Timeout { addr: inner.client.agent().into(), secs: limit.as_secs() }),
         };
         match result {
             // Refused before offsets were assigned: safe to send again.
-            Err(e @ ClientError::Server { .. })
-                if e.is_retriable() && attempt < inner.config.retries =>
-            {
+            Err(e @ ClientError::Server { .. }) if e.is_retriable() && attempt < inner.config.retries => {
                 attempt += 1;
                 tracing::debug!(error = %e, attempt, "produce refused; retrying");
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(20)))).await;

@@ -31,14 +31,10 @@ impl<'a> Reader<'a> {
         Ok(self.take(1, what)?[0])
     }
     pub fn u32(&mut self, what: &'static str) -> Result<u32, CodecError> {
-        Ok(u32::from_be_bytes(
-            self.take(4, what)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_be_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
     }
     pub fn u64(&mut self, what: &'static str) -> Result<u64, CodecError> {
-        Ok(u64::from_be_bytes(
-            self.take(8, what)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_be_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
     }
     pub fn i64(&mut self, what: &'static str) -> Result<i64, CodecError> {
         Ok(self.u64(what)? as i64)

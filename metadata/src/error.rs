@@ -18,14 +18,8 @@ pub enum MetaError {
 }
 
 impl MetaError {
-    pub fn backend(
-        backend: &'static str,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        MetaError::Backend {
-            backend,
-            source: Box::new(source),
-        }
+    pub fn backend(backend: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        MetaError::Backend { backend, source: Box::new(source) }
     }
 }
 
@@ -39,22 +33,10 @@ pub enum CatalogError {
     #[error("topic {topic:?} has no partition {partition}")]
     UnknownPartition { topic: String, partition: u32 },
     #[error("the lease on {topic_id}/{partition} is held by {owner} at epoch {epoch}")]
-    LeaseHeld {
-        topic_id: u64,
-        partition: u32,
-        owner: String,
-        epoch: u64,
-    },
+    LeaseHeld { topic_id: u64, partition: u32, owner: String, epoch: u64 },
     /// The committing agent no longer holds the lease at the epoch it wrote under.
-    #[error(
-        "fenced: the lease on {topic_id}/{partition} is now held by {owner:?} at epoch {epoch}"
-    )]
-    Fenced {
-        topic_id: u64,
-        partition: u32,
-        owner: String,
-        epoch: u64,
-    },
+    #[error("fenced: the lease on {topic_id}/{partition} is now held by {owner:?} at epoch {epoch}")]
+    Fenced { topic_id: u64, partition: u32, owner: String, epoch: u64 },
     #[error("stored value under {key} is corrupt")]
     Corrupt {
         key: String,

@@ -68,10 +68,7 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| MetaError::backend(BACKEND, e))??;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
-        })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path })
     }
 
     pub fn path(&self) -> &Path {
@@ -106,8 +103,7 @@ struct SqliteTxn {
 }
 
 fn current_rev(conn: &Connection) -> Result<i64, MetaError> {
-    conn.query_row("SELECT rev FROM revision WHERE id = 0", [], |r| r.get(0))
-        .map_err(db_err)
+    conn.query_row("SELECT rev FROM revision WHERE id = 0", [], |r| r.get(0)).map_err(db_err)
 }
 
 fn read_key(conn: &Connection, key: &[u8]) -> Result<Option<(Vec<u8>, i64)>, MetaError> {
@@ -124,11 +120,7 @@ impl SqliteTxn {
         let need_rev = self.start_rev.is_none();
         let k = key.to_vec();
         let (row, rev) = blocking(&self.conn, move |conn| {
-            let rev = if need_rev {
-                Some(current_rev(conn)?)
-            } else {
-                None
-            };
+            let rev = if need_rev { Some(current_rev(conn)?) } else { None };
             Ok((read_key(conn, &k)?, rev))
         })
         .await?;
@@ -136,9 +128,7 @@ impl SqliteTxn {
             self.start_rev = rev;
         }
         if for_update {
-            self.reads
-                .entry(key.to_vec())
-                .or_insert(row.as_ref().map(|(_, rev)| *rev));
+            self.reads.entry(key.to_vec()).or_insert(row.as_ref().map(|(_, rev)| *rev));
         }
         match buffered {
             Some(write) => Ok(write.map(Bytes::from)),
@@ -170,21 +160,14 @@ impl Transaction for SqliteTxn {
         if limit == 0 || start >= end {
             return Ok(Vec::new());
         }
-        let pending: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
-            .writes
-            .range(start.to_vec()..end.to_vec())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let pending: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            self.writes.range(start.to_vec()..end.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect();
         // Buffered deletes can hide at most `pending.len()` stored rows.
         let fetch = limit.saturating_add(pending.len()).min(i64::MAX as usize) as i64;
         let (s, e) = (start.to_vec(), end.to_vec());
         let need_rev = self.start_rev.is_none();
         let (rows, rev) = blocking(&self.conn, move |conn| {
-            let rev = if need_rev {
-                Some(current_rev(conn)?)
-            } else {
-                None
-            };
+            let rev = if need_rev { Some(current_rev(conn)?) } else { None };
             let sql = if reverse {
                 "SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key DESC LIMIT ?3"
             } else {
@@ -192,9 +175,7 @@ impl Transaction for SqliteTxn {
             };
             let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
             let rows = stmt
-                .query_map(params![s, e, fetch], |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-                })
+                .query_map(params![s, e, fetch], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))
                 .map_err(db_err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db_err)?;
@@ -204,8 +185,7 @@ impl Transaction for SqliteTxn {
         if rev.is_some() {
             self.start_rev = rev;
         }
-        let mut merged: BTreeMap<Vec<u8>, Bytes> =
-            rows.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
+        let mut merged: BTreeMap<Vec<u8>, Bytes> = rows.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
         for (k, v) in pending {
             match v {
                 Some(v) => merged.insert(k, Bytes::from(v)),
@@ -229,20 +209,12 @@ impl Transaction for SqliteTxn {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), MetaError> {
-        let SqliteTxn {
-            conn,
-            start_rev,
-            reads,
-            writes,
-            ..
-        } = *self;
+        let SqliteTxn { conn, start_rev, reads, writes, .. } = *self;
         if writes.is_empty() {
             return Ok(());
         }
         blocking(&conn, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
             for (key, seen) in &reads {
                 let now = read_key(&tx, key)?.map(|(_, rev)| rev);
                 if now != *seen {
@@ -257,17 +229,12 @@ impl Transaction for SqliteTxn {
                 }
             }
             let rev = current_rev(&tx)? + 1;
-            tx.execute("UPDATE revision SET rev = ?1 WHERE id = 0", [rev])
-                .map_err(db_err)?;
+            tx.execute("UPDATE revision SET rev = ?1 WHERE id = 0", [rev]).map_err(db_err)?;
             {
                 let mut upsert = tx
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO kv (key, value, rev) VALUES (?1, ?2, ?3)",
-                    )
+                    .prepare_cached("INSERT OR REPLACE INTO kv (key, value, rev) VALUES (?1, ?2, ?3)")
                     .map_err(db_err)?;
-                let mut delete = tx
-                    .prepare_cached("DELETE FROM kv WHERE key = ?1")
-                    .map_err(db_err)?;
+                let mut delete = tx.prepare_cached("DELETE FROM kv WHERE key = ?1").map_err(db_err)?;
                 for (key, value) in &writes {
                     match value {
                         Some(v) => upsert.execute(params![key, v, rev]).map_err(db_err)?,
@@ -307,9 +274,6 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("x/meta.db").display());
         let store = crate::open(&url).await.unwrap();
         assert_eq!(store.backend(), "sqlite");
-        assert!(matches!(
-            crate::open("etcd://x").await,
-            Err(MetaError::InvalidUrl { .. })
-        ));
+        assert!(matches!(crate::open("etcd://x").await, Err(MetaError::InvalidUrl { .. })));
     }
 }

@@ -45,13 +45,8 @@ pub trait Transaction: Send {
 
     /// Up to `limit` pairs with `start <= key < end`, in key order (or
     /// reverse order when `reverse`, starting from the largest key below `end`).
-    async fn scan(
-        &mut self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-        reverse: bool,
-    ) -> Result<Vec<KeyValue>, MetaError>;
+    async fn scan(&mut self, start: &[u8], end: &[u8], limit: usize, reverse: bool)
+        -> Result<Vec<KeyValue>, MetaError>;
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
 
@@ -64,10 +59,7 @@ pub trait Transaction: Send {
 pub async fn open(url: &str) -> Result<Arc<dyn MetaStore>, MetaError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
-            return Err(MetaError::InvalidUrl {
-                url: url.into(),
-                reason: "no file path".into(),
-            });
+            return Err(MetaError::InvalidUrl { url: url.into(), reason: "no file path".into() });
         }
         return Ok(Arc::new(crate::SqliteStore::open(path).await?));
     }

@@ -10,29 +10,11 @@ async fn put(store: &dyn MetaStore, key: &[u8], value: &[u8]) {
 }
 
 async fn get(store: &dyn MetaStore, key: &[u8]) -> Option<Vec<u8>> {
-    store
-        .begin()
-        .await
-        .unwrap()
-        .get(key)
-        .await
-        .unwrap()
-        .map(|b| b.to_vec())
+    store.begin().await.unwrap().get(key).await.unwrap().map(|b| b.to_vec())
 }
 
-async fn keys(
-    t: &mut Box<dyn Transaction>,
-    start: &[u8],
-    end: &[u8],
-    limit: usize,
-    reverse: bool,
-) -> Vec<Vec<u8>> {
-    t.scan(start, end, limit, reverse)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect()
+async fn keys(t: &mut Box<dyn Transaction>, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Vec<Vec<u8>> {
+    t.scan(start, end, limit, reverse).await.unwrap().into_iter().map(|(k, _)| k).collect()
 }
 
 /// Runs every check against one store. Keys are prefixed with `conf/` so the
@@ -53,33 +35,20 @@ pub async fn conformance(store: &dyn MetaStore) {
     t.delete(b"conf/a".to_vec());
     assert_eq!(t.get(b"conf/b").await.unwrap().as_deref(), Some(&b"2"[..]));
     assert_eq!(t.get(b"conf/a").await.unwrap(), None);
-    assert_eq!(
-        get(store, b"conf/b").await,
-        None,
-        "uncommitted writes are invisible"
-    );
+    assert_eq!(get(store, b"conf/b").await, None, "uncommitted writes are invisible");
     t.commit().await.unwrap();
     assert_eq!(get(store, b"conf/a").await, None);
     assert_eq!(get(store, b"conf/b").await.as_deref(), Some(&b"2"[..]));
 
     // Batch get keeps the order of the keys asked for.
     let mut t = store.begin().await.unwrap();
-    let got = t
-        .batch_get(&[b"conf/b".to_vec(), b"conf/none".to_vec()])
-        .await
-        .unwrap();
+    let got = t.batch_get(&[b"conf/b".to_vec(), b"conf/none".to_vec()]).await.unwrap();
     assert_eq!(got, vec![Some(bytes::Bytes::from_static(b"2")), None]);
     drop(t);
 
     // Scans: byte order, half-open ranges, limits, reverse, own writes merged.
     let mut t = store.begin().await.unwrap();
-    for k in [
-        &b"conf/s/\x00"[..],
-        b"conf/s/\x01",
-        b"conf/s/\x7f",
-        b"conf/s/\x80",
-        b"conf/s/\xff",
-    ] {
+    for k in [&b"conf/s/\x00"[..], b"conf/s/\x01", b"conf/s/\x7f", b"conf/s/\x80", b"conf/s/\xff"] {
         t.put(k.to_vec(), k.to_vec());
     }
     t.commit().await.unwrap();
@@ -95,21 +64,9 @@ pub async fn conformance(store: &dyn MetaStore) {
             b"conf/s/\xff".to_vec()
         ]
     );
-    assert_eq!(
-        keys(&mut t, b"conf/s/\x01", b"conf/s/\x80", 100, false)
-            .await
-            .len(),
-        2,
-        "end is exclusive"
-    );
-    assert_eq!(
-        keys(&mut t, b"conf/s/", b"conf/s0", 2, false).await,
-        all[..2].to_vec()
-    );
-    assert_eq!(
-        keys(&mut t, b"conf/s/", b"conf/s0", 2, true).await,
-        vec![all[4].clone(), all[3].clone()]
-    );
+    assert_eq!(keys(&mut t, b"conf/s/\x01", b"conf/s/\x80", 100, false).await.len(), 2, "end is exclusive");
+    assert_eq!(keys(&mut t, b"conf/s/", b"conf/s0", 2, false).await, all[..2].to_vec());
+    assert_eq!(keys(&mut t, b"conf/s/", b"conf/s0", 2, true).await, vec![all[4].clone(), all[3].clone()]);
     t.delete(b"conf/s/\x00".to_vec());
     t.put(b"conf/s/\x02".to_vec(), b"new".to_vec());
     assert_eq!(
@@ -117,26 +74,17 @@ pub async fn conformance(store: &dyn MetaStore) {
         vec![b"conf/s/\x01".to_vec(), b"conf/s/\x02".to_vec()],
         "scans merge the transaction's own writes"
     );
-    assert!(keys(&mut t, b"conf/s0", b"conf/s/", 10, false)
-        .await
-        .is_empty());
+    assert!(keys(&mut t, b"conf/s0", b"conf/s/", 10, false).await.is_empty());
     drop(t);
 
     // get_for_update: a concurrent commit of the key makes commit fail and write nothing.
     put(store, b"conf/lease", b"epoch1").await;
     let mut t1 = store.begin().await.unwrap();
-    assert_eq!(
-        t1.get_for_update(b"conf/lease").await.unwrap().as_deref(),
-        Some(&b"epoch1"[..])
-    );
+    assert_eq!(t1.get_for_update(b"conf/lease").await.unwrap().as_deref(), Some(&b"epoch1"[..]));
     put(store, b"conf/lease", b"epoch2").await;
     t1.put(b"conf/index".to_vec(), b"entry".to_vec());
     assert!(matches!(t1.commit().await, Err(MetaError::Conflict)));
-    assert_eq!(
-        get(store, b"conf/index").await,
-        None,
-        "a conflicted commit writes nothing"
-    );
+    assert_eq!(get(store, b"conf/index").await, None, "a conflicted commit writes nothing");
 
     // The same for a key that was absent when read and created since.
     let mut t1 = store.begin().await.unwrap();
@@ -144,10 +92,7 @@ pub async fn conformance(store: &dyn MetaStore) {
     put(store, b"conf/new", b"theirs").await;
     t1.put(b"conf/new".to_vec(), b"mine".to_vec());
     assert!(matches!(t1.commit().await, Err(MetaError::Conflict)));
-    assert_eq!(
-        get(store, b"conf/new").await.as_deref(),
-        Some(&b"theirs"[..])
-    );
+    assert_eq!(get(store, b"conf/new").await.as_deref(), Some(&b"theirs"[..]));
 
     // Write-write: two transactions that read and then write the same key; the second loses.
     let mut t1 = store.begin().await.unwrap();
@@ -158,10 +103,7 @@ pub async fn conformance(store: &dyn MetaStore) {
     t2.put(b"conf/counter".to_vec(), b"2".to_vec());
     t1.commit().await.unwrap();
     assert!(matches!(t2.commit().await, Err(MetaError::Conflict)));
-    assert_eq!(
-        get(store, b"conf/counter").await.as_deref(),
-        Some(&b"1"[..])
-    );
+    assert_eq!(get(store, b"conf/counter").await.as_deref(), Some(&b"1"[..]));
 
     // Disjoint keys do not conflict.
     let mut t1 = store.begin().await.unwrap();

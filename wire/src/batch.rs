@@ -76,9 +76,7 @@ impl std::str::FromStr for Compression {
         match s {
             "none" => Ok(Compression::None),
             "zstd" => Ok(Compression::Zstd),
-            other => Err(format!(
-                "unknown compression {other:?} (expected none or zstd)"
-            )),
+            other => Err(format!("unknown compression {other:?} (expected none or zstd)")),
         }
     }
 }
@@ -147,10 +145,7 @@ impl BatchHeader {
     /// Returns the header and the batch's total length in bytes.
     pub fn parse(buf: &[u8]) -> Result<(BatchHeader, usize), BatchError> {
         if buf.len() < HEADER_LEN {
-            return Err(BatchError::Truncated(format!(
-                "{} bytes, the header alone is {HEADER_LEN}",
-                buf.len()
-            )));
+            return Err(BatchError::Truncated(format!("{} bytes, the header alone is {HEADER_LEN}", buf.len())));
         }
         let mut r = Reader::new(&buf[..HEADER_LEN]);
         let base_offset = r.i64("base offset")?;
@@ -161,8 +156,8 @@ impl BatchHeader {
             return Err(BatchError::Version(version));
         }
         let attributes = r.u8("attributes")?;
-        let compression = Compression::from_bits(attributes & 0x07)
-            .ok_or(BatchError::Compression(attributes & 0x07))?;
+        let compression =
+            Compression::from_bits(attributes & 0x07).ok_or(BatchError::Compression(attributes & 0x07))?;
         let header = BatchHeader {
             base_offset,
             crc,
@@ -179,10 +174,7 @@ impl BatchHeader {
         };
         let total = LENGTH_END + header.length as usize;
         if total < HEADER_LEN {
-            return Err(BatchError::LengthMismatch {
-                declared: total,
-                actual: buf.len(),
-            });
+            return Err(BatchError::LengthMismatch { declared: total, actual: buf.len() });
         }
         if header.record_count == 0 {
             return Err(BatchError::Empty);
@@ -211,17 +203,11 @@ impl Batch {
     pub fn validate(bytes: Bytes) -> Result<Batch, BatchError> {
         let (header, total) = BatchHeader::parse(&bytes)?;
         if total != bytes.len() {
-            return Err(BatchError::LengthMismatch {
-                declared: total,
-                actual: bytes.len(),
-            });
+            return Err(BatchError::LengthMismatch { declared: total, actual: bytes.len() });
         }
         let computed = crc32c::crc32c(&bytes[CRC_START..]);
         if computed != header.crc {
-            return Err(BatchError::Crc {
-                stored: header.crc,
-                computed,
-            });
+            return Err(BatchError::Crc { stored: header.crc, computed });
         }
         Ok(Batch { header, bytes })
     }
@@ -245,18 +231,9 @@ impl Batch {
     /// Rewrites the base offset. The CRC does not cover it, so nothing else
     /// changes.
     pub fn with_base_offset(self, base_offset: i64) -> Batch {
-        let mut raw = self
-            .bytes
-            .try_into_mut()
-            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let mut raw = self.bytes.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         stamp_base_offset(&mut raw, base_offset);
-        Batch {
-            header: BatchHeader {
-                base_offset,
-                ..self.header
-            },
-            bytes: raw.freeze(),
-        }
+        Batch { header: BatchHeader { base_offset, ..self.header }, bytes: raw.freeze() }
     }
 
     /// Decompresses and decodes every record.
@@ -265,9 +242,9 @@ impl Batch {
         let expected = self.header.uncompressed_len as usize;
         let plain: Bytes = match self.header.compression {
             Compression::None => self.bytes.slice(HEADER_LEN..),
-            Compression::Zstd => zstd::bulk::decompress(payload, expected)
-                .map_err(|e| BatchError::Decompress(e.to_string()))?
-                .into(),
+            Compression::Zstd => {
+                zstd::bulk::decompress(payload, expected).map_err(|e| BatchError::Decompress(e.to_string()))?.into()
+            }
         };
         if plain.len() != expected {
             return Err(BatchError::Decompress(format!(
@@ -296,11 +273,9 @@ fn decode_records(header: &BatchHeader, plain: &Bytes) -> Result<Vec<Record>, Ba
         let ts_delta = rr.varint("timestamp delta")?;
         let offset_delta = rr.uvarint("offset delta")?;
         if offset_delta != i as u64 {
-            return Err(DecodeError::invalid(
-                "offset delta",
-                format!("record {i} has offset delta {offset_delta}"),
-            )
-            .into());
+            return Err(
+                DecodeError::invalid("offset delta", format!("record {i} has offset delta {offset_delta}")).into()
+            );
         }
         let key_len = rr.varint("key length")?;
         let key = match key_len {
@@ -407,10 +382,7 @@ impl BatchBuilder {
             + headers
                 .iter()
                 .map(|h| {
-                    uvarint_len(h.name.len() as u64)
-                        + h.name.len()
-                        + uvarint_len(h.value.len() as u64)
-                        + h.value.len()
+                    uvarint_len(h.name.len() as u64) + h.name.len() + uvarint_len(h.value.len() as u64) + h.value.len()
                 })
                 .sum::<usize>();
         body + uvarint_len(body as u64)
@@ -470,8 +442,8 @@ impl BatchBuilder {
         let payload: &[u8] = match self.compression {
             Compression::None => &self.payload,
             Compression::Zstd => {
-                compressed = zstd::bulk::compress(&self.payload, 1)
-                    .map_err(|e| BatchError::Decompress(e.to_string()))?;
+                compressed =
+                    zstd::bulk::compress(&self.payload, 1).map_err(|e| BatchError::Decompress(e.to_string()))?;
                 &compressed
             }
         };
@@ -503,15 +475,7 @@ mod tests {
     fn sample(compression: Compression) -> Batch {
         let mut b = BatchBuilder::new(compression);
         b.push(1000, Some(b"k1"), b"hello", &[]);
-        b.push(
-            999,
-            None,
-            b"",
-            &[Header {
-                name: "h".into(),
-                value: Bytes::from_static(b"\x00\xff"),
-            }],
-        );
+        b.push(999, None, b"", &[Header { name: "h".into(), value: Bytes::from_static(b"\x00\xff") }]);
         b.push(1005, Some(b""), &[0u8, 1, 2, 255], &[]);
         b.build().unwrap()
     }
@@ -545,10 +509,7 @@ mod tests {
         for i in 8..raw.len() {
             let mut bad = raw.clone();
             bad[i] ^= 0x40;
-            assert!(
-                Batch::validate(Bytes::from(bad)).is_err(),
-                "flip at byte {i} went unnoticed"
-            );
+            assert!(Batch::validate(Bytes::from(bad)).is_err(), "flip at byte {i} went unnoticed");
         }
     }
 
@@ -575,10 +536,7 @@ mod tests {
 
     #[test]
     fn empty_builder_is_an_error() {
-        assert_eq!(
-            BatchBuilder::new(Compression::Zstd).build(),
-            Err(BatchError::Empty)
-        );
+        assert_eq!(BatchBuilder::new(Compression::Zstd).build(), Err(BatchError::Empty));
     }
 
     /// timestamp, key, value, headers
@@ -589,10 +547,7 @@ mod tests {
             any::<i64>(),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
             proptest::collection::vec(any::<u8>(), 0..200),
-            proptest::collection::vec(
-                ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..8)),
-                0..3,
-            ),
+            proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..8)), 0..3),
         )
     }
 

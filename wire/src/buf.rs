@@ -15,10 +15,7 @@ pub enum DecodeError {
 
 impl DecodeError {
     pub fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
-        DecodeError::Invalid {
-            what,
-            detail: detail.into(),
-        }
+        DecodeError::Invalid { what, detail: detail.into() }
     }
 }
 
@@ -43,10 +40,7 @@ impl<'a> Reader<'a> {
 
     pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if n > self.buf.len() {
-            return Err(DecodeError::Truncated {
-                what,
-                needed: n - self.buf.len(),
-            });
+            return Err(DecodeError::Truncated { what, needed: n - self.buf.len() });
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
@@ -122,17 +116,10 @@ impl<'a> Reader<'a> {
 
     /// A count that must fit in what remains, assuming each item needs at
     /// least `min_item_bytes`: this is what bounds allocations by input size.
-    pub fn count(
-        &mut self,
-        what: &'static str,
-        min_item_bytes: usize,
-    ) -> Result<usize, DecodeError> {
+    pub fn count(&mut self, what: &'static str, min_item_bytes: usize) -> Result<usize, DecodeError> {
         let n = self.u32(what)? as usize;
         if n.saturating_mul(min_item_bytes.max(1)) > self.remaining() {
-            return Err(DecodeError::invalid(
-                what,
-                format!("count {n} exceeds the input"),
-            ));
+            return Err(DecodeError::invalid(what, format!("count {n} exceeds the input")));
         }
         Ok(n)
     }
@@ -222,10 +209,7 @@ mod tests {
     #[test]
     fn overlong_varint_is_rejected() {
         let data = [0xffu8; 11];
-        assert!(matches!(
-            Reader::new(&data).uvarint("v"),
-            Err(DecodeError::Invalid { .. })
-        ));
+        assert!(matches!(Reader::new(&data).uvarint("v"), Err(DecodeError::Invalid { .. })));
         let data = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
         assert!(Reader::new(&data).uvarint("v").is_err());
     }

@@ -146,10 +146,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for n in 1..=19u16 {
             let code = ErrorCode::from_u16(n);
-            assert!(
-                !matches!(code, ErrorCode::Unknown(_)),
-                "code {n} is assigned"
-            );
+            assert!(!matches!(code, ErrorCode::Unknown(_)), "code {n} is assigned");
             assert_eq!(code.as_u16(), n);
             assert!(seen.insert(code.name()));
         }

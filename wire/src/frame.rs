@@ -55,10 +55,7 @@ impl Frame {
         if rest[0] != VERSION {
             return Err(FrameError::Version(rest[0]));
         }
-        Ok(Frame {
-            kind: rest[1],
-            body: rest.slice(HEAD_LEN..),
-        })
+        Ok(Frame { kind: rest[1], body: rest.slice(HEAD_LEN..) })
     }
 
     /// Encodes a whole frame, length prefix included.
@@ -87,25 +84,10 @@ mod tests {
         let len = parse_length(raw[..4].try_into().unwrap(), 100).unwrap();
         assert_eq!(len, raw.len() - 4);
         let frame = Frame::decode(raw.slice(4..)).unwrap();
-        assert_eq!(
-            frame,
-            Frame {
-                kind: 7,
-                body: Bytes::from_static(b"body")
-            }
-        );
-        assert_eq!(
-            parse_length(raw[..4].try_into().unwrap(), 3),
-            Err(FrameError::TooLarge { size: 6, max: 3 })
-        );
-        assert_eq!(
-            parse_length([0, 0, 0, 1], 100),
-            Err(FrameError::TooShort(1))
-        );
-        assert_eq!(
-            Frame::decode(Bytes::from_static(&[9, 1])),
-            Err(FrameError::Version(9))
-        );
+        assert_eq!(frame, Frame { kind: 7, body: Bytes::from_static(b"body") });
+        assert_eq!(parse_length(raw[..4].try_into().unwrap(), 3), Err(FrameError::TooLarge { size: 6, max: 3 }));
+        assert_eq!(parse_length([0, 0, 0, 1], 100), Err(FrameError::TooShort(1)));
+        assert_eq!(Frame::decode(Bytes::from_static(&[9, 1])), Err(FrameError::Version(9)));
         for cut in 0..2 {
             assert!(Frame::decode(raw.slice(4..4 + cut)).is_err());
         }

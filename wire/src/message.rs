@@ -71,39 +71,19 @@ impl std::str::FromStr for Acks {
             "none" | "0" => Ok(Acks::None),
             "local" => Ok(Acks::Local),
             "durable" | "all" | "-1" => Ok(Acks::Durable),
-            other => Err(format!(
-                "unknown acks {other:?} (expected none, local or durable)"
-            )),
+            other => Err(format!("unknown acks {other:?} (expected none, local or durable)")),
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    CreateTopic {
-        name: String,
-        partitions: u32,
-    },
-    DeleteTopic {
-        name: String,
-    },
+    CreateTopic { name: String, partitions: u32 },
+    DeleteTopic { name: String },
     ListTopics,
-    DescribeTopic {
-        name: String,
-    },
-    Produce {
-        topic: String,
-        partition: u32,
-        acks: Acks,
-        batch: Bytes,
-    },
-    Fetch {
-        topic: String,
-        partition: u32,
-        offset: i64,
-        max_bytes: u32,
-        max_wait_ms: u32,
-    },
+    DescribeTopic { name: String },
+    Produce { topic: String, partition: u32, acks: Acks, batch: Bytes },
+    Fetch { topic: String, partition: u32, offset: i64, max_bytes: u32, max_wait_ms: u32 },
 }
 
 /// One partition as `DescribeTopic` reports it.
@@ -131,22 +111,10 @@ pub enum Response {
     Done,
     Topics(Vec<String>),
     Topic(TopicDescription),
-    ProduceAssigned {
-        base_offset: i64,
-    },
-    Produced {
-        base_offset: i64,
-        last_offset: i64,
-    },
-    Fetched {
-        high_watermark: i64,
-        log_start: i64,
-        batches: Bytes,
-    },
-    Error {
-        code: ErrorCode,
-        message: String,
-    },
+    ProduceAssigned { base_offset: i64 },
+    Produced { base_offset: i64, last_offset: i64 },
+    Fetched { high_watermark: i64, log_start: i64, batches: Bytes },
+    Error { code: ErrorCode, message: String },
 }
 
 mod kind {
@@ -198,28 +166,15 @@ impl Request {
                 body.put_string(clip(name));
                 body.put_u32(*partitions);
             }
-            Request::DeleteTopic { name } | Request::DescribeTopic { name } => {
-                body.put_string(clip(name))
-            }
+            Request::DeleteTopic { name } | Request::DescribeTopic { name } => body.put_string(clip(name)),
             Request::ListTopics => {}
-            Request::Produce {
-                topic,
-                partition,
-                acks,
-                batch,
-            } => {
+            Request::Produce { topic, partition, acks, batch } => {
                 body.put_string(clip(topic));
                 body.put_u32(*partition);
                 body.put_u8(acks.to_u8());
                 body.put_slice(batch);
             }
-            Request::Fetch {
-                topic,
-                partition,
-                offset,
-                max_bytes,
-                max_wait_ms,
-            } => {
+            Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
                 body.put_string(clip(topic));
                 body.put_u32(*partition);
                 body.put_i64(*offset);
@@ -233,28 +188,16 @@ impl Request {
     pub fn decode(frame: &Frame) -> Result<Request, DecodeError> {
         let mut r = Reader::new(&frame.body);
         let request = match frame.kind {
-            kind::CREATE_TOPIC => Request::CreateTopic {
-                name: r.string("topic")?,
-                partitions: r.u32("partitions")?,
-            },
-            kind::DELETE_TOPIC => Request::DeleteTopic {
-                name: r.string("topic")?,
-            },
+            kind::CREATE_TOPIC => Request::CreateTopic { name: r.string("topic")?, partitions: r.u32("partitions")? },
+            kind::DELETE_TOPIC => Request::DeleteTopic { name: r.string("topic")? },
             kind::LIST_TOPICS => Request::ListTopics,
-            kind::DESCRIBE_TOPIC => Request::DescribeTopic {
-                name: r.string("topic")?,
-            },
+            kind::DESCRIBE_TOPIC => Request::DescribeTopic { name: r.string("topic")? },
             kind::PRODUCE => {
                 let topic = r.string("topic")?;
                 let partition = r.u32("partition")?;
                 let acks = Acks::from_u8(r.u8("acks")?)?;
                 let batch = frame.body.slice_ref(r.rest());
-                Request::Produce {
-                    topic,
-                    partition,
-                    acks,
-                    batch,
-                }
+                Request::Produce { topic, partition, acks, batch }
             }
             kind::FETCH => Request::Fetch {
                 topic: r.string("topic")?,
@@ -272,10 +215,7 @@ impl Request {
 
 impl Response {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
-        Response::Error {
-            code,
-            message: message.into(),
-        }
+        Response::Error { code, message: message.into() }
     }
 
     pub fn kind(&self) -> u8 {
@@ -314,18 +254,11 @@ impl Response {
                 }
             }
             Response::ProduceAssigned { base_offset } => body.put_i64(*base_offset),
-            Response::Produced {
-                base_offset,
-                last_offset,
-            } => {
+            Response::Produced { base_offset, last_offset } => {
                 body.put_i64(*base_offset);
                 body.put_i64(*last_offset);
             }
-            Response::Fetched {
-                high_watermark,
-                log_start,
-                batches,
-            } => {
+            Response::Fetched { high_watermark, log_start, batches } => {
                 // Built without copying the batches twice: see `encode_fetched`.
                 return Self::encode_fetched(*high_watermark, *log_start, batches);
             }
@@ -352,9 +285,7 @@ impl Response {
             kind::DONE => Response::Done,
             kind::TOPICS => {
                 let n = r.count("topic count", 2)?;
-                let names = (0..n)
-                    .map(|_| r.string("topic"))
-                    .collect::<Result<_, _>>()?;
+                let names = (0..n).map(|_| r.string("topic")).collect::<Result<_, _>>()?;
                 Response::Topics(names)
             }
             kind::TOPIC => {
@@ -372,34 +303,21 @@ impl Response {
                         high_watermark: r.i64("high watermark")?,
                     });
                 }
-                Response::Topic(TopicDescription {
-                    name,
-                    id,
-                    max_record_bytes,
-                    partitions,
-                })
+                Response::Topic(TopicDescription { name, id, max_record_bytes, partitions })
             }
-            kind::PRODUCE_ASSIGNED => Response::ProduceAssigned {
-                base_offset: r.i64("base offset")?,
-            },
-            kind::PRODUCED => Response::Produced {
-                base_offset: r.i64("base offset")?,
-                last_offset: r.i64("last offset")?,
-            },
+            kind::PRODUCE_ASSIGNED => Response::ProduceAssigned { base_offset: r.i64("base offset")? },
+            kind::PRODUCED => {
+                Response::Produced { base_offset: r.i64("base offset")?, last_offset: r.i64("last offset")? }
+            }
             kind::FETCHED => {
                 let high_watermark = r.i64("high watermark")?;
                 let log_start = r.i64("log start")?;
                 let batches = frame.body.slice_ref(r.rest());
-                Response::Fetched {
-                    high_watermark,
-                    log_start,
-                    batches,
-                }
+                Response::Fetched { high_watermark, log_start, batches }
             }
-            kind::ERROR => Response::Error {
-                code: ErrorCode::from_u16(r.u16("error code")?),
-                message: r.string("message")?,
-            },
+            kind::ERROR => {
+                Response::Error { code: ErrorCode::from_u16(r.u16("error code")?), message: r.string("message")? }
+            }
             other => return Err(DecodeError::invalid("response kind", other.to_string())),
         };
         r.finish()?;
@@ -421,13 +339,8 @@ mod tests {
 
     fn requests() -> Vec<Request> {
         vec![
-            Request::CreateTopic {
-                name: "hello".into(),
-                partitions: 3,
-            },
-            Request::DeleteTopic {
-                name: "hello".into(),
-            },
+            Request::CreateTopic { name: "hello".into(), partitions: 3 },
+            Request::DeleteTopic { name: "hello".into() },
             Request::ListTopics,
             Request::DescribeTopic { name: "é".into() },
             Request::Produce {
@@ -436,13 +349,7 @@ mod tests {
                 acks: Acks::Durable,
                 batch: Bytes::from_static(b"xyz"),
             },
-            Request::Fetch {
-                topic: "t".into(),
-                partition: 1,
-                offset: 5,
-                max_bytes: 1024,
-                max_wait_ms: 500,
-            },
+            Request::Fetch { topic: "t".into(), partition: 1, offset: 5, max_bytes: 1024, max_wait_ms: 500 },
         ]
     }
 
@@ -463,15 +370,8 @@ mod tests {
                 }],
             }),
             Response::ProduceAssigned { base_offset: 7 },
-            Response::Produced {
-                base_offset: 7,
-                last_offset: 9,
-            },
-            Response::Fetched {
-                high_watermark: 10,
-                log_start: 0,
-                batches: Bytes::from_static(b"abc"),
-            },
+            Response::Produced { base_offset: 7, last_offset: 9 },
+            Response::Fetched { high_watermark: 10, log_start: 0, batches: Bytes::from_static(b"abc") },
             Response::error(ErrorCode::UnknownTopic, "no topic x"),
         ]
     }
@@ -492,10 +392,7 @@ mod tests {
             let raw = req.encode();
             let frame = unframe(&raw);
             for cut in 0..frame.body.len() {
-                let short = Frame {
-                    kind: frame.kind,
-                    body: frame.body.slice(..cut),
-                };
+                let short = Frame { kind: frame.kind, body: frame.body.slice(..cut) };
                 match Request::decode(&short) {
                     Err(_) => {}
                     // Produce carries its batch as the rest of the frame, so a
@@ -508,15 +405,9 @@ mod tests {
         for resp in responses() {
             let frame = unframe(&resp.encode());
             for cut in 0..frame.body.len() {
-                let short = Frame {
-                    kind: frame.kind,
-                    body: frame.body.slice(..cut),
-                };
+                let short = Frame { kind: frame.kind, body: frame.body.slice(..cut) };
                 if let Ok(r) = Response::decode(&short) {
-                    assert!(
-                        matches!(r, Response::Fetched { .. }),
-                        "cut at {cut} decoded as {r:?}"
-                    );
+                    assert!(matches!(r, Response::Fetched { .. }), "cut at {cut} decoded as {r:?}");
                 }
             }
         }
@@ -524,21 +415,9 @@ mod tests {
 
     #[test]
     fn unknown_kinds_and_trailing_bytes_are_errors() {
-        assert!(Request::decode(&Frame {
-            kind: 99,
-            body: Bytes::new()
-        })
-        .is_err());
-        assert!(Request::decode(&Frame {
-            kind: kind::LIST_TOPICS,
-            body: Bytes::from_static(b"x")
-        })
-        .is_err());
-        assert!(Response::decode(&Frame {
-            kind: 3,
-            body: Bytes::new()
-        })
-        .is_err());
+        assert!(Request::decode(&Frame { kind: 99, body: Bytes::new() }).is_err());
+        assert!(Request::decode(&Frame { kind: kind::LIST_TOPICS, body: Bytes::from_static(b"x") }).is_err());
+        assert!(Response::decode(&Frame { kind: 3, body: Bytes::new() }).is_err());
     }
 
     proptest! {

@@ -57,12 +57,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let l = Lease {
-            owner: "a1".into(),
-            address: "127.0.0.1:7447".into(),
-            epoch: 4,
-            expires_ms: 99,
-        };
+        let l = Lease { owner: "a1".into(), address: "127.0.0.1:7447".into(), epoch: 4, expires_ms: 99 };
         assert_eq!(Lease::decode(&l.encode()).unwrap(), l);
         assert!(l.is_live(98) && !l.is_live(99));
     }

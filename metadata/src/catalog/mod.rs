@@ -49,10 +49,7 @@ pub struct Catalog {
 }
 
 fn corrupt(key: &[u8], source: CodecError) -> CatalogError {
-    CatalogError::Corrupt {
-        key: format!("{key:02x?}"),
-        source,
-    }
+    CatalogError::Corrupt { key: format!("{key:02x?}"), source }
 }
 
 impl Catalog {
@@ -69,12 +66,7 @@ impl Catalog {
     }
 
     /// Creates a topic with `partitions` partitions, all empty.
-    pub async fn create_topic(
-        &self,
-        name: &str,
-        partitions: u32,
-        now_ms: i64,
-    ) -> Result<Topic, CatalogError> {
+    pub async fn create_topic(&self, name: &str, partitions: u32, now_ms: i64) -> Result<Topic, CatalogError> {
         for _ in 0..MAX_ATTEMPTS {
             let mut t = self.begin().await?;
             let key = topic::key(name);
@@ -82,12 +74,7 @@ impl Catalog {
                 return Err(CatalogError::TopicExists(name.into()));
             }
             let id = next_counter(&mut t, TOPIC_ID_COUNTER).await?;
-            let topic = Topic {
-                name: name.into(),
-                id,
-                partitions,
-                created_ms: now_ms,
-            };
+            let topic = Topic { name: name.into(), id, partitions, created_ms: now_ms };
             t.put(key, topic.encode());
             for p in 0..partitions {
                 t.put(partition::key(id, p), PartitionState::default().encode());
@@ -143,31 +130,23 @@ impl Catalog {
         let key = topic::key(name);
         match self.begin().await?.get(&key).await? {
             None => Ok(None),
-            Some(raw) => Topic::decode(name, &raw)
-                .map(Some)
-                .map_err(|e| corrupt(&key, e)),
+            Some(raw) => Topic::decode(name, &raw).map(Some).map_err(|e| corrupt(&key, e)),
         }
     }
 
     pub async fn list_topics(&self) -> Result<Vec<Topic>, CatalogError> {
         let mut t = self.begin().await?;
-        let rows = t
-            .scan(&[keys::TOPIC], &[keys::TOPIC + 1], usize::MAX, false)
-            .await?;
+        let rows = t.scan(&[keys::TOPIC], &[keys::TOPIC + 1], usize::MAX, false).await?;
         rows.into_iter()
             .map(|(k, v)| {
-                let name = topic::name_from_key(&k)
-                    .ok_or_else(|| corrupt(&k, CodecError::Invalid("topic name")))?;
+                let name = topic::name_from_key(&k).ok_or_else(|| corrupt(&k, CodecError::Invalid("topic name")))?;
                 Topic::decode(name, &v).map_err(|e| corrupt(&k, e))
             })
             .collect()
     }
 
     /// State and lease of every partition of a topic, in partition order.
-    pub async fn partitions(
-        &self,
-        topic: &Topic,
-    ) -> Result<Vec<(PartitionState, Option<Lease>)>, CatalogError> {
+    pub async fn partitions(&self, topic: &Topic) -> Result<Vec<(PartitionState, Option<Lease>)>, CatalogError> {
         let mut t = self.begin().await?;
         let mut out = Vec::with_capacity(topic.partitions as usize);
         for p in 0..topic.partitions {
@@ -202,12 +181,7 @@ impl Catalog {
             let skey = partition::key(topic_id, partition);
             let state = match t.get_for_update(&skey).await? {
                 Some(raw) => PartitionState::decode(&raw).map_err(|e| corrupt(&skey, e))?,
-                None => {
-                    return Err(CatalogError::UnknownPartition {
-                        topic: format!("id {topic_id}"),
-                        partition,
-                    })
-                }
+                None => return Err(CatalogError::UnknownPartition { topic: format!("id {topic_id}"), partition }),
             };
             let lkey = lease::key(topic_id, partition);
             let current = match t.get_for_update(&lkey).await? {
@@ -252,28 +226,15 @@ impl Catalog {
     ) -> Result<Vec<Segment>, CatalogError> {
         let mut t = self.begin().await?;
         let prefix = segment::prefix(topic_id, partition);
-        let rows = t
-            .scan(
-                &segment::key(topic_id, partition, offset),
-                &keys::prefix_end(&prefix),
-                limit,
-                false,
-            )
-            .await?;
-        rows.into_iter()
-            .map(|(k, v)| Segment::decode(&v).map_err(|e| corrupt(&k, e)))
-            .collect()
+        let rows = t.scan(&segment::key(topic_id, partition, offset), &keys::prefix_end(&prefix), limit, false).await?;
+        rows.into_iter().map(|(k, v)| Segment::decode(&v).map_err(|e| corrupt(&k, e))).collect()
     }
 
     /// Records one flush: for every entry, in one transaction, checks that
     /// `owner` still holds the partition's lease at the entry's epoch, adds the
     /// segment to the index and advances the high watermark past it.
     /// Partitions that are fenced or deleted are reported and left out.
-    pub async fn commit_flush(
-        &self,
-        owner: &str,
-        entries: &[FlushEntry],
-    ) -> Result<FlushOutcome, CatalogError> {
+    pub async fn commit_flush(&self, owner: &str, entries: &[FlushEntry]) -> Result<FlushOutcome, CatalogError> {
         for _ in 0..MAX_ATTEMPTS {
             let mut t = self.begin().await?;
             let mut outcome = FlushOutcome::default();
@@ -306,10 +267,7 @@ impl Catalog {
                     });
                 }
                 state.high_watermark = e.segment.last_offset + 1;
-                t.put(
-                    segment::key(e.topic_id, e.partition, e.segment.last_offset),
-                    e.segment.encode(),
-                );
+                t.put(segment::key(e.topic_id, e.partition, e.segment.last_offset), e.segment.encode());
                 t.put(skey, state.encode());
             }
             match t.commit().await {
@@ -326,11 +284,7 @@ async fn next_counter(t: &mut Box<dyn Transaction>, name: &[u8]) -> Result<u64, 
     let mut key = vec![keys::COUNTER];
     key.extend_from_slice(name);
     let current = match t.get_for_update(&key).await? {
-        Some(raw) => u64::from_be_bytes(
-            raw[..]
-                .try_into()
-                .map_err(|_| corrupt(&key, CodecError::Invalid("counter")))?,
-        ),
+        Some(raw) => u64::from_be_bytes(raw[..].try_into().map_err(|_| corrupt(&key, CodecError::Invalid("counter")))?),
         None => 0,
     };
     let next = current + 1;
@@ -364,26 +318,14 @@ mod tests {
     async fn topics_are_created_listed_and_deleted() {
         let (_d, c) = catalog().await;
         let a = c.create_topic("a", 3, 1).await.unwrap();
-        assert!(matches!(
-            c.create_topic("a", 1, 2).await,
-            Err(CatalogError::TopicExists(_))
-        ));
+        assert!(matches!(c.create_topic("a", 1, 2).await, Err(CatalogError::TopicExists(_))));
         let b = c.create_topic("b", 1, 3).await.unwrap();
         assert_ne!(a.id, b.id);
-        let names: Vec<_> = c
-            .list_topics()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
+        let names: Vec<_> = c.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
         assert_eq!(names, vec!["a", "b"]);
         assert_eq!(c.partitions(&a).await.unwrap().len(), 3);
         c.delete_topic("a").await.unwrap();
-        assert!(matches!(
-            c.delete_topic("a").await,
-            Err(CatalogError::UnknownTopic(_))
-        ));
+        assert!(matches!(c.delete_topic("a").await, Err(CatalogError::UnknownTopic(_))));
         assert_eq!(c.topic("a").await.unwrap(), None);
         let again = c.create_topic("a", 1, 4).await.unwrap();
         assert!(again.id > b.id, "ids are never reused");
@@ -393,26 +335,13 @@ mod tests {
     async fn flush_commits_advance_the_watermark_and_index() {
         let (_d, c) = catalog().await;
         let t = c.create_topic("t", 2, 0).await.unwrap();
-        let (lease, _) = c
-            .acquire_lease(t.id, 0, "agent-1", "addr", 0, 10_000)
-            .await
-            .unwrap();
+        let (lease, _) = c.acquire_lease(t.id, 0, "agent-1", "addr", 0, 10_000).await.unwrap();
         let out = c
             .commit_flush(
                 "agent-1",
                 &[
-                    FlushEntry {
-                        topic_id: t.id,
-                        partition: 0,
-                        epoch: lease.epoch,
-                        segment: seg(0, 9),
-                    },
-                    FlushEntry {
-                        topic_id: t.id,
-                        partition: 0,
-                        epoch: lease.epoch,
-                        segment: seg(10, 14),
-                    },
+                    FlushEntry { topic_id: t.id, partition: 0, epoch: lease.epoch, segment: seg(0, 9) },
+                    FlushEntry { topic_id: t.id, partition: 0, epoch: lease.epoch, segment: seg(10, 14) },
                 ],
             )
             .await
@@ -421,18 +350,9 @@ mod tests {
         let states = c.partitions(&t).await.unwrap();
         assert_eq!(states[0].0.high_watermark, 15);
         assert_eq!(states[1].0.high_watermark, 0);
-        assert_eq!(
-            c.segments(t.id, 0, 0, 10).await.unwrap(),
-            vec![seg(0, 9), seg(10, 14)]
-        );
-        assert_eq!(
-            c.segments(t.id, 0, 9, 10).await.unwrap(),
-            vec![seg(0, 9), seg(10, 14)]
-        );
-        assert_eq!(
-            c.segments(t.id, 0, 10, 10).await.unwrap(),
-            vec![seg(10, 14)]
-        );
+        assert_eq!(c.segments(t.id, 0, 0, 10).await.unwrap(), vec![seg(0, 9), seg(10, 14)]);
+        assert_eq!(c.segments(t.id, 0, 9, 10).await.unwrap(), vec![seg(0, 9), seg(10, 14)]);
+        assert_eq!(c.segments(t.id, 0, 10, 10).await.unwrap(), vec![seg(10, 14)]);
         assert!(c.segments(t.id, 0, 15, 10).await.unwrap().is_empty());
     }
 
@@ -440,25 +360,14 @@ mod tests {
     async fn a_stale_epoch_is_fenced_and_writes_nothing() {
         let (_d, c) = catalog().await;
         let t = c.create_topic("t", 1, 0).await.unwrap();
-        let (old, _) = c
-            .acquire_lease(t.id, 0, "agent-1", "a1", 0, 100)
-            .await
-            .unwrap();
+        let (old, _) = c.acquire_lease(t.id, 0, "agent-1", "a1", 0, 100).await.unwrap();
         assert!(matches!(
             c.acquire_lease(t.id, 0, "agent-2", "a2", 50, 100).await,
             Err(CatalogError::LeaseHeld { .. })
         ));
-        let (new, _) = c
-            .acquire_lease(t.id, 0, "agent-2", "a2", 200, 100)
-            .await
-            .unwrap();
+        let (new, _) = c.acquire_lease(t.id, 0, "agent-2", "a2", 200, 100).await.unwrap();
         assert_eq!(new.epoch, old.epoch + 1);
-        let entry = FlushEntry {
-            topic_id: t.id,
-            partition: 0,
-            epoch: old.epoch,
-            segment: seg(0, 4),
-        };
+        let entry = FlushEntry { topic_id: t.id, partition: 0, epoch: old.epoch, segment: seg(0, 4) };
         let out = c.commit_flush("agent-1", &[entry]).await.unwrap();
         assert_eq!(out.fenced, vec![(t.id, 0)]);
         assert!(c.segments(t.id, 0, 0, 10).await.unwrap().is_empty());
@@ -472,15 +381,7 @@ mod tests {
         let (l, _) = c.acquire_lease(t.id, 0, "a", "x", 0, 100).await.unwrap();
         c.delete_topic("t").await.unwrap();
         let out = c
-            .commit_flush(
-                "a",
-                &[FlushEntry {
-                    topic_id: t.id,
-                    partition: 0,
-                    epoch: l.epoch,
-                    segment: seg(0, 0),
-                }],
-            )
+            .commit_flush("a", &[FlushEntry { topic_id: t.id, partition: 0, epoch: l.epoch, segment: seg(0, 0) }])
             .await
             .unwrap();
         assert_eq!(out.deleted, vec![(t.id, 0)]);

@@ -29,10 +29,7 @@ impl PartitionState {
     pub fn decode(value: &[u8]) -> Result<Self, CodecError> {
         let mut r = Reader::new(value);
         r.version(1)?;
-        let s = PartitionState {
-            high_watermark: r.i64("high watermark")?,
-            log_start: r.i64("log start")?,
-        };
+        let s = PartitionState { high_watermark: r.i64("high watermark")?, log_start: r.i64("log start")? };
         r.finish()?;
         Ok(s)
     }
@@ -44,10 +41,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let s = PartitionState {
-            high_watermark: 100,
-            log_start: 7,
-        };
+        let s = PartitionState { high_watermark: 100, log_start: 7 };
         assert_eq!(PartitionState::decode(&s.encode()).unwrap(), s);
         assert!(PartitionState::decode(&[2]).is_err());
     }

@@ -65,14 +65,8 @@ mod tests {
 
     #[test]
     fn round_trips_and_keys_sort_by_last_offset() {
-        let s = Segment {
-            base_offset: 10,
-            last_offset: 19,
-            object: "o/1".into(),
-            start: 5,
-            len: 100,
-            max_timestamp: 9,
-        };
+        let s =
+            Segment { base_offset: 10, last_offset: 19, object: "o/1".into(), start: 5, len: 100, max_timestamp: 9 };
         assert_eq!(Segment::decode(&s.encode()).unwrap(), s);
         assert!(key(1, 0, 9) < key(1, 0, 10));
         assert!(key(1, 0, i64::MAX) < key(1, 1, 0));

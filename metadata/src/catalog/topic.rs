@@ -54,12 +54,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let t = Topic {
-            name: "logs".into(),
-            id: 3,
-            partitions: 12,
-            created_ms: 1_700_000_000_000,
-        };
+        let t = Topic { name: "logs".into(), id: 3, partitions: 12, created_ms: 1_700_000_000_000 };
         assert_eq!(Topic::decode("logs", &t.encode()).unwrap(), t);
         assert_eq!(name_from_key(&key("logs")), Some("logs"));
         assert!(Topic::decode("logs", &t.encode()[..5]).is_err());

@@ -20,11 +20,7 @@ fn walkthrough_produce_consume_describe_delete() {
     agent.ok(&["produce", "hello"], Some(&seq(n)));
 
     let describe = String::from_utf8(agent.ok(&["topic", "describe", "hello"], None)).unwrap();
-    let rows: Vec<Vec<&str>> = describe
-        .lines()
-        .skip(2)
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let rows: Vec<Vec<&str>> = describe.lines().skip(2).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 3, "{describe}");
     let mut total = 0;
     for (i, row) in rows.iter().enumerate() {
@@ -33,75 +29,33 @@ fn walkthrough_produce_consume_describe_delete() {
         assert_eq!(row[3], "0", "log start: {describe}");
         total += row[4].parse::<u64>().unwrap();
     }
-    assert_eq!(
-        total, n,
-        "high watermarks add up to the records produced: {describe}"
-    );
+    assert_eq!(total, n, "high watermarks add up to the records produced: {describe}");
 
-    let out = agent.ok(
-        &[
-            "consume",
-            "hello",
-            "--from-beginning",
-            "--max-messages",
-            &n.to_string(),
-            "--print-offset",
-        ],
-        None,
-    );
+    let out =
+        agent.ok(&["consume", "hello", "--from-beginning", "--max-messages", &n.to_string(), "--print-offset"], None);
     let records = parse_offsets(&out);
     assert_eq!(records.len() as u64, n);
     assert_dense_in_order(&records);
     let values: BTreeSet<u64> = records.iter().map(|(_, _, v)| v.parse().unwrap()).collect();
-    assert_eq!(
-        values,
-        (1..=n).collect::<BTreeSet<_>>(),
-        "every line back, none duplicated"
-    );
+    assert_eq!(values, (1..=n).collect::<BTreeSet<_>>(), "every line back, none duplicated");
     let partitions_used: BTreeSet<u32> = records.iter().map(|r| r.0).collect();
-    assert!(
-        partitions_used.len() > 1,
-        "keyless records spread across partitions"
-    );
+    assert!(partitions_used.len() > 1, "keyless records spread across partitions");
     // Keyless records keep their input order inside each partition.
     let mut last = HashMap::new();
     for (p, _, v) in &records {
         let v: u64 = v.parse().unwrap();
-        assert!(
-            last.insert(*p, v).is_none_or(|prev| prev < v),
-            "partition {p} out of input order"
-        );
+        assert!(last.insert(*p, v).is_none_or(|prev| prev < v), "partition {p} out of input order");
     }
 
-    let out = agent.ok(
-        &[
-            "consume",
-            "hello",
-            "--partition",
-            "1",
-            "--offset",
-            "5",
-            "--max-messages",
-            "3",
-            "--print-offset",
-        ],
-        None,
-    );
-    let expected: Vec<_> = records
-        .iter()
-        .filter(|r| r.0 == 1 && (5..8).contains(&r.1))
-        .cloned()
-        .collect();
+    let out = agent
+        .ok(&["consume", "hello", "--partition", "1", "--offset", "5", "--max-messages", "3", "--print-offset"], None);
+    let expected: Vec<_> = records.iter().filter(|r| r.0 == 1 && (5..8).contains(&r.1)).cloned().collect();
     assert_eq!(parse_offsets(&out), expected);
 
     agent.ok(&["topic", "delete", "hello"], None);
     assert_eq!(agent.ok(&["topic", "list"], None), b"");
     let out = agent.cli_with_input(&["produce", "hello"], Some(b"x\n"));
-    assert!(
-        !out.status.success() && stderr(&out).contains("does not exist"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(!out.status.success() && stderr(&out).contains("does not exist"), "{}", stderr(&out));
 }
 
 #[test]
@@ -113,10 +67,7 @@ fn keys_partitions_acks_and_printing() {
     for i in 0..400 {
         input.push_str(&format!("user{}:event{i}\n", i % 10));
     }
-    agent.ok(
-        &["produce", "k", "--key-separator", ":"],
-        Some(input.as_bytes()),
-    );
+    agent.ok(&["produce", "k", "--key-separator", ":"], Some(input.as_bytes()));
     let out = agent.ok(
         &[
             "consume",
@@ -138,47 +89,22 @@ fn keys_partitions_acks_and_printing() {
         let (key, value) = kv.split_once('=').unwrap();
         let p: u32 = po.split_once(':').unwrap().0.parse().unwrap();
         assert!(value.starts_with("event"));
-        assert_eq!(
-            *partition_of_key.entry(key.to_string()).or_insert(p),
-            p,
-            "key {key} went to two partitions"
-        );
+        assert_eq!(*partition_of_key.entry(key.to_string()).or_insert(p), p, "key {key} went to two partitions");
         count += 1;
     }
     assert_eq!(count, 400);
     assert_eq!(partition_of_key.len(), 10);
 
     // --partition pins; --acks none is fire and forget but still lands.
-    agent.ok(
-        &["produce", "k", "--partition", "2", "--acks", "none"],
-        Some(b"p1\np2\n\np4\n"),
-    );
+    agent.ok(&["produce", "k", "--partition", "2", "--acks", "none"], Some(b"p1\np2\n\np4\n"));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = agent.ok(
-            &[
-                "consume",
-                "k",
-                "--partition",
-                "2",
-                "--from-beginning",
-                "--timeout-ms",
-                "300",
-            ],
-            None,
-        );
-        let lines: Vec<_> = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect();
+        let out = agent.ok(&["consume", "k", "--partition", "2", "--from-beginning", "--timeout-ms", "300"], None);
+        let lines: Vec<_> = String::from_utf8(out).unwrap().lines().map(String::from).collect();
         if lines.ends_with(&["p1".into(), "p2".into(), "".into(), "p4".into()]) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "acks=none records never appeared: {lines:?}"
-        );
+        assert!(Instant::now() < deadline, "acks=none records never appeared: {lines:?}");
     }
 }
 
@@ -202,13 +128,7 @@ fn consume_follows_the_tail_and_exits_cleanly_on_ctrl_c() {
     while seen.len() < 3 {
         seen.insert(lines.next().expect("follower ended early").unwrap());
     }
-    assert_eq!(
-        seen,
-        ["one", "three", "two"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    );
+    assert_eq!(seen, ["one", "three", "two"].iter().map(|s| s.to_string()).collect());
     signal(follower.id(), "INT");
     let status = follower.wait().unwrap();
     assert!(status.success(), "ctrl-c exits 0, got {status}");
@@ -221,29 +141,11 @@ fn timeout_ms_ends_an_idle_consume_with_status_zero() {
     agent.ok(&["topic", "create", "idle"], None);
     agent.ok(&["produce", "idle"], Some(b"a\nb\nc\n"));
     let started = Instant::now();
-    let out = agent.ok(
-        &["consume", "idle", "--from-beginning", "--timeout-ms", "500"],
-        None,
-    );
+    let out = agent.ok(&["consume", "idle", "--from-beginning", "--timeout-ms", "500"], None);
     assert_eq!(out, b"a\nb\nc\n");
     assert!(started.elapsed() < Duration::from_secs(20));
     // At the end of the log, --offset equal to the high watermark waits, then times out cleanly.
-    assert_eq!(
-        agent.ok(
-            &[
-                "consume",
-                "idle",
-                "--partition",
-                "0",
-                "--offset",
-                "3",
-                "--timeout-ms",
-                "300"
-            ],
-            None
-        ),
-        b""
-    );
+    assert_eq!(agent.ok(&["consume", "idle", "--partition", "0", "--offset", "3", "--timeout-ms", "300"], None), b"");
 }
 
 #[test]
@@ -255,110 +157,40 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
     let before = agent.ok(&["topic", "describe", "t"], None);
 
     let cases: &[(&[&str], &[u8], &str)] = &[
-        (
-            &["topic", "create", "t", "--partitions", "2"],
-            b"",
-            "already exists",
-        ),
-        (
-            &["topic", "create", "u", "--partitions", "0"],
-            b"",
-            "invalid partition count 0",
-        ),
+        (&["topic", "create", "t", "--partitions", "2"], b"", "already exists"),
+        (&["topic", "create", "u", "--partitions", "0"], b"", "invalid partition count 0"),
         (&["topic", "create", "bad name"], b"", "invalid topic name"),
-        (
-            &["topic", "describe", "nope"],
-            b"",
-            "\"nope\" does not exist",
-        ),
+        (&["topic", "describe", "nope"], b"", "\"nope\" does not exist"),
         (&["topic", "delete", "nope"], b"", "\"nope\" does not exist"),
         (&["produce", "nope"], b"x\n", "\"nope\" does not exist"),
-        (
-            &["consume", "nope", "--from-beginning"],
-            b"",
-            "\"nope\" does not exist",
-        ),
-        (
-            &["produce", "t", "--partition", "2"],
-            b"x\n",
-            "has no partition 2",
-        ),
-        (
-            &["consume", "t", "--partition", "5"],
-            b"",
-            "has no partition 5",
-        ),
-        (
-            &["consume", "t", "--partition", "0", "--offset", "1000"],
-            b"",
-            "offset 1000 is out of range",
-        ),
-        (
-            &["consume", "t", "--partition", "0", "--offset", "-1"],
-            b"",
-            "out of range",
-        ),
-        (
-            &["produce", "t", "--acks", "sometimes"],
-            b"x\n",
-            "unknown acks",
-        ),
+        (&["consume", "nope", "--from-beginning"], b"", "\"nope\" does not exist"),
+        (&["produce", "t", "--partition", "2"], b"x\n", "has no partition 2"),
+        (&["consume", "t", "--partition", "5"], b"", "has no partition 5"),
+        (&["consume", "t", "--partition", "0", "--offset", "1000"], b"", "offset 1000 is out of range"),
+        (&["consume", "t", "--partition", "0", "--offset", "-1"], b"", "out of range"),
+        (&["produce", "t", "--acks", "sometimes"], b"x\n", "unknown acks"),
         (&["produce", "t", "--acks", "local"], b"x\n", "acks local"),
     ];
     for (args, input, expect) in cases {
         let out = agent.cli_with_input(args, Some(input));
         assert!(!out.status.success(), "silt {args:?} should fail");
-        assert!(
-            stderr(&out).contains(expect),
-            "silt {args:?}: expected {expect:?} in {:?}",
-            stderr(&out)
-        );
+        assert!(stderr(&out).contains(expect), "silt {args:?}: expected {expect:?} in {:?}", stderr(&out));
     }
     // A value over the record limit (1 MiB by default) names the limit; one at it is accepted.
     let mut big = vec![b'v'; (1 << 20) + 1];
     big.push(b'\n');
     let out = agent.cli_with_input(&["produce", "t", "--partition", "0"], Some(&big));
-    assert!(
-        !out.status.success() && stderr(&out).contains("maximum record size of 1048576 bytes"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(!out.status.success() && stderr(&out).contains("maximum record size of 1048576 bytes"), "{}", stderr(&out));
 
-    assert_eq!(
-        agent.ok(&["topic", "list"], None),
-        b"t\n",
-        "failed commands created nothing"
-    );
-    assert_eq!(
-        agent.ok(&["topic", "describe", "t"], None),
-        before,
-        "failed commands wrote nothing"
-    );
+    assert_eq!(agent.ok(&["topic", "list"], None), b"t\n", "failed commands created nothing");
+    assert_eq!(agent.ok(&["topic", "describe", "t"], None), before, "failed commands wrote nothing");
 
     let mut at_limit = vec![b'v'; 1 << 20];
     at_limit.push(b'\n');
     agent.ok(&["produce", "t", "--partition", "1"], Some(&at_limit));
-    let out = agent.ok(
-        &[
-            "consume",
-            "t",
-            "--partition",
-            "1",
-            "--from-beginning",
-            "--timeout-ms",
-            "500",
-        ],
-        None,
-    );
-    let got: Vec<&[u8]> = out
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
-    assert_eq!(
-        got.last().map(|v| v.len()),
-        Some(1 << 20),
-        "the record at the limit is stored whole"
-    );
+    let out = agent.ok(&["consume", "t", "--partition", "1", "--from-beginning", "--timeout-ms", "500"], None);
+    let got: Vec<&[u8]> = out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    assert_eq!(got.last().map(|v| v.len()), Some(1 << 20), "the record at the limit is stored whole");
 }
 
 #[test]
@@ -369,66 +201,21 @@ fn unreachable_agent_and_wrong_ca_fail_fast_with_the_address() {
     let nobody = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
     let out = run_silt(
-        &[
-            "--agent",
-            &nobody,
-            "--ca",
-            agent.ca.to_str().unwrap(),
-            "--connect-timeout",
-            "1s",
-            "topic",
-            "list",
-        ],
+        &["--agent", &nobody, "--ca", agent.ca.to_str().unwrap(), "--connect-timeout", "1s", "topic", "list"],
         None,
         &[],
         None,
     );
     assert!(!out.status.success());
     assert!(stderr(&out).contains(&nobody), "{}", stderr(&out));
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "gave up in {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "gave up in {:?}", started.elapsed());
 
-    let out = run_silt(
-        &[
-            "--agent",
-            &agent.addr,
-            "--ca",
-            other.ca.to_str().unwrap(),
-            "topic",
-            "list",
-        ],
-        None,
-        &[],
-        None,
-    );
+    let out = run_silt(&["--agent", &agent.addr, "--ca", other.ca.to_str().unwrap(), "topic", "list"], None, &[], None);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("not signed by the CA"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("not signed by the CA"), "{}", stderr(&out));
 
-    let out = run_silt(
-        &[
-            "--agent",
-            &agent.addr,
-            "--ca",
-            "/nonexistent/ca.pem",
-            "topic",
-            "list",
-        ],
-        None,
-        &[],
-        None,
-    );
-    assert!(
-        !out.status.success() && stderr(&out).contains("/nonexistent/ca.pem"),
-        "{}",
-        stderr(&out)
-    );
+    let out = run_silt(&["--agent", &agent.addr, "--ca", "/nonexistent/ca.pem", "topic", "list"], None, &[], None);
+    assert!(!out.status.success() && stderr(&out).contains("/nonexistent/ca.pem"), "{}", stderr(&out));
 }
 
 #[test]
@@ -442,34 +229,19 @@ fn agent_rejects_bad_flags_naming_them() {
         (&["--metadata", "mysql://x"][..], "mysql"),
     ] {
         let d = dir.path().join("x");
-        let out = run_silt(
-            &[&["agent", "--data-dir", d.to_str().unwrap()][..], flags].concat(),
-            None,
-            &[],
-            None,
-        );
+        let out = run_silt(&[&["agent", "--data-dir", d.to_str().unwrap()][..], flags].concat(), None, &[], None);
         assert!(!out.status.success(), "{flags:?} should stop start-up");
         assert!(stderr(&out).contains(expect), "{flags:?}: {}", stderr(&out));
     }
     // The port is taken: the message names the address.
     let agent = AgentProcess::start(&dir.path().join("a"), &[]);
     let out = run_silt(
-        &[
-            "agent",
-            "--data-dir",
-            dir.path().join("b").to_str().unwrap(),
-            "--listen",
-            &agent.addr,
-        ],
+        &["agent", "--data-dir", dir.path().join("b").to_str().unwrap(), "--listen", &agent.addr],
         None,
         &[],
         None,
     );
-    assert!(
-        !out.status.success() && stderr(&out).contains(&agent.addr),
-        "{}",
-        stderr(&out)
-    );
+    assert!(!out.status.success() && stderr(&out).contains(&agent.addr), "{}", stderr(&out));
 }
 
 #[test]
@@ -491,33 +263,14 @@ fn defaults_need_no_flags_on_one_machine() {
         if out.status.success() {
             break;
         }
-        assert!(
-            agent.try_wait().unwrap().is_none(),
-            "the default agent exited (is 127.0.0.1:7447 taken?)"
-        );
+        assert!(agent.try_wait().unwrap().is_none(), "the default agent exited (is 127.0.0.1:7447 taken?)");
         assert!(Instant::now() < deadline, "{}", stderr(&out));
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(dir.path().join("silt-data/tls/ca.pem").exists());
-    let out = run_silt(
-        &["produce", "hello"],
-        Some(b"a\nb\nc\n"),
-        &[],
-        Some(dir.path()),
-    );
+    let out = run_silt(&["produce", "hello"], Some(b"a\nb\nc\n"), &[], Some(dir.path()));
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = run_silt(
-        &[
-            "consume",
-            "hello",
-            "--from-beginning",
-            "--max-messages",
-            "3",
-        ],
-        None,
-        &[],
-        Some(dir.path()),
-    );
+    let out = run_silt(&["consume", "hello", "--from-beginning", "--max-messages", "3"], None, &[], Some(dir.path()));
     assert_eq!(out.stdout, b"a\nb\nc\n");
     signal(agent.id(), "TERM");
     assert!(agent.wait().unwrap().success());

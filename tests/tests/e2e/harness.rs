@@ -17,21 +17,13 @@ pub fn silt_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("silt");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --bins` first (the test command does)",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} is missing: run `cargo build --bins` first (the test command does)", bin.display());
     bin
 }
 
 /// A UDP port that was free a moment ago.
 pub fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Agent flags for tests: a private data dir, a free port, quick flushes.
@@ -64,20 +56,11 @@ impl TestAgent {
         let agent = Agent::start(args.validate().unwrap()).await.unwrap();
         let addr = agent.local_addr();
         let ca = agent.ca_path().map(Path::to_path_buf).unwrap_or_default();
-        TestAgent {
-            agent: Some(agent),
-            addr,
-            ca,
-            dir,
-        }
+        TestAgent { agent: Some(agent), addr, ca, dir }
     }
 
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig {
-            agent: self.addr.to_string(),
-            ca: Some(self.ca.clone()),
-            ..Default::default()
-        }
+        ClientConfig { agent: self.addr.to_string(), ca: Some(self.ca.clone()), ..Default::default() }
     }
 
     pub async fn client(&self) -> Client {
@@ -111,25 +94,10 @@ impl AgentProcess {
     }
 
     /// Starts `silt agent` with extra flags and environment variables.
-    pub fn start_with_env(
-        data_dir: &Path,
-        addr: &str,
-        extra: &[&str],
-        env: &[(String, String)],
-    ) -> AgentProcess {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data_dir.with_extension("log"))
-            .unwrap();
+    pub fn start_with_env(data_dir: &Path, addr: &str, extra: &[&str], env: &[(String, String)]) -> AgentProcess {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.with_extension("log")).unwrap();
         let child = Command::new(silt_bin())
-            .args([
-                "agent",
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-                "--listen",
-                addr,
-            ])
+            .args(["agent", "--data-dir", data_dir.to_str().unwrap(), "--listen", addr])
             .args(extra)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("SILT_LOG", "info")
@@ -137,12 +105,7 @@ impl AgentProcess {
             .stderr(log)
             .spawn()
             .unwrap();
-        let p = AgentProcess {
-            child,
-            addr: addr.into(),
-            data_dir: data_dir.into(),
-            ca: data_dir.join("tls/ca.pem"),
-        };
+        let p = AgentProcess { child, addr: addr.into(), data_dir: data_dir.into(), ca: data_dir.join("tls/ca.pem") };
         p.wait_ready();
         p
     }
@@ -172,25 +135,13 @@ impl AgentProcess {
     }
 
     pub fn cli_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Output {
-        run_silt(
-            args,
-            input,
-            &[
-                ("SILT_AGENT", &self.addr),
-                ("SILT_CA", self.ca.to_str().unwrap()),
-            ],
-            None,
-        )
+        run_silt(args, input, &[("SILT_AGENT", &self.addr), ("SILT_CA", self.ca.to_str().unwrap())], None)
     }
 
     /// Runs the CLI and asserts it succeeded; returns stdout.
     pub fn ok(&self, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
         let out = self.cli_with_input(args, input);
-        assert!(
-            out.status.success(),
-            "silt {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "silt {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     }
 
@@ -214,24 +165,13 @@ impl Drop for AgentProcess {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
     assert!(status.success());
 }
 
-pub fn run_silt(
-    args: &[&str],
-    input: Option<&[u8]>,
-    env: &[(&str, &str)],
-    cwd: Option<&Path>,
-) -> Output {
+pub fn run_silt(args: &[&str], input: Option<&[u8]>, env: &[(&str, &str)], cwd: Option<&Path>) -> Output {
     let mut cmd = Command::new(silt_bin());
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.env_remove("SILT_AGENT").env_remove("SILT_CA");
     for (k, v) in env {
         cmd.env(k, v);
@@ -284,10 +224,7 @@ pub fn assert_dense_in_order(records: &[(u32, i64, String)]) {
     let mut next = std::collections::HashMap::<u32, i64>::new();
     for (p, o, _) in records {
         let want = next.entry(*p).or_insert(0);
-        assert_eq!(
-            *o, *want,
-            "partition {p}: offset {o} came where {want} was due"
-        );
+        assert_eq!(*o, *want, "partition {p}: offset {o} came where {want} was due");
         *want += 1;
     }
 }
@@ -304,10 +241,7 @@ pub struct S3Server {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 impl S3Server {
@@ -318,12 +252,9 @@ impl S3Server {
 
     fn launch(kind: &'static str, state: tempfile::TempDir, port: Option<u16>) -> S3Server {
         let mut cmd = Command::new(repo_root().join("localstack/start"));
-        cmd.arg(kind)
-            .env("SILT_S3_STATE", state.path())
-            .stderr(Stdio::inherit());
+        cmd.arg(kind).env("SILT_S3_STATE", state.path()).stderr(Stdio::inherit());
         if let Some(p) = port {
-            cmd.env("SILT_S3_PORT", p.to_string())
-                .env("SILT_S3_KEEP", "1");
+            cmd.env("SILT_S3_PORT", p.to_string()).env("SILT_S3_KEEP", "1");
         }
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "localstack/start {kind} failed");
@@ -333,22 +264,10 @@ impl S3Server {
                 env.push((k.to_string(), v.to_string()));
             }
         }
-        let get = |k: &str| {
-            env.iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .unwrap()
-        };
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
         let endpoint = get("SILT_S3_ENDPOINT");
         let port = endpoint.rsplit(':').next().unwrap().parse().unwrap();
-        S3Server {
-            kind,
-            bucket: get("SILT_S3_BUCKET"),
-            endpoint,
-            port,
-            env,
-            state: Some(state),
-        }
+        S3Server { kind, bucket: get("SILT_S3_BUCKET"), endpoint, port, env, state: Some(state) }
     }
 
     /// Stops the server, keeping its data, as an outage would.
@@ -382,11 +301,7 @@ impl S3Server {
 
     /// The AWS_* variables an agent needs.
     pub fn aws_env(&self) -> Vec<(String, String)> {
-        self.env
-            .iter()
-            .filter(|(k, _)| k.starts_with("AWS_"))
-            .cloned()
-            .collect()
+        self.env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect()
     }
 }
 

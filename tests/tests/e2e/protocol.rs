@@ -27,11 +27,7 @@ async fn raw_connection(agent: &TestAgent) -> (quinn::Endpoint, quinn::Connectio
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
-    let conn = endpoint
-        .connect(agent.addr, "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let conn = endpoint.connect(agent.addr, "localhost").unwrap().await.unwrap();
     (endpoint, conn)
 }
 
@@ -61,25 +57,13 @@ async fn garbage_streams_are_closed_and_the_connection_lives_on() {
     let list = Request::ListTopics.encode();
 
     // Not a frame at all: a length far over the limit.
-    assert_eq!(
-        error_code(exchange(&conn, b"\xff\xff\xff\xffgarbage").await),
-        Some(ErrorCode::MalformedFrame)
-    );
+    assert_eq!(error_code(exchange(&conn, b"\xff\xff\xff\xffgarbage").await), Some(ErrorCode::MalformedFrame));
     // A frame shorter than its head.
-    assert_eq!(
-        error_code(exchange(&conn, &[0, 0, 0, 1, 1]).await),
-        Some(ErrorCode::MalformedFrame)
-    );
+    assert_eq!(error_code(exchange(&conn, &[0, 0, 0, 1, 1]).await), Some(ErrorCode::MalformedFrame));
     // A frame with an unknown version.
-    assert_eq!(
-        error_code(exchange(&conn, &[0, 0, 0, 2, 9, 3]).await),
-        Some(ErrorCode::MalformedFrame)
-    );
+    assert_eq!(error_code(exchange(&conn, &[0, 0, 0, 2, 9, 3]).await), Some(ErrorCode::MalformedFrame));
     // A well-framed request of an unknown kind.
-    assert_eq!(
-        error_code(exchange(&conn, &Frame::encode(0x42, b"?")).await),
-        Some(ErrorCode::MalformedFrame)
-    );
+    assert_eq!(error_code(exchange(&conn, &Frame::encode(0x42, b"?")).await), Some(ErrorCode::MalformedFrame));
     // A produce whose batch is garbage is rejected whole.
     let produce = Request::Produce {
         topic: "t".into(),
@@ -89,31 +73,15 @@ async fn garbage_streams_are_closed_and_the_connection_lives_on() {
     };
     let client = agent.client().await;
     client.create_topic("t", 1).await.unwrap();
-    assert_eq!(
-        error_code(exchange(&conn, &produce.encode()).await),
-        Some(ErrorCode::InvalidBatch)
-    );
+    assert_eq!(error_code(exchange(&conn, &produce.encode()).await), Some(ErrorCode::InvalidBatch));
     // A stream that ends mid-frame.
     let cut = &list[..list.len() - 1];
-    assert_eq!(
-        error_code(exchange(&conn, cut).await),
-        Some(ErrorCode::MalformedFrame)
-    );
+    assert_eq!(error_code(exchange(&conn, cut).await), Some(ErrorCode::MalformedFrame));
 
     // The same connection still serves a good request; so does a new client.
-    assert_eq!(
-        exchange(&conn, &list).await,
-        Some(Response::Topics(vec!["t".into()]))
-    );
-    assert_eq!(
-        agent.client().await.list_topics().await.unwrap(),
-        vec!["t".to_string()]
-    );
-    assert_eq!(
-        client.describe_topic("t").await.unwrap().partitions[0].high_watermark,
-        0,
-        "nothing was written"
-    );
+    assert_eq!(exchange(&conn, &list).await, Some(Response::Topics(vec!["t".into()])));
+    assert_eq!(agent.client().await.list_topics().await.unwrap(), vec!["t".to_string()]);
+    assert_eq!(client.describe_topic("t").await.unwrap().partitions[0].high_watermark, 0, "nothing was written");
     agent.stop().await;
 }
 
@@ -137,16 +105,8 @@ async fn random_datagrams_are_ignored() {
         socket.send_to(&datagram, agent.addr).unwrap();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        client.list_topics().await.unwrap(),
-        vec!["u".to_string()],
-        "the old connection still works"
-    );
-    assert_eq!(
-        agent.client().await.list_topics().await.unwrap(),
-        vec!["u".to_string()],
-        "new connections still work"
-    );
+    assert_eq!(client.list_topics().await.unwrap(), vec!["u".to_string()], "the old connection still works");
+    assert_eq!(agent.client().await.list_topics().await.unwrap(), vec!["u".to_string()], "new connections still work");
     agent.stop().await;
 }
 
@@ -157,20 +117,13 @@ async fn agents_sharing_a_tls_dir_are_trusted_through_one_ca() {
     let mut agents = Vec::new();
     for _ in 0..2 {
         let t = tls_dir.clone();
-        agents.push(
-            TestAgent::start_with(tempfile::tempdir().unwrap(), move |a| a.tls_dir = Some(t)).await,
-        );
+        agents.push(TestAgent::start_with(tempfile::tempdir().unwrap(), move |a| a.tls_dir = Some(t)).await);
     }
     assert_eq!(agents[0].ca, tls_dir.join("ca.pem"));
     for agent in &agents {
         let mut config = agent.client_config();
         config.ca = Some(tls_dir.join("ca.pem"));
-        silt_client::Client::connect(config)
-            .await
-            .unwrap()
-            .list_topics()
-            .await
-            .unwrap();
+        silt_client::Client::connect(config).await.unwrap().list_topics().await.unwrap();
     }
     for a in agents {
         a.stop().await;
@@ -181,10 +134,7 @@ async fn agents_sharing_a_tls_dir_are_trusted_through_one_ca() {
 async fn real_certificates_are_used_as_given() {
     let dir = tempfile::tempdir().unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["silt.test".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["silt.test".to_string()]).unwrap().self_signed(&key).unwrap();
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
@@ -200,21 +150,10 @@ async fn real_certificates_are_used_as_given() {
         server_name: Some("silt.test".into()),
         ..Default::default()
     };
-    silt_client::Client::connect(config.clone())
-        .await
-        .unwrap()
-        .list_topics()
-        .await
-        .unwrap();
+    silt_client::Client::connect(config.clone()).await.unwrap().list_topics().await.unwrap();
     // The certificate does not name "localhost", so that name is refused.
-    let wrong = silt_client::ClientConfig {
-        server_name: Some("localhost".into()),
-        ..config
-    };
+    let wrong = silt_client::ClientConfig { server_name: Some("localhost".into()), ..config };
     assert!(silt_client::Client::connect(wrong).await.is_err());
-    assert!(
-        !agent.dir.path().join("tls/ca.pem").exists(),
-        "no local CA is made when real certificates are given"
-    );
+    assert!(!agent.dir.path().join("tls/ca.pem").exists(), "no local CA is made when real certificates are given");
     agent.stop().await;
 }

@@ -33,73 +33,31 @@ fn start_agent(s3: &S3Server, data: &std::path::Path, addr: &str, prefix: &str) 
 }
 
 async fn round_trip(kind: &'static str) {
-    let s3 = tokio::task::spawn_blocking(move || S3Server::start(kind))
-        .await
-        .unwrap();
+    let s3 = tokio::task::spawn_blocking(move || S3Server::start(kind)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
     let addr = format!("127.0.0.1:{}", free_port());
     let mut agent = start_agent(&s3, &data, &addr, "rt");
     agent.ok(&["topic", "create", "s3t", "--partitions", "3"], None);
     agent.ok(&["produce", "s3t"], Some(&seq(5000)));
-    let before = agent.ok(
-        &[
-            "consume",
-            "s3t",
-            "--from-beginning",
-            "--max-messages",
-            "5000",
-            "--print-offset",
-        ],
-        None,
-    );
+    let before = agent.ok(&["consume", "s3t", "--from-beginning", "--max-messages", "5000", "--print-offset"], None);
     let records = parse_offsets(&before);
-    assert_eq!(
-        records
-            .iter()
-            .map(|r| r.2.parse::<u64>().unwrap())
-            .collect::<BTreeSet<_>>(),
-        (1..=5000).collect()
-    );
+    assert_eq!(records.iter().map(|r| r.2.parse::<u64>().unwrap()).collect::<BTreeSet<_>>(), (1..=5000).collect());
 
     // The objects are in the bucket, under the prefix, and cannot be overwritten.
     let store = bucket_store(&s3);
-    let objects: Vec<_> = store
-        .list(Some(&ObjectPath::from("rt/data")))
-        .try_collect()
-        .await
-        .unwrap();
+    let objects: Vec<_> = store.list(Some(&ObjectPath::from("rt/data"))).try_collect().await.unwrap();
     assert!(!objects.is_empty(), "no objects under rt/data in {kind}");
-    assert!(objects
-        .iter()
-        .all(|o| o.location.as_ref().ends_with(".silt")));
-    let opts = PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
-    };
-    let again = store
-        .put_opts(&objects[0].location, PutPayload::from_static(b"x"), opts)
-        .await;
-    assert!(
-        matches!(again, Err(object_store::Error::AlreadyExists { .. })),
-        "{kind} allowed an overwrite: {again:?}"
-    );
+    assert!(objects.iter().all(|o| o.location.as_ref().ends_with(".silt")));
+    let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+    let again = store.put_opts(&objects[0].location, PutPayload::from_static(b"x"), opts).await;
+    assert!(matches!(again, Err(object_store::Error::AlreadyExists { .. })), "{kind} allowed an overwrite: {again:?}");
 
     // kill -9 and restart: everything is read back from the bucket.
     agent.kill9();
     drop(agent);
     let agent = start_agent(&s3, &data, &addr, "rt");
-    let after = agent.ok(
-        &[
-            "consume",
-            "s3t",
-            "--from-beginning",
-            "--max-messages",
-            "5000",
-            "--print-offset",
-        ],
-        None,
-    );
+    let after = agent.ok(&["consume", "s3t", "--from-beginning", "--max-messages", "5000", "--print-offset"], None);
     let sorted = |b: &[u8]| parse_offsets(b).into_iter().collect::<BTreeSet<_>>();
     assert_eq!(sorted(&before), sorted(&after));
 }
@@ -136,9 +94,7 @@ fn failed_start(data: &std::path::Path, flags: &[String], env: &[(String, String
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!(
-                "silt agent {flags:?} was still running after 60s; it should have refused to start"
-            );
+            panic!("silt agent {flags:?} was still running after 60s; it should have refused to start");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -154,13 +110,7 @@ fn bad_s3_settings_stop_start_up_naming_them() {
     let data = dir.path().join("a");
     let s3 = S3Server::start("seaweedfs");
     let nowhere = format!("http://127.0.0.1:{}", free_port());
-    let flags = [
-        "--object-store",
-        "s3://segments/x",
-        "--s3-endpoint",
-        &nowhere,
-    ]
-    .map(String::from);
+    let flags = ["--object-store", "s3://segments/x", "--s3-endpoint", &nowhere].map(String::from);
     let err = failed_start(&data, &flags, &s3.aws_env());
     assert!(err.contains(&nowhere), "wrong endpoint: {err}");
 
@@ -173,11 +123,7 @@ fn bad_s3_settings_stop_start_up_naming_them() {
     let err = failed_start(&data, &s3.agent_flags("x"), &wrong);
     assert!(err.contains("credentials"), "bad credentials: {err}");
 
-    let err = failed_start(
-        &data,
-        &["--object-store".into(), "s3://".into()],
-        &s3.aws_env(),
-    );
+    let err = failed_start(&data, &["--object-store".into(), "s3://".into()], &s3.aws_env());
     assert!(err.contains("--object-store"), "no bucket: {err}");
     // No credentials at all: refused before any request is made.
     let err = failed_start(&data, &s3.agent_flags("x"), &[]);
@@ -186,71 +132,35 @@ fn bad_s3_settings_stop_start_up_naming_them() {
 
     // SeaweedFS creates buckets on first write; LocalStack, like S3, does not.
     let s3 = S3Server::start("localstack");
-    let flags = [
-        "--object-store",
-        "s3://no-such-bucket/x",
-        "--s3-endpoint",
-        &s3.endpoint,
-    ]
-    .map(String::from);
+    let flags = ["--object-store", "s3://no-such-bucket/x", "--s3-endpoint", &s3.endpoint].map(String::from);
     let err = failed_start(&data, &flags, &s3.aws_env());
     assert!(err.contains("no-such-bucket"), "missing bucket: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_outage_is_never_acknowledged_and_heals_by_itself() {
-    let s3 = tokio::task::spawn_blocking(|| S3Server::start("seaweedfs"))
-        .await
-        .unwrap();
+    let s3 = tokio::task::spawn_blocking(|| S3Server::start("seaweedfs")).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
     let addr = format!("127.0.0.1:{}", free_port());
     let agent = start_agent(&s3, &data, &addr, "outage");
     agent.ok(&["topic", "create", "o"], None);
-    let config = ClientConfig {
-        agent: addr.clone(),
-        ca: Some(agent.ca.clone()),
-        ..Default::default()
-    };
+    let config = ClientConfig { agent: addr.clone(), ca: Some(agent.ca.clone()), ..Default::default() };
     let client = Client::connect(config).await.unwrap();
-    let producer = Producer::new(client.clone(), "o", ProducerConfig::default())
-        .await
-        .unwrap();
-    producer
-        .send(ProducerRecord::new("a"))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let producer = Producer::new(client.clone(), "o", ProducerConfig::default()).await.unwrap();
+    producer.send(ProducerRecord::new("a")).await.unwrap().await.unwrap();
 
     s3.stop();
-    let b = producer
-        .send(ProducerRecord::new("b"))
-        .await
-        .unwrap()
-        .into_future();
+    let b = producer.send(ProducerRecord::new("b")).await.unwrap().into_future();
     tokio::pin!(b);
-    assert!(
-        tokio::time::timeout(Duration::from_secs(3), &mut b)
-            .await
-            .is_err(),
-        "acknowledged while S3 was down"
-    );
+    assert!(tokio::time::timeout(Duration::from_secs(3), &mut b).await.is_err(), "acknowledged while S3 was down");
 
-    let s3 = tokio::task::spawn_blocking(move || s3.restart())
-        .await
-        .unwrap();
+    let s3 = tokio::task::spawn_blocking(move || s3.restart()).await.unwrap();
     let started = Instant::now();
-    let meta = tokio::time::timeout(Duration::from_secs(45), b)
-        .await
-        .expect("the agent carried on")
-        .unwrap();
+    let meta = tokio::time::timeout(Duration::from_secs(45), b).await.expect("the agent carried on").unwrap();
     assert_eq!(meta.offset, 1);
     eprintln!("recovered {:?} after S3 came back", started.elapsed());
-    let out = agent.ok(
-        &["consume", "o", "--from-beginning", "--max-messages", "2"],
-        None,
-    );
+    let out = agent.ok(&["consume", "o", "--from-beginning", "--max-messages", "2"], None);
     assert_eq!(out, b"a\nb\n");
     drop(s3);
 }
