@@ -79,13 +79,22 @@ impl ReadPath {
         while at < high_watermark && out.len() < max_bytes {
             let segment = self.segment(part, at).await?;
             let data = self.range(&segment).await?;
+            let corrupt = |what: String| {
+                ServiceError::Corrupt(format!(
+                    "object {} bytes {}+{}: {what}",
+                    segment.object, segment.start, segment.len
+                ))
+            };
+            // The CRC does not cover a batch's base offset, so check that the
+            // run starts where the index says and has no gap or overlap.
+            let mut expected = segment.base_offset;
             for batch in silt_wire::batch::split(&data) {
-                let batch = batch.map_err(|e| {
-                    ServiceError::Corrupt(format!(
-                        "object {} bytes {}+{}: {e}",
-                        segment.object, segment.start, segment.len
-                    ))
-                })?;
+                let batch = batch.map_err(|e| corrupt(e.to_string()))?;
+                if batch.header().base_offset != expected {
+                    let base = batch.header().base_offset;
+                    return Err(corrupt(format!("a batch starts at offset {base} where {expected} was due")));
+                }
+                expected = batch.last_offset() + 1;
                 if batch.last_offset() < at {
                     continue;
                 }

@@ -130,6 +130,20 @@ fn a_corrupted_object_is_reported_never_returned() {
     assert!(!out.status.success(), "reading a corrupted object must fail");
     assert!(stderr(&out).contains("CRC mismatch"), "{}", stderr(&out));
     assert!(out.stdout.is_empty(), "records of the damaged batch (the first) were returned");
+
+    // The base offset is outside the CRC (the agent stamps it): a damaged one
+    // is caught by the index check instead.
+    let mut agent = agent;
+    assert!(agent.terminate().success());
+    bytes[at] ^= 0x01;
+    bytes[entries[0].start as usize + 7] ^= 0x01;
+    std::fs::write(path, &bytes).unwrap();
+    drop(agent);
+    let agent = AgentProcess::start_on(&data, &addr, &[]);
+    let out = agent.cli(&["consume", "c", "--from-beginning", "--max-messages", "2000"]);
+    assert!(!out.status.success(), "reading a batch at the wrong offset must fail");
+    assert!(stderr(&out).contains("was due"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
