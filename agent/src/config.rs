@@ -55,6 +55,9 @@ pub struct Args {
     /// Flush at the latest this long after the first buffered batch (e.g. 250ms).
     #[arg(long, env = "SILT_FLUSH_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub flush_interval: Duration,
+    /// Objects uploaded at once; their index commits stay in order.
+    #[arg(long, env = "SILT_MAX_UPLOADS", default_value_t = 4)]
+    pub max_uploads: usize,
     /// Largest record (key, value and headers) producers may send.
     #[arg(long, env = "SILT_MAX_RECORD_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     pub max_record_bytes: u64,
@@ -106,6 +109,7 @@ pub struct Config {
     pub max_connections: u32,
     pub max_streams: u32,
     pub recent_cache_bytes: usize,
+    pub max_uploads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +190,11 @@ impl Args {
             max_inflight_bytes,
             max_connections: self.max_connections,
             max_streams: self.max_streams,
+            max_uploads: match self.max_uploads {
+                0 => return Err(bad("--max-uploads", "must be at least 1")),
+                n if n > 256 => return Err(bad("--max-uploads", "must be at most 256")),
+                n => n,
+            },
             recent_cache_bytes: size("--recent-cache-bytes", self.recent_cache_bytes, 0, 1 << 40)?,
         })
     }

@@ -12,9 +12,11 @@ use object_store::{path::Path, ObjectStore, PutMode, PutOptions, PutPayload};
 use silt_metadata::catalog::{FlushEntry, Segment};
 use silt_metadata::{Catalog, CatalogError};
 use silt_wire::Batch;
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::error::ServiceError;
 use crate::object;
@@ -99,12 +101,27 @@ pub struct Flusher {
 }
 
 /// Flushes until `stop` is cancelled, then flushes what is left once more.
-pub async fn run(flusher: Arc<Flusher>, stop: CancellationToken) {
+///
+/// Up to `max_uploads` objects are uploaded at once, so one slow PUT does not
+/// stall the rest; their index commits still happen one at a time, in flush
+/// order, which keeps every partition's offsets in order.
+pub async fn run(flusher: Arc<Flusher>, stop: CancellationToken, max_uploads: usize) {
+    // The committer holds one upload; the channel holds the rest.
+    let (tx, rx) = mpsc::channel::<JoinHandle<Uploaded>>(max_uploads.saturating_sub(1).max(1));
+    let committer = tokio::spawn(commit_in_order(flusher.clone(), rx, stop.clone()).in_current_span());
     loop {
         let due = flusher.queue.due();
         let now = Instant::now();
         match due {
-            Some(at) if at <= now => flusher.flush_once(&stop).await,
+            Some(at) if at <= now => {
+                if let Some(upload) = flusher.start_upload(&stop) {
+                    // Waits here while `max_uploads` are in flight: the buffer
+                    // then grows, and producers slow down at the in-flight limit.
+                    if tx.send(upload).await.is_err() {
+                        break;
+                    }
+                }
+            }
             Some(at) => tokio::select! {
                 _ = tokio::time::sleep_until(at) => {}
                 _ = flusher.queue.wake.notified() => {}
@@ -117,10 +134,40 @@ pub async fn run(flusher: Arc<Flusher>, stop: CancellationToken) {
         }
     }
     // Graceful stop: what was accepted gets one more chance to become
-    // durable, with a bounded number of attempts (the token is already
-    // cancelled), so an unreachable store cannot hold shutdown forever.
-    flusher.flush_once(&stop).await;
+    // durable, with a bounded number of attempts (the token is cancelled),
+    // so an unreachable store cannot hold shutdown forever.
+    if let Some(upload) = flusher.start_upload(&stop) {
+        let _ = tx.send(upload).await;
+    }
+    drop(tx);
+    if let Err(e) = committer.await {
+        tracing::error!(error = %e, "the index committer failed");
+    }
 }
+
+async fn commit_in_order(
+    flusher: Arc<Flusher>,
+    mut uploads: mpsc::Receiver<JoinHandle<Uploaded>>,
+    stop: CancellationToken,
+) {
+    while let Some(upload) = uploads.recv().await {
+        match upload.await {
+            Ok(uploaded) => flusher.finish(uploaded, &stop).await,
+            Err(e) => tracing::error!(error = %e, "an upload task failed"),
+        }
+    }
+}
+
+/// An object built from one flush, on its way to the store.
+struct Prepared {
+    name: String,
+    data: Bytes,
+    entries: Vec<object::Entry>,
+    runs: Vec<Vec<Pending>>,
+}
+
+/// The outcome of an upload: the object is stored, or its batches failed.
+type Uploaded = Option<Prepared>;
 
 /// Backoff between retries of a failed PUT or commit.
 fn backoff(attempt: u32) -> Duration {
@@ -130,36 +177,51 @@ fn backoff(attempt: u32) -> Duration {
 const FINAL_ATTEMPTS: u32 = 6;
 
 impl Flusher {
-    async fn flush_once(&self, stop: &CancellationToken) {
+    /// Takes what is buffered, builds its object and starts uploading it.
+    fn start_upload(self: &Arc<Self>, stop: &CancellationToken) -> Option<JoinHandle<Uploaded>> {
         let (batches, bytes) = self.queue.take();
         if batches.is_empty() {
-            return;
+            return None;
         }
         // Group by partition, keeping each partition's offset order.
-        let mut order: Vec<Vec<Pending>> = Vec::new();
+        let mut runs: Vec<Vec<Pending>> = Vec::new();
         let mut index: std::collections::HashMap<(u64, u32), usize> = Default::default();
         for p in batches {
             let id = p.partition.id();
             let slot = *index.entry(id).or_insert_with(|| {
-                order.push(Vec::new());
-                order.len() - 1
+                runs.push(Vec::new());
+                runs.len() - 1
             });
-            order[slot].push(p);
+            runs[slot].push(p);
         }
         let mut builder = object::Builder::with_capacity(bytes);
-        for run in &order {
+        for run in &runs {
             for p in run {
                 builder.push(p.partition.topic_id, p.partition.partition, &p.batch);
             }
         }
         let (data, entries) = builder.finish();
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = object_name(&self.agent_id, seq);
-        if let Err(e) = self.put(&name, data.clone(), stop).await {
-            tracing::error!(object = %name, error = %e, "giving up on a flush; its producers get an error");
-            fail_all(order, || ServiceError::Storage(clone_store_error(&e)));
-            return;
-        }
+        let prepared = Prepared { name: object_name(&self.agent_id, seq), data, entries, runs };
+        let (this, stop) = (self.clone(), stop.clone());
+        Some(tokio::spawn(
+            async move {
+                match this.put(&prepared.name, prepared.data.clone(), &stop).await {
+                    Ok(()) => Some(prepared),
+                    Err(e) => {
+                        tracing::error!(object = %prepared.name, error = %e, "giving up on a flush; its producers get an error");
+                        fail_all(prepared.runs, || ServiceError::Storage(clone_store_error(&e)));
+                        None
+                    }
+                }
+            }
+            .in_current_span(),
+        ))
+    }
+
+    /// Commits an uploaded object's index entries and answers its producers.
+    async fn finish(&self, uploaded: Uploaded, stop: &CancellationToken) {
+        let Some(Prepared { name, data, entries, runs: order }) = uploaded else { return };
         self.recent.insert(name.clone(), data);
         let mut flush_entries = Vec::with_capacity(entries.len());
         for (e, run) in entries.iter().zip(&order) {

@@ -110,7 +110,7 @@ impl Agent {
         let flusher = TaskTracker::new();
         let f =
             Arc::new(Flusher { queue, store, catalog, agent_id: agent_id.clone(), recent, seq: Default::default() });
-        flusher.spawn(flush::run(f, flush_stop.clone()).instrument(tracing::info_span!("flusher")));
+        flusher.spawn(flush::run(f, flush_stop.clone(), config.max_uploads).instrument(tracing::info_span!("flusher")));
 
         let accept_stop = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -300,7 +300,16 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
         error_response(&e)
     });
     if reply(&mut send, &response).await {
-        let _ = send.finish();
+        finish(send).await;
+    }
+}
+
+/// Ends a stream and waits (briefly) until the peer has all of it: the
+/// connection may close right after this task ends, which would discard
+/// data still in flight.
+async fn finish(mut send: quinn::SendStream) {
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
     }
 }
 
@@ -311,6 +320,6 @@ async fn close_malformed(mut send: quinn::SendStream, mut recv: quinn::RecvStrea
     tracing::debug!(%code, %reason, "closing a stream");
     let _ = recv.stop(quinn::VarInt::from(u32::from(code.as_u16())));
     if reply(&mut send, &Response::error(code, reason)).await {
-        let _ = send.finish();
+        finish(send).await;
     }
 }
