@@ -55,6 +55,10 @@ pub struct Args {
     /// Flush at the latest this long after the first buffered batch (e.g. 250ms).
     #[arg(long, env = "SILT_FLUSH_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub flush_interval: Duration,
+    /// A local disk for the write-ahead log behind acks=local (and later the
+    /// read cache). Repeat it, one per disk: the log is striped over them.
+    #[arg(long = "cache-dir", env = "SILT_CACHE_DIRS", value_delimiter = ',')]
+    pub cache_dirs: Vec<PathBuf>,
     /// Objects uploaded at once; their index commits stay in order.
     #[arg(long, env = "SILT_MAX_UPLOADS", default_value_t = 4)]
     pub max_uploads: usize,
@@ -110,6 +114,7 @@ pub struct Config {
     pub max_streams: u32,
     pub recent_cache_bytes: usize,
     pub max_uploads: usize,
+    pub cache_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +195,7 @@ impl Args {
             max_inflight_bytes,
             max_connections: self.max_connections,
             max_streams: self.max_streams,
+            cache_dirs: self.cache_dirs.clone(),
             max_uploads: match self.max_uploads {
                 0 => return Err(bad("--max-uploads", "must be at least 1")),
                 n if n > 256 => return Err(bad("--max-uploads", "must be at most 256")),

@@ -60,7 +60,9 @@ pub enum ServiceError {
     InvalidBatch(#[from] BatchError),
     #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge { size: usize, max: usize },
-    #[error("acks=local needs a local write-ahead log, which this agent does not have yet; use acks=durable or none")]
+    #[error(
+        "acks=local needs a local write-ahead log: start the agent with --cache-dir (or use acks=durable or none)"
+    )]
     AcksUnsupported,
     #[error("object store unavailable: {0}")]
     Storage(#[source] object_store::Error),

@@ -47,6 +47,8 @@ pub struct Pending {
     pub done: Option<oneshot::Sender<Result<(i64, i64), ServiceError>>>,
     /// Holds the batch's share of the in-flight byte limit until it is durable.
     pub permit: OwnedSemaphorePermit,
+    /// Keeps the batch's WAL file until the batch is committed.
+    pub wal: Option<crate::wal::Hold>,
 }
 
 #[derive(Default)]
@@ -266,6 +268,9 @@ impl Flusher {
                 let h = p.batch.header();
                 if let Some(done) = p.done {
                     let _ = done.send(Ok((h.base_offset, p.batch.last_offset())));
+                }
+                if let Some(hold) = p.wal {
+                    hold.release();
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! - [`partition`]: one actor per owned partition; offsets are assigned there.
 //! - [`flush`]: the flush policy and the loop that writes objects and commits the index.
 //! - [`object`]: the object layout (batches grouped by partition + footer).
+//! - [`wal`]: the local write-ahead log behind `acks=local`, striped over cache dirs.
 //! - [`read`]: index lookups, ranged reads and the recent-object cache.
 //! - [`storage`]: opening and checking the object store (`file://`, `s3://`).
 //! - [`config`], [`tls`], [`codes`] (errors to wire codes), [`error`].
@@ -22,6 +23,7 @@ pub mod server;
 pub mod service;
 pub mod storage;
 pub mod tls;
+pub mod wal;
 
 pub use config::{Args, Config};
 pub use error::{AgentError, ServiceError};

@@ -3,7 +3,7 @@
 //! (high watermark, a cache of the segment index).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use silt_metadata::catalog::Segment;
@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use crate::error::ServiceError;
 use crate::flush::{Pending, Queue};
+use crate::wal::{Wal, Write};
 
 /// Index entries kept in memory per partition; older ones are re-read from
 /// the metadata store on demand.
@@ -40,8 +41,17 @@ pub struct Partition {
     high_watermark: watch::Sender<i64>,
     log_start: i64,
     fenced: AtomicBool,
+    /// The last offset that went to the object store without the WAL.
+    wal_gap: AtomicI64,
     index: Mutex<BTreeMap<i64, Segment>>,
     stop: CancellationToken,
+}
+
+/// Where the actor sends batches once their offsets are assigned.
+#[derive(Clone)]
+pub struct Sink {
+    pub queue: Arc<Queue>,
+    pub wal: Option<Arc<Wal>>,
 }
 
 impl Partition {
@@ -53,8 +63,9 @@ impl Partition {
         partition: u32,
         epoch: u64,
         high_watermark: i64,
+        next_offset: i64,
         log_start: i64,
-        queue: Arc<Queue>,
+        sink: Sink,
         tasks: &TaskTracker,
         stop: CancellationToken,
     ) -> Arc<Partition> {
@@ -68,11 +79,12 @@ impl Partition {
             high_watermark: watch::Sender::new(high_watermark),
             log_start,
             fenced: AtomicBool::new(false),
+            wal_gap: AtomicI64::new(-1),
             index: Mutex::new(BTreeMap::new()),
             stop,
         });
         let span = tracing::info_span!("partition", topic = %part.topic, partition, epoch);
-        tasks.spawn(run(part.clone(), rx, high_watermark, queue).instrument(span));
+        tasks.spawn(run(part.clone(), rx, next_offset, sink).instrument(span));
         part
     }
 
@@ -110,6 +122,17 @@ impl Partition {
         self.stop.cancel();
     }
 
+    /// Records that a batch up to `last_offset` bypassed the WAL.
+    pub fn wal_gap(&self, last_offset: i64) {
+        self.wal_gap.fetch_max(last_offset, Ordering::SeqCst);
+    }
+
+    /// Whether everything that bypassed the WAL is committed, so a batch in
+    /// the WAL can be acknowledged locally: a replay will not meet a gap.
+    pub fn wal_safe(&self) -> bool {
+        self.high_watermark() > self.wal_gap.load(Ordering::SeqCst)
+    }
+
     /// Called by the flusher once the lease is found lost.
     pub fn fence(&self) {
         self.fenced.store(true, Ordering::SeqCst);
@@ -140,7 +163,7 @@ impl Partition {
     }
 }
 
-async fn run(part: Arc<Partition>, mut rx: mpsc::Receiver<Append>, mut next_offset: i64, queue: Arc<Queue>) {
+async fn run(part: Arc<Partition>, mut rx: mpsc::Receiver<Append>, mut next_offset: i64, sink: Sink) {
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => match msg { Some(m) => m, None => break },
@@ -163,7 +186,17 @@ async fn run(part: Arc<Partition>, mut rx: mpsc::Receiver<Append>, mut next_offs
             Acks::Local | Acks::Durable => Some(done_tx),
         };
         tracing::trace!(base, records = batch.header().record_count, "assigned");
-        queue.push(Pending { partition: part.clone(), batch, done, permit: msg.permit });
+        let pending = Pending { partition: part.clone(), batch, done, permit: msg.permit, wal: None };
+        match &sink.wal {
+            Some(wal) => {
+                if let Err(w) = wal.write(Write { pending, local_ack: msg.acks == Acks::Local }).await {
+                    // The WAL has stopped (shutdown): go straight to the flush queue.
+                    part.wal_gap(w.pending.batch.last_offset());
+                    sink.queue.push(w.pending);
+                }
+            }
+            None => sink.queue.push(pending),
+        }
         let _ = msg.assigned.send(Ok((base, done_rx)));
     }
     rx.close();

@@ -23,8 +23,10 @@ use crate::codes::{code_of, message_of};
 use crate::config::{Config, TlsSource};
 use crate::error::{AgentError, ServiceError};
 use crate::flush::{self, Flusher, Policy, Queue};
+use crate::partition::Sink;
 use crate::read::{ReadPath, RecentObjects};
 use crate::service::{Limits, Service};
+use crate::wal::{Replay, Wal};
 use crate::{storage, tls};
 
 /// How long a client may take to send one request frame.
@@ -42,6 +44,8 @@ pub struct Agent {
     ca_path: Option<PathBuf>,
     accept_stop: CancellationToken,
     service_stop: CancellationToken,
+    wal_stop: CancellationToken,
+    wal_tasks: TaskTracker,
     flush_stop: CancellationToken,
     connections: TaskTracker,
     background: TaskTracker,
@@ -94,23 +98,41 @@ impl Agent {
             max_inflight_bytes: config.max_inflight_bytes,
         };
         let read = ReadPath { store: store.clone(), catalog: catalog.clone(), recent: recent.clone() };
+
+        // The flusher runs first: replaying the WAL feeds it.
+        let flush_stop = CancellationToken::new();
+        let flusher = TaskTracker::new();
+        let f = Arc::new(Flusher {
+            queue: queue.clone(),
+            store,
+            catalog: catalog.clone(),
+            agent_id: agent_id.clone(),
+            recent,
+            seq: Default::default(),
+        });
+        flusher.spawn(flush::run(f, flush_stop.clone(), config.max_uploads).instrument(tracing::info_span!("flusher")));
+
+        let wal_stop = CancellationToken::new();
+        let wal_tasks = TaskTracker::new();
+        let (wal, replay) = if config.cache_dirs.is_empty() {
+            (None, Replay::new())
+        } else {
+            let (wal, replay) = Wal::open(&config.cache_dirs, queue.clone(), &wal_tasks, wal_stop.clone());
+            (Some(Arc::new(wal)), replay)
+        };
+        let sink = Sink { queue, wal };
         let service = Service::start(
-            catalog.clone(),
+            catalog,
             agent_id.clone(),
             address.clone(),
-            queue.clone(),
+            sink,
+            replay,
             read,
             limits,
             background.clone(),
             service_stop.clone(),
         )
         .await?;
-
-        let flush_stop = CancellationToken::new();
-        let flusher = TaskTracker::new();
-        let f =
-            Arc::new(Flusher { queue, store, catalog, agent_id: agent_id.clone(), recent, seq: Default::default() });
-        flusher.spawn(flush::run(f, flush_stop.clone(), config.max_uploads).instrument(tracing::info_span!("flusher")));
 
         let accept_stop = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -131,6 +153,8 @@ impl Agent {
             ca_path,
             accept_stop,
             service_stop,
+            wal_stop,
+            wal_tasks,
             flush_stop,
             connections,
             background,
@@ -161,6 +185,10 @@ impl Agent {
         // waiting on the tail return when the service stops.
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             tokio::time::sleep(Duration::from_millis(10)).await;
+            // The WAL hands what it holds to the flush queue, then the final flush takes it.
+            self.wal_stop.cancel();
+            self.wal_tasks.close();
+            self.wal_tasks.wait().await;
             self.flush_stop.cancel();
             self.flusher.close();
             self.flusher.wait().await;
@@ -171,10 +199,13 @@ impl Agent {
         if drained.is_err() {
             tracing::warn!("in-flight requests did not finish in time");
         }
+        self.wal_stop.cancel();
         self.flush_stop.cancel();
         self.service_stop.cancel();
         self.flusher.close();
         self.flusher.wait().await;
+        self.wal_tasks.close();
+        self.wal_tasks.wait().await;
         self.background.close();
         self.background.wait().await;
         self.endpoint.close(0u32.into(), b"agent shutting down");

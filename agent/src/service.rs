@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ServiceError;
-use crate::flush::Queue;
-use crate::partition::{Done, Partition};
+use crate::partition::{Done, Partition, Sink};
 use crate::read::ReadPath;
+use crate::wal::Replay;
 
 pub const MAX_PARTITIONS: u32 = 10_000;
 /// How long a producer waits for room under the in-flight limit before
@@ -45,7 +45,9 @@ pub struct Service {
     agent_id: String,
     address: String,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
-    queue: Arc<Queue>,
+    sink: Sink,
+    /// WAL entries found at start, until their partitions are owned again.
+    replay: std::sync::Mutex<Replay>,
     read: ReadPath,
     inflight: Arc<Semaphore>,
     limits: Limits,
@@ -91,7 +93,8 @@ impl Service {
         catalog: Catalog,
         agent_id: String,
         address: String,
-        queue: Arc<Queue>,
+        sink: Sink,
+        replay: Replay,
         read: ReadPath,
         limits: Limits,
         tasks: TaskTracker,
@@ -102,7 +105,8 @@ impl Service {
             agent_id,
             address,
             topics: RwLock::new(HashMap::new()),
-            queue,
+            sink,
+            replay: std::sync::Mutex::new(replay),
             read,
             inflight: Arc::new(Semaphore::new(limits.max_inflight_bytes)),
             limits,
@@ -111,6 +115,13 @@ impl Service {
         });
         for topic in service.catalog.list_topics().await? {
             service.own(topic).await?;
+        }
+        // What is left belongs to deleted topics.
+        let leftover = std::mem::take(&mut *service.replay.lock().expect("replay lock"));
+        for (_, entries) in leftover {
+            for (_, hold) in entries {
+                hold.release();
+            }
         }
         Ok(service)
     }
@@ -122,17 +133,41 @@ impl Service {
         for p in 0..topic.partitions {
             let (lease, state) =
                 self.catalog.acquire_lease(topic.id, p, &self.agent_id, &self.address, now_ms(), LEASE_TTL_MS).await?;
-            partitions.push(Partition::start(
+            let replay = self.replay.lock().expect("replay lock").remove(&(topic.id, p)).unwrap_or_default();
+            let (replay, next_offset) = contiguous_from(replay, state.high_watermark);
+            let part = Partition::start(
                 topic.name.clone(),
                 topic.id,
                 p,
                 lease.epoch,
                 state.high_watermark,
+                next_offset,
                 state.log_start,
-                self.queue.clone(),
+                self.sink.clone(),
                 &self.tasks,
                 stop.clone(),
-            ));
+            );
+            if !replay.is_empty() {
+                tracing::info!(topic = %topic.name, partition = p, batches = replay.len(), from = state.high_watermark,
+                    to = next_offset, "replaying the WAL");
+            }
+            for (batch, hold) in replay {
+                let need = u32::try_from(batch.bytes().len()).unwrap_or(u32::MAX);
+                let permit = self
+                    .inflight
+                    .clone()
+                    .acquire_many_owned(need)
+                    .await
+                    .expect("the in-flight semaphore is never closed");
+                self.sink.queue.push(crate::flush::Pending {
+                    partition: part.clone(),
+                    batch,
+                    done: None,
+                    permit,
+                    wal: Some(hold),
+                });
+            }
+            partitions.push(part);
         }
         tracing::info!(topic = %topic.name, partitions = topic.partitions, "owning topic");
         let state = Arc::new(TopicState { topic: topic.clone(), partitions });
@@ -211,7 +246,7 @@ impl Service {
     }
 
     pub async fn produce(&self, topic: &str, partition: u32, acks: Acks, batch: Bytes) -> Result<Ticket, ServiceError> {
-        if acks == Acks::Local {
+        if acks == Acks::Local && self.sink.wal.is_none() {
             return Err(ServiceError::AcksUnsupported);
         }
         let part = self.partition(topic, partition)?;
@@ -268,6 +303,34 @@ impl Service {
         };
         Ok(Fetched { high_watermark: hw, log_start, batches })
     }
+}
+
+/// The WAL entries of one partition that continue its committed log:
+/// those from `high_watermark` on, without gaps. Entries already committed,
+/// and any after a gap (never acknowledged locally, see `wal`), are released.
+fn contiguous_from(
+    entries: Vec<(Batch, crate::wal::Hold)>,
+    high_watermark: i64,
+) -> (Vec<(Batch, crate::wal::Hold)>, i64) {
+    let mut next = high_watermark;
+    let mut keep = Vec::new();
+    for (batch, hold) in entries {
+        let base = batch.header().base_offset;
+        if batch.last_offset() < next || base != next {
+            if base > next {
+                tracing::warn!(
+                    expected = next,
+                    found = base,
+                    "a gap in the WAL; later entries were never acknowledged"
+                );
+            }
+            hold.release();
+            continue;
+        }
+        next = batch.last_offset() + 1;
+        keep.push((batch, hold));
+    }
+    (keep, next)
 }
 
 #[cfg(test)]

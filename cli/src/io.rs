@@ -19,7 +19,8 @@ pub struct ProduceArgs {
     /// Send every record to this partition.
     #[arg(long)]
     partition: Option<u32>,
-    /// durable (in object storage and indexed) or none (fire and forget).
+    /// durable (in object storage and indexed), local (fsynced to the agent's
+    /// write-ahead log; needs an agent with --cache-dir) or none (fire and forget).
     #[arg(long, default_value = "durable")]
     acks: Acks,
     /// zstd or none.
@@ -102,9 +103,6 @@ pub async fn produce(client: Client, args: &ProduceArgs) -> anyhow::Result<i32> 
         linger: args.linger,
         ..Default::default()
     };
-    if args.acks == Acks::Local {
-        bail!("--acks local needs an agent with a local write-ahead log, which this version does not have; use durable or none");
-    }
     let producer = Producer::new(client.clone(), &args.topic, config).await?;
     if let Some(p) = args.partition {
         if p >= producer.partitions() {

@@ -9,3 +9,4 @@ mod harness;
 mod protocol;
 mod s3;
 mod sdk;
+mod wal;

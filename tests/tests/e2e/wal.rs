@@ -1,0 +1,136 @@
+//! acks=local: acknowledged after an fsync to the WAL on the cache dirs;
+//! kill -9 loses nothing acknowledged; a broken cache dir is survived.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use silt_client::{
+    Acks, Client, ClientConfig, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord,
+};
+
+use crate::harness::*;
+
+fn wal_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("wal")).into_iter().flatten().flatten().map(|e| e.path()).collect()
+}
+
+/// Produces with acks=local until `for_how_long` has passed, then kills the
+/// agent. Returns every acknowledged (partition, offset) -> value.
+async fn produce_then_kill(
+    agent: &mut AgentProcess,
+    topic: &str,
+    for_how_long: Duration,
+) -> BTreeMap<(u32, i64), String> {
+    let config = ClientConfig { agent: agent.addr.clone(), ca: Some(agent.ca.clone()), ..Default::default() };
+    let client = Client::connect(config).await.unwrap();
+    let producer =
+        Producer::new(client, topic, ProducerConfig { acks: Acks::Local, ..Default::default() }).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    let mut i = 0u64;
+    while started.elapsed() < for_how_long {
+        for _ in 0..50 {
+            let value = format!("v{i}");
+            i += 1;
+            let d = producer.send(ProducerRecord::new(value.clone())).await.unwrap();
+            let tx = tx.clone();
+            waiters.spawn(async move {
+                if let Ok(m) = d.await {
+                    let _ = tx.send(((m.partition, m.offset), value));
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    agent.kill9();
+    drop(producer);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while waiters.join_next().await.is_some() {} }).await;
+    waiters.abort_all();
+    drop(tx);
+    let mut acked = BTreeMap::new();
+    while let Some((at, v)) = rx.recv().await {
+        assert!(acked.insert(at, v).is_none(), "two acknowledgements for one offset");
+    }
+    acked
+}
+
+async fn read_all(agent: &AgentProcess, topic: &str, partitions: u32) -> BTreeMap<(u32, i64), String> {
+    let config = ClientConfig { agent: agent.addr.clone(), ca: Some(agent.ca.clone()), ..Default::default() };
+    let client = Client::connect(config).await.unwrap();
+    let d = client.describe_topic(topic).await.unwrap();
+    let total: i64 = d.partitions.iter().map(|p| p.high_watermark).sum();
+    let consumer = Consumer::new(client, topic, ConsumerConfig::default()).await.unwrap();
+    let all: Vec<_> = (0..partitions).map(|p| (p, Offset::Earliest)).collect();
+    let mut stream = consumer.stream(&all).await.unwrap();
+    let mut log = BTreeMap::new();
+    let mut values = BTreeSet::new();
+    let mut next = vec![0i64; partitions as usize];
+    for _ in 0..total {
+        let r = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(r.offset, next[r.partition as usize], "offsets are dense and in order");
+        next[r.partition as usize] += 1;
+        let v = String::from_utf8(r.value.to_vec()).unwrap();
+        assert!(values.insert(v.clone()), "{v} is in the log twice");
+        log.insert((r.partition, r.offset), v);
+    }
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_local_survive_kill_9_through_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    let (c1, c2) = (dir.path().join("c1"), dir.path().join("c2"));
+    // Nothing reaches the object store before the kill: only the WAL holds the data.
+    let flags = ["--cache-dir", c1.to_str().unwrap(), "--cache-dir", c2.to_str().unwrap(), "--flush-interval", "60s"];
+    let mut agent = AgentProcess::start(&data, &flags);
+    agent.ok(&["topic", "create", "l", "--partitions", "4"], None);
+    let acked = produce_then_kill(&mut agent, "l", Duration::from_millis(1000)).await;
+    assert!(acked.len() > 1000, "only {} records were acknowledged", acked.len());
+    assert!(!data.join("objects/data").exists(), "a flush happened; the test would not exercise the WAL");
+    assert!(!wal_files(&c1).is_empty() && !wal_files(&c2).is_empty(), "the WAL is striped over both dirs");
+    let before: Vec<_> = [wal_files(&c1), wal_files(&c2)].concat();
+
+    let addr = agent.addr.clone();
+    drop(agent);
+    let flags = ["--cache-dir", c1.to_str().unwrap(), "--cache-dir", c2.to_str().unwrap()];
+    let agent = AgentProcess::start_on(&data, &addr, &flags);
+    let log = read_all(&agent, "l", 4).await;
+    for (at, v) in &acked {
+        assert_eq!(log.get(at), Some(v), "acknowledged record {v} at {at:?} is missing or moved");
+    }
+    // Once replayed and committed, the old WAL files are freed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while before.iter().any(|p| p.exists()) {
+        assert!(Instant::now() < deadline, "replayed WAL files were not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_cache_dir_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    let (good, broken) = (dir.path().join("good"), dir.path().join("broken"));
+    std::fs::write(&broken, b"a file where a folder should be").unwrap();
+    let flags =
+        ["--cache-dir", good.to_str().unwrap(), "--cache-dir", broken.to_str().unwrap(), "--flush-interval", "200ms"];
+    let mut agent = AgentProcess::start(&data, &flags);
+    agent.ok(&["topic", "create", "b", "--partitions", "4"], None);
+    let acked = produce_then_kill(&mut agent, "b", Duration::from_millis(1000)).await;
+    assert!(acked.len() > 1000, "only {} records were acknowledged", acked.len());
+    let partitions: BTreeSet<u32> = acked.keys().map(|(p, _)| *p).collect();
+    assert_eq!(partitions.len(), 4, "partitions on both stripes were served");
+    let log_text = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    assert!(log_text.contains("cannot open a WAL file"), "no clear error for the broken dir:\n{log_text}");
+
+    let addr = agent.addr.clone();
+    drop(agent);
+    let agent = AgentProcess::start_on(&data, &addr, &flags);
+    let log = read_all(&agent, "b", 4).await;
+    for (at, v) in &acked {
+        assert_eq!(log.get(at), Some(v), "acknowledged record {v} at {at:?} is missing or moved");
+    }
+}
