@@ -59,6 +59,12 @@ pub struct Args {
     /// read cache). Repeat it, one per disk: the log is striped over them.
     #[arg(long = "cache-dir", env = "SILT_CACHE_DIRS", value_delimiter = ',')]
     pub cache_dirs: Vec<PathBuf>,
+    /// Memory for the read cache of historical ranges.
+    #[arg(long, env = "SILT_CACHE_MEMORY", default_value = "256MiB", value_parser = parse_bytes)]
+    pub cache_memory: u64,
+    /// Disk for the read cache, in each --cache-dir (0 turns the disk tier off).
+    #[arg(long, env = "SILT_CACHE_DISK", default_value = "1GiB", value_parser = parse_bytes)]
+    pub cache_disk: u64,
     /// Objects uploaded at once; their index commits stay in order.
     #[arg(long, env = "SILT_MAX_UPLOADS", default_value_t = 4)]
     pub max_uploads: usize,
@@ -115,6 +121,8 @@ pub struct Config {
     pub recent_cache_bytes: usize,
     pub max_uploads: usize,
     pub cache_dirs: Vec<PathBuf>,
+    pub cache_memory: usize,
+    pub cache_disk: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +204,8 @@ impl Args {
             max_connections: self.max_connections,
             max_streams: self.max_streams,
             cache_dirs: self.cache_dirs.clone(),
+            cache_memory: size("--cache-memory", self.cache_memory, 0, 1 << 40)?,
+            cache_disk: size("--cache-disk", self.cache_disk, 0, 1 << 44)?,
             max_uploads: match self.max_uploads {
                 0 => return Err(bad("--max-uploads", "must be at least 1")),
                 n if n > 256 => return Err(bad("--max-uploads", "must be at most 256")),

@@ -33,6 +33,8 @@ pub enum AgentError {
         #[source]
         source: object_store::Error,
     },
+    #[error("cannot set up the read cache: {0}")]
+    Cache(String),
     #[error("cannot open the object store {url}")]
     ObjectStore {
         url: String,

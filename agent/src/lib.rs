@@ -9,9 +9,11 @@
 //! - [`object`]: the object layout (batches grouped by partition + footer).
 //! - [`wal`]: the local write-ahead log behind `acks=local`, striped over cache dirs.
 //! - [`read`]: index lookups, ranged reads and the recent-object cache.
+//! - [`cache`]: the foyer read cache (memory + cache-dir disks) in front of the object store.
 //! - [`storage`]: opening and checking the object store (`file://`, `s3://`).
 //! - [`config`], [`tls`], [`codes`] (errors to wire codes), [`error`].
 
+pub mod cache;
 pub mod codes;
 pub mod config;
 mod error;

@@ -10,6 +10,7 @@ use object_store::{path::Path, ObjectStore, ObjectStoreExt};
 use silt_metadata::catalog::Segment;
 use silt_metadata::Catalog;
 
+use crate::cache::ReadCache;
 use crate::error::ServiceError;
 use crate::partition::Partition;
 
@@ -59,6 +60,7 @@ pub struct ReadPath {
     pub store: Arc<dyn ObjectStore>,
     pub catalog: Catalog,
     pub recent: Arc<RecentObjects>,
+    pub cache: Arc<ReadCache>,
 }
 
 /// How many index entries one metadata lookup brings into the cache.
@@ -78,7 +80,16 @@ impl ReadPath {
         let mut at = offset;
         while at < high_watermark && out.len() < max_bytes {
             let segment = self.segment(part, at).await?;
-            let data = self.range(&segment).await?;
+            let (mut data, key) = self.range(&segment).await?;
+            if let Some(key) = key {
+                // Bytes from the read cache: if they fail their checks, drop
+                // them and read the object store instead.
+                if silt_wire::batch::split(&data).any(|b| b.is_err()) {
+                    tracing::warn!(object = %segment.object, "a cached range failed its CRC; reading it again");
+                    self.cache.remove(&key);
+                    data = self.fetch(&segment, key).await?;
+                }
+            }
             let corrupt = |what: String| {
                 ServiceError::Corrupt(format!(
                     "object {} bytes {}+{}: {what}",
@@ -129,13 +140,31 @@ impl ReadPath {
         })
     }
 
-    async fn range(&self, s: &Segment) -> Result<Bytes, ServiceError> {
+    /// The segment's bytes, and the read-cache key when they came from the read cache.
+    async fn range(&self, s: &Segment) -> Result<(Bytes, Option<String>), ServiceError> {
         let (start, end) = (s.start, s.start + s.len);
         if let Some(obj) = self.recent.get(&s.object) {
             if end as usize <= obj.len() {
-                return Ok(obj.slice(start as usize..end as usize));
+                self.cache.recent_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok((obj.slice(start as usize..end as usize), None));
             }
         }
-        self.store.get_range(&Path::from(s.object.as_str()), start..end).await.map_err(ServiceError::Storage)
+        let key = format!("{}#{start}+{}", s.object, s.len);
+        if let Some(hit) = self.cache.get(&key).await {
+            return Ok((hit, Some(key)));
+        }
+        Ok((self.fetch(s, key).await?, None))
+    }
+
+    /// A ranged GET, remembered in the read cache.
+    async fn fetch(&self, s: &Segment, key: String) -> Result<Bytes, ServiceError> {
+        self.cache.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let data = self
+            .store
+            .get_range(&Path::from(s.object.as_str()), s.start..s.start + s.len)
+            .await
+            .map_err(ServiceError::Storage)?;
+        self.cache.insert(key, data.clone());
+        Ok(data)
     }
 }

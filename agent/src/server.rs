@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::cache::{ReadCache, ReadStats};
 use crate::codes::{code_of, message_of};
 use crate::config::{Config, TlsSource};
 use crate::error::{AgentError, ServiceError};
@@ -46,6 +47,7 @@ pub struct Agent {
     service_stop: CancellationToken,
     wal_stop: CancellationToken,
     wal_tasks: TaskTracker,
+    cache: Arc<ReadCache>,
     flush_stop: CancellationToken,
     connections: TaskTracker,
     background: TaskTracker,
@@ -97,7 +99,9 @@ impl Agent {
             max_batch_bytes: config.max_frame_bytes - 1024,
             max_inflight_bytes: config.max_inflight_bytes,
         };
-        let read = ReadPath { store: store.clone(), catalog: catalog.clone(), recent: recent.clone() };
+        let cache = ReadCache::open(&config.cache_dirs, config.cache_memory, config.cache_disk).await?;
+        let read =
+            ReadPath { store: store.clone(), catalog: catalog.clone(), recent: recent.clone(), cache: cache.clone() };
 
         // The flusher runs first: replaying the WAL feeds it.
         let flush_stop = CancellationToken::new();
@@ -155,6 +159,7 @@ impl Agent {
             service_stop,
             wal_stop,
             wal_tasks,
+            cache,
             flush_stop,
             connections,
             background,
@@ -164,6 +169,11 @@ impl Agent {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// GETs sent to the object store and reads served from caches.
+    pub fn read_stats(&self) -> ReadStats {
+        self.cache.stats()
     }
 
     pub fn agent_id(&self) -> &str {
@@ -208,6 +218,7 @@ impl Agent {
         self.wal_tasks.wait().await;
         self.background.close();
         self.background.wait().await;
+        self.cache.close().await;
         self.endpoint.close(0u32.into(), b"agent shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         tracing::info!("stopped");

@@ -1,0 +1,116 @@
+//! The read cache: a foyer hybrid cache (memory, then the cache dirs'
+//! disks) of stored byte ranges, in front of the object store. Reading the
+//! same historical range twice costs one GET.
+//!
+//! A cache dir that cannot hold a cache is reported and left out; with
+//! none, the cache is memory only. Cached bytes are checked (batch CRCs)
+//! like fetched ones; a bad cached range is dropped and fetched again.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use foyer::{
+    BlockEngineConfig, CombinedDeviceBuilder, Device, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCachePolicy, NoopDeviceBuilder,
+};
+
+use crate::error::AgentError;
+
+/// What the read path has asked of the object store and of the cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Ranged GETs sent to the object store.
+    pub gets: u64,
+    /// Reads served by the read cache (memory or disk).
+    pub cache_hits: u64,
+    /// Reads served by the recently-written objects kept in memory.
+    pub recent_hits: u64,
+}
+
+pub struct ReadCache {
+    cache: HybridCache<String, Bytes>,
+    pub(crate) gets: AtomicU64,
+    pub(crate) hits: AtomicU64,
+    pub(crate) recent_hits: AtomicU64,
+}
+
+impl ReadCache {
+    pub async fn open(dirs: &[PathBuf], memory_bytes: usize, disk_bytes: usize) -> Result<Arc<ReadCache>, AgentError> {
+        let mut devices: Vec<Arc<dyn Device>> = Vec::new();
+        if disk_bytes > 0 {
+            for dir in dirs {
+                let path = dir.join("cache");
+                let device = std::fs::create_dir_all(&path).map_err(|e| e.to_string()).and_then(|_| {
+                    FsDeviceBuilder::new(&path).with_capacity(disk_bytes).build().map_err(|e| e.to_string())
+                });
+                match device {
+                    Ok(d) => devices.push(d),
+                    Err(e) => tracing::error!(dir = %path.display(), error = %e,
+                        "cannot keep a read cache here; reading through the other cache dirs or the object store"),
+                }
+            }
+        }
+        let device = match devices.len() {
+            0 => NoopDeviceBuilder::new(0).build(),
+            1 => Ok(devices.pop().expect("one device")),
+            _ => devices.into_iter().fold(CombinedDeviceBuilder::new(), |b, d| b.with_device(d)).build(),
+        }
+        .map_err(|e| AgentError::Cache(e.to_string()))?;
+        let cache = HybridCacheBuilder::new()
+            .with_name("silt-read-cache")
+            // Historical reads are what the disk tier is for: keep every
+            // range there as it is fetched, not only on eviction.
+            .with_policy(HybridCachePolicy::WriteOnInsertion)
+            .memory(memory_bytes.max(1))
+            .with_weighter(|key: &String, value: &Bytes| key.len() + value.len())
+            .storage()
+            .with_engine_config(BlockEngineConfig::new(device))
+            .build()
+            .await
+            .map_err(|e| AgentError::Cache(e.to_string()))?;
+        Ok(Arc::new(ReadCache {
+            cache,
+            gets: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            recent_hits: AtomicU64::new(0),
+        }))
+    }
+
+    pub async fn get(&self, key: &String) -> Option<Bytes> {
+        match self.cache.get(key).await {
+            Ok(Some(entry)) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(entry.value().clone())
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "read cache lookup failed; reading from the object store");
+                None
+            }
+        }
+    }
+
+    pub fn insert(&self, key: String, value: Bytes) {
+        self.cache.insert(key, value);
+    }
+
+    pub fn remove(&self, key: &String) {
+        self.cache.remove(key);
+    }
+
+    pub fn stats(&self) -> ReadStats {
+        ReadStats {
+            gets: self.gets.load(Ordering::Relaxed),
+            cache_hits: self.hits.load(Ordering::Relaxed),
+            recent_hits: self.recent_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    pub async fn close(&self) {
+        if let Err(e) = self.cache.close().await {
+            tracing::warn!(error = %e, "closing the read cache");
+        }
+    }
+}
