@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use foyer::{
     BlockEngineConfig, CombinedDeviceBuilder, Device, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, NoopDeviceBuilder,
+    HybridCachePolicy,
 };
 
 use crate::error::AgentError;
@@ -53,23 +53,30 @@ impl ReadCache {
             }
         }
         let device = match devices.len() {
-            0 => NoopDeviceBuilder::new(0).build(),
-            1 => Ok(devices.pop().expect("one device")),
-            _ => devices.into_iter().fold(CombinedDeviceBuilder::new(), |b, d| b.with_device(d)).build(),
-        }
-        .map_err(|e| AgentError::Cache(e.to_string()))?;
-        let cache = HybridCacheBuilder::new()
+            0 => None,
+            1 => devices.pop(),
+            _ => Some(
+                devices
+                    .into_iter()
+                    .fold(CombinedDeviceBuilder::new(), |b, d| b.with_device(d))
+                    .build()
+                    .map_err(|e| AgentError::Cache(e.to_string()))?,
+            ),
+        };
+        let storage = HybridCacheBuilder::new()
             .with_name("silt-read-cache")
             // Historical reads are what the disk tier is for: keep every
             // range there as it is fetched, not only on eviction.
             .with_policy(HybridCachePolicy::WriteOnInsertion)
             .memory(memory_bytes.max(1))
             .with_weighter(|key: &String, value: &Bytes| key.len() + value.len())
-            .storage()
-            .with_engine_config(BlockEngineConfig::new(device))
-            .build()
-            .await
-            .map_err(|e| AgentError::Cache(e.to_string()))?;
+            .storage();
+        // Without a disk, no engine: foyer then keeps the cache in memory only.
+        let storage = match device {
+            Some(device) => storage.with_engine_config(BlockEngineConfig::new(device)),
+            None => storage,
+        };
+        let cache = storage.build().await.map_err(|e| AgentError::Cache(e.to_string()))?;
         Ok(Arc::new(ReadCache {
             cache,
             gets: AtomicU64::new(0),

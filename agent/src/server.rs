@@ -218,7 +218,9 @@ impl Agent {
         self.wal_tasks.wait().await;
         self.background.close();
         self.background.wait().await;
-        self.cache.close().await;
+        if tokio::time::timeout(Duration::from_secs(5), self.cache.close()).await.is_err() {
+            tracing::warn!("the read cache did not close in time");
+        }
         self.endpoint.close(0u32.into(), b"agent shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         tracing::info!("stopped");

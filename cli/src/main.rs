@@ -81,7 +81,11 @@ impl Cli {
 fn main() {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SILT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Agent(_)) { "info" } else { "warn" })
+        tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Agent(_)) {
+            "info,foyer=warn"
+        } else {
+            "warn"
+        })
     });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
