@@ -78,6 +78,10 @@ pub struct Args {
     /// producers wait, then get THROTTLED.
     #[arg(long, env = "SILT_MAX_INFLIGHT_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
     pub max_inflight_bytes: u64,
+    /// How long a producer waits for room under --max-inflight-bytes before
+    /// it gets THROTTLED (retriable).
+    #[arg(long, env = "SILT_THROTTLE_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub throttle_wait: Duration,
     /// Concurrent client connections.
     #[arg(long, env = "SILT_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: u32,
@@ -116,6 +120,7 @@ pub struct Config {
     pub max_record_bytes: usize,
     pub max_frame_bytes: usize,
     pub max_inflight_bytes: usize,
+    pub throttle_wait: Duration,
     pub max_connections: u32,
     pub max_streams: u32,
     pub recent_cache_bytes: usize,
@@ -201,6 +206,7 @@ impl Args {
             max_record_bytes,
             max_frame_bytes,
             max_inflight_bytes,
+            throttle_wait: self.throttle_wait,
             max_connections: self.max_connections,
             max_streams: self.max_streams,
             cache_dirs: self.cache_dirs.clone(),

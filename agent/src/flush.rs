@@ -100,6 +100,7 @@ pub struct Flusher {
     pub agent_id: String,
     pub recent: Arc<RecentObjects>,
     pub seq: std::sync::atomic::AtomicU64,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Flushes until `stop` is cancelled, then flushes what is left once more.
@@ -224,6 +225,8 @@ impl Flusher {
     /// Commits an uploaded object's index entries and answers its producers.
     async fn finish(&self, uploaded: Uploaded, stop: &CancellationToken) {
         let Some(Prepared { name, data, entries, runs: order }) = uploaded else { return };
+        crate::metrics::add(&self.metrics.objects_written, 1);
+        crate::metrics::add(&self.metrics.object_bytes_written, data.len() as u64);
         self.recent.insert(name.clone(), data);
         let mut flush_entries = Vec::with_capacity(entries.len());
         for (e, run) in entries.iter().zip(&order) {
@@ -242,7 +245,10 @@ impl Flusher {
             });
         }
         let outcome = match self.commit(&flush_entries, stop).await {
-            Ok(o) => o,
+            Ok(o) => {
+                crate::metrics::add(&self.metrics.index_commits, 1);
+                o
+            }
             Err(e) => {
                 tracing::error!(object = %name, error = %e, "giving up on an index commit; its producers get an error");
                 let message = e.to_string();

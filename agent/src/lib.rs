@@ -11,6 +11,7 @@
 //! - [`read`]: index lookups, ranged reads and the recent-object cache.
 //! - [`cache`]: the foyer read cache (memory + cache-dir disks) in front of the object store.
 //! - [`storage`]: opening and checking the object store (`file://`, `s3://`).
+//! - [`metrics`]: the counters answered to `Stats` requests.
 //! - [`config`], [`tls`], [`codes`] (errors to wire codes), [`error`].
 
 pub mod cache;
@@ -18,6 +19,7 @@ pub mod codes;
 pub mod config;
 mod error;
 pub mod flush;
+pub mod metrics;
 pub mod object;
 pub mod partition;
 pub mod read;

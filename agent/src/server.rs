@@ -24,6 +24,7 @@ use crate::codes::{code_of, message_of};
 use crate::config::{Config, TlsSource};
 use crate::error::{AgentError, ServiceError};
 use crate::flush::{self, Flusher, Policy, Queue};
+use crate::metrics::Metrics;
 use crate::partition::Sink;
 use crate::read::{ReadPath, RecentObjects};
 use crate::service::{Limits, Service};
@@ -98,11 +99,13 @@ impl Agent {
             max_record_bytes: config.max_record_bytes,
             max_batch_bytes: config.max_frame_bytes - 1024,
             max_inflight_bytes: config.max_inflight_bytes,
+            throttle_wait: config.throttle_wait,
         };
         let cache = ReadCache::open(&config.cache_dirs, config.cache_memory, config.cache_disk).await?;
         let read =
             ReadPath { store: store.clone(), catalog: catalog.clone(), recent: recent.clone(), cache: cache.clone() };
 
+        let metrics = Arc::new(Metrics::default());
         // The flusher runs first: replaying the WAL feeds it.
         let flush_stop = CancellationToken::new();
         let flusher = TaskTracker::new();
@@ -113,6 +116,7 @@ impl Agent {
             agent_id: agent_id.clone(),
             recent,
             seq: Default::default(),
+            metrics: metrics.clone(),
         });
         flusher.spawn(flush::run(f, flush_stop.clone(), config.max_uploads).instrument(tracing::info_span!("flusher")));
 
@@ -121,7 +125,8 @@ impl Agent {
         let (wal, replay) = if config.cache_dirs.is_empty() {
             (None, Replay::new())
         } else {
-            let (wal, replay) = Wal::open(&config.cache_dirs, queue.clone(), &wal_tasks, wal_stop.clone());
+            let (wal, replay) =
+                Wal::open(&config.cache_dirs, queue.clone(), metrics.clone(), &wal_tasks, wal_stop.clone());
             (Some(Arc::new(wal)), replay)
         };
         let sink = Sink { queue, wal };
@@ -135,6 +140,7 @@ impl Agent {
             limits,
             background.clone(),
             service_stop.clone(),
+            metrics,
         )
         .await?;
 
@@ -314,6 +320,7 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
         }
         Request::DeleteTopic { name } => service.delete_topic(&name).await.map(|_| Response::Done),
         Request::ListTopics => service.list_topics().await.map(Response::Topics),
+        Request::Stats => Ok(Response::Stats(service.stats())),
         Request::DescribeTopic { name } => service.describe_topic(&name).await.map(Response::Topic),
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
             let wait = Duration::from_millis(max_wait_ms.into()).min(MAX_FETCH_WAIT);

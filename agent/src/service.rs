@@ -15,14 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ServiceError;
+use crate::metrics::{self, Metrics};
 use crate::partition::{Done, Partition, Sink};
 use crate::read::ReadPath;
 use crate::wal::Replay;
 
 pub const MAX_PARTITIONS: u32 = 10_000;
-/// How long a producer waits for room under the in-flight limit before
-/// it gets THROTTLED.
-const THROTTLE_WAIT: Duration = Duration::from_secs(30);
 /// Leases are not renewed yet (one agent owns everything), so they are
 /// taken for long; a restarted agent with the same id takes them back at
 /// once, with a higher epoch.
@@ -33,6 +31,8 @@ pub struct Limits {
     pub max_record_bytes: usize,
     pub max_batch_bytes: usize,
     pub max_inflight_bytes: usize,
+    /// How long a producer waits for room under the in-flight limit before THROTTLED.
+    pub throttle_wait: Duration,
 }
 
 struct TopicState {
@@ -53,6 +53,7 @@ pub struct Service {
     limits: Limits,
     tasks: TaskTracker,
     stop: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 /// A produce that has its offsets; `done` resolves when it is acknowledged.
@@ -99,6 +100,7 @@ impl Service {
         limits: Limits,
         tasks: TaskTracker,
         stop: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<Service>, CatalogError> {
         let service = Arc::new(Service {
             catalog,
@@ -112,6 +114,7 @@ impl Service {
             limits,
             tasks,
             stop,
+            metrics,
         });
         for topic in service.catalog.list_topics().await? {
             service.own(topic).await?;
@@ -197,6 +200,11 @@ impl Service {
         self.limits
     }
 
+    /// The agent's counters, by name.
+    pub fn stats(&self) -> Vec<(String, u64)> {
+        self.metrics.snapshot(self.read.cache.stats())
+    }
+
     pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<(), ServiceError> {
         validate_topic_name(name)?;
         if partitions == 0 || partitions > MAX_PARTITIONS {
@@ -254,10 +262,13 @@ impl Service {
             return Err(ServiceError::BatchTooLarge { size: batch.len(), max: self.limits.max_batch_bytes });
         }
         let batch = Batch::validate(batch)?;
+        metrics::add(&self.metrics.produced_batches, 1);
+        metrics::add(&self.metrics.produced_records, u64::from(batch.header().record_count));
+        metrics::add(&self.metrics.produced_bytes, batch.bytes().len() as u64);
         let need = u32::try_from(batch.bytes().len()).unwrap_or(u32::MAX);
         let permit = tokio::select! {
             p = self.inflight.clone().acquire_many_owned(need) => p.map_err(|_| ServiceError::ShuttingDown)?,
-            _ = tokio::time::sleep(THROTTLE_WAIT) => return Err(ServiceError::Throttled(self.limits.max_inflight_bytes)),
+            _ = tokio::time::sleep(self.limits.throttle_wait) => return Err(ServiceError::Throttled(self.limits.max_inflight_bytes)),
             _ = self.stop.cancelled() => return Err(ServiceError::ShuttingDown),
         };
         let (base_offset, done) = part.append(batch, acks, permit).await?;

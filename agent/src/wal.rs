@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::flush::{Pending, Queue};
+use crate::metrics::Metrics;
 
 pub const FILE_BYTES: u64 = 64 << 20;
 const RETRY: Duration = Duration::from_secs(10);
@@ -127,7 +128,13 @@ impl Wal {
     /// Reads what earlier runs left (cutting torn tails), then starts one
     /// writer per directory. A directory that cannot be used is reported
     /// and runs as a pass-through.
-    pub fn open(dirs: &[PathBuf], queue: Arc<Queue>, tasks: &TaskTracker, stop: CancellationToken) -> (Wal, Replay) {
+    pub fn open(
+        dirs: &[PathBuf],
+        queue: Arc<Queue>,
+        metrics: Arc<Metrics>,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> (Wal, Replay) {
         let mut replay = Replay::new();
         let mut next_seq = 0u64;
         for dir in dirs {
@@ -150,6 +157,7 @@ impl Wal {
                 file: None,
                 queue: queue.clone(),
                 failed_at: None,
+                metrics: metrics.clone(),
             };
             let span = tracing::info_span!("wal", dir = %dir.display());
             tasks.spawn(writer.run(rx, stop.clone()).instrument(span));
@@ -231,6 +239,7 @@ struct Writer {
     file: Option<OpenFile>,
     queue: Arc<Queue>,
     failed_at: Option<tokio::time::Instant>,
+    metrics: Arc<Metrics>,
 }
 
 impl Writer {
@@ -297,6 +306,8 @@ impl Writer {
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 if written.is_ok() {
                     f.len += len;
+                    crate::metrics::add(&self.metrics.wal_fsyncs, 1);
+                    crate::metrics::add(&self.metrics.wal_bytes, len);
                 }
                 written
             }

@@ -11,6 +11,15 @@ pub enum BenchCommand {
     /// Produce N records of a given size through the SDK; print MB/s,
     /// records/s, acknowledgement latency percentiles, and the agent's CPU time.
     Produce(ProduceBench),
+    /// Read a topic from the beginning twice; print MB/s, object-store GETs
+    /// and read-cache hits for each pass.
+    Read(ReadBench),
+}
+
+#[derive(clap::Args)]
+pub struct ReadBench {
+    #[arg(long, default_value = "bench")]
+    topic: String,
 }
 
 #[derive(clap::Args)]
@@ -42,6 +51,7 @@ pub struct ProduceBench {
 pub async fn run(client: Client, cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Produce(b) => produce(client, b).await,
+        BenchCommand::Read(b) => read(client, b).await,
     }
 }
 
@@ -74,6 +84,7 @@ async fn produce(client: Client, b: &ProduceBench) -> anyhow::Result<()> {
         *byte = (i as u32).wrapping_mul(2654435761).to_be_bytes()[0];
     }
     let payload = Bytes::from(payload);
+    let stats_before = counters(&client).await?;
     let cpu_before = b.agent_pid.and_then(cpu_ns);
     let started = Instant::now();
     // Latency is measured per record, from send to acknowledgement.
@@ -126,9 +137,63 @@ async fn produce(client: Client, b: &ProduceBench) -> anyhow::Result<()> {
         percentile(&lat, 0.999).as_secs_f64() * 1e3,
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+    let stats = delta(&stats_before, &counters(&client).await?);
+    let objects = stats.get("objects_written").copied().unwrap_or(0);
+    let written = stats.get("object_bytes_written").copied().unwrap_or(0);
+    println!(
+        "  objects      {objects} PUTs for {:.1} MiB stored: {:.0} PUTs per GiB written",
+        written as f64 / (1 << 20) as f64,
+        objects as f64 / (bytes / (1u64 << 30) as f64)
+    );
+    if let Some(fsyncs) = stats.get("wal_fsyncs").filter(|n| **n > 0) {
+        println!("  WAL          {fsyncs} fsyncs ({:.0} records per fsync)", b.records as f64 / *fsyncs as f64);
+    }
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         let cpu = (after - before) as f64 / 1e9;
         println!("  agent CPU    {cpu:.2} s ({:.1} MB per CPU-second)", bytes / 1e6 / cpu.max(1e-9));
+    }
+    Ok(())
+}
+
+async fn counters(client: &Client) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+    Ok(client.stats().await?.into_iter().collect())
+}
+
+fn delta(
+    before: &std::collections::HashMap<String, u64>,
+    after: &std::collections::HashMap<String, u64>,
+) -> std::collections::HashMap<String, u64> {
+    after.iter().map(|(k, v)| (k.clone(), v.saturating_sub(before.get(k).copied().unwrap_or(0)))).collect()
+}
+
+async fn read(client: Client, b: &ReadBench) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use silt_client::{Consumer, ConsumerConfig, Offset};
+    let description = client.describe_topic(&b.topic).await?;
+    let total: i64 = description.partitions.iter().map(|p| p.high_watermark - p.log_start).sum();
+    println!("read bench: topic {} ({} records), read twice from the beginning", b.topic, total);
+    for pass in 1..=2 {
+        let before = counters(&client).await?;
+        let consumer = Consumer::new(client.clone(), &b.topic, ConsumerConfig::default()).await?;
+        let all: Vec<_> = (0..consumer.partitions()).map(|p| (p, Offset::Earliest)).collect();
+        let mut stream = consumer.stream(&all).await?;
+        let started = Instant::now();
+        let (mut n, mut bytes) = (0i64, 0usize);
+        while n < total {
+            let r = stream.next().await.context("the stream ended early")??;
+            bytes += r.value.len();
+            n += 1;
+        }
+        let elapsed = started.elapsed();
+        let d = delta(&before, &counters(&client).await?);
+        let (gets, hits, recent) = (d["object_gets"], d["read_cache_hits"], d["recent_object_hits"]);
+        let reads = (gets + hits + recent).max(1);
+        println!(
+            "  pass {pass}: {:.1} MB/s, {:.0} records/s; {gets} GETs, {hits} read-cache hits, {recent} recent-object hits: hit ratio {:.0}%",
+            bytes as f64 / elapsed.as_secs_f64() / 1e6,
+            n as f64 / elapsed.as_secs_f64(),
+            100.0 * (hits + recent) as f64 / reads as f64
+        );
     }
     Ok(())
 }

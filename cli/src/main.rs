@@ -42,6 +42,8 @@ enum Command {
     Produce(io::ProduceArgs),
     /// Print a topic's records, one per line.
     Consume(io::ConsumeArgs),
+    /// Print the agent's counters (objects written, GETs, cache hits...).
+    Stats,
     /// Benchmark programs that print throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -140,6 +142,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Produce(args) => io::produce(cli.connect().await?, args).await,
         Command::Consume(args) => io::consume(cli.connect().await?, args).await,
+        Command::Stats => {
+            for (name, value) in cli.connect().await?.stats().await? {
+                println!("{name} {value}");
+            }
+            Ok(0)
+        }
         Command::Bench(b) => bench::run(cli.connect().await?, b).await.map(|_| 0),
     }
 }

@@ -32,6 +32,14 @@ impl Client {
         }
     }
 
+    /// The agent's counters, by name (see the agent's `metrics` module). Cancel safe.
+    pub async fn stats(&self) -> Result<Vec<(String, u64)>, ClientError> {
+        match self.call(&Request::Stats, Duration::ZERO).await? {
+            Response::Stats(counters) => Ok(counters),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Cancel safe.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
         match self.call(&Request::DescribeTopic { name: name.into() }, Duration::ZERO).await? {

@@ -126,13 +126,21 @@ struct Open {
     opened: Instant,
 }
 
+/// One partition's batches: full ones waiting to be sent, in order, and
+/// the one being filled.
+#[derive(Default)]
+struct Batches {
+    sealed: std::collections::VecDeque<Open>,
+    open: Option<Open>,
+}
+
 struct Inner {
     client: Client,
     topic: String,
     partitions: u32,
     max_record_bytes: usize,
     config: ProducerConfig,
-    open: Vec<Mutex<Option<Open>>>,
+    open: Vec<Mutex<Batches>>,
     wake: Vec<Notify>,
     memory: Arc<Semaphore>,
     sticky: AtomicU32,
@@ -168,7 +176,7 @@ impl Producer {
             topic: topic.into(),
             partitions,
             max_record_bytes,
-            open: (0..partitions).map(|_| Mutex::new(None)).collect(),
+            open: (0..partitions).map(|_| Mutex::new(Batches::default())).collect(),
             wake: (0..partitions).map(|_| Notify::new()).collect(),
             memory: Arc::new(Semaphore::new(buffer)),
             sticky: AtomicU32::new(rand_start(partitions)),
@@ -224,7 +232,13 @@ impl Producer {
         inner.outstanding.send_modify(|n| *n += 1);
         let (slot, index, first, full) = {
             let mut guard = inner.open[p as usize].lock().expect("open batch lock");
-            let open = guard.get_or_insert_with(|| Open {
+            // A batch never grows past batch_bytes (plus one record): while the
+            // sender waits on the agent, full batches queue up instead.
+            if guard.open.as_ref().is_some_and(|o| o.bytes > 0 && o.bytes + size > inner.config.batch_bytes) {
+                let full = guard.open.take().expect("checked");
+                guard.sealed.push_back(full);
+            }
+            let open = guard.open.get_or_insert_with(|| Open {
                 builder: BatchBuilder::new(inner.config.compression),
                 slot: watch::Sender::new(None),
                 bytes: 0,
@@ -313,15 +327,19 @@ async fn sender(inner: Arc<Inner>, p: u32) {
     let in_flight = Arc::new(Semaphore::new(inner.config.max_in_flight));
     let acks = TaskTracker::new();
     loop {
-        let state = inner.open[p as usize].lock().expect("open batch lock").as_ref().map(|o| (o.opened, o.bytes));
-        let ready = match state {
-            None => false,
-            Some((opened, bytes)) => {
-                bytes >= inner.config.batch_bytes
-                    || inner.flushing.load(Ordering::SeqCst) > 0
-                    || opened + inner.config.linger <= Instant::now()
-            }
+        let (state, sealed) = {
+            let b = inner.open[p as usize].lock().expect("open batch lock");
+            (b.open.as_ref().map(|o| (o.opened, o.bytes)), !b.sealed.is_empty())
         };
+        let ready = sealed
+            || match state {
+                None => false,
+                Some((opened, bytes)) => {
+                    bytes >= inner.config.batch_bytes
+                        || inner.flushing.load(Ordering::SeqCst) > 0
+                        || opened + inner.config.linger <= Instant::now()
+                }
+            };
         if !ready {
             let deadline = state.map(|(opened, _)| opened + inner.config.linger);
             tokio::select! {
@@ -331,7 +349,11 @@ async fn sender(inner: Arc<Inner>, p: u32) {
             }
             continue;
         }
-        let Some(open) = inner.open[p as usize].lock().expect("open batch lock").take() else {
+        let next = {
+            let mut b = inner.open[p as usize].lock().expect("open batch lock");
+            b.sealed.pop_front().or_else(|| b.open.take())
+        };
+        let Some(open) = next else {
             continue;
         };
         advance_sticky(&inner, p);

@@ -9,6 +9,7 @@
 //! 4 DescribeTopic  name: string
 //! 5 Produce        topic: string, partition: u32, acks: u8, batch: the rest
 //! 6 Fetch          topic: string, partition: u32, offset: i64, max_bytes: u32, max_wait_ms: u32
+//! 7 Stats          (empty)
 //! ```
 //!
 //! Response kinds:
@@ -20,6 +21,7 @@
 //! 0x84 ProduceAssigned   base_offset: i64   (the batch holds its place in the log)
 //! 0x85 Produced          base_offset: i64, last_offset: i64   (acknowledged)
 //! 0x86 Fetched           high_watermark: i64, log_start: i64, batches: the rest
+//! 0x87 Stats             count: u32, (name: string, value: u64)...   (named counters; names are stable)
 //! 0xff Error             code: u16, message: string
 //! ```
 //!
@@ -78,12 +80,32 @@ impl std::str::FromStr for Acks {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    CreateTopic { name: String, partitions: u32 },
-    DeleteTopic { name: String },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+    },
+    DeleteTopic {
+        name: String,
+    },
     ListTopics,
-    DescribeTopic { name: String },
-    Produce { topic: String, partition: u32, acks: Acks, batch: Bytes },
-    Fetch { topic: String, partition: u32, offset: i64, max_bytes: u32, max_wait_ms: u32 },
+    DescribeTopic {
+        name: String,
+    },
+    Produce {
+        topic: String,
+        partition: u32,
+        acks: Acks,
+        batch: Bytes,
+    },
+    Fetch {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    },
+    /// The agent's counters.
+    Stats,
 }
 
 /// One partition as `DescribeTopic` reports it.
@@ -114,6 +136,7 @@ pub enum Response {
     ProduceAssigned { base_offset: i64 },
     Produced { base_offset: i64, last_offset: i64 },
     Fetched { high_watermark: i64, log_start: i64, batches: Bytes },
+    Stats(Vec<(String, u64)>),
     Error { code: ErrorCode, message: String },
 }
 
@@ -124,12 +147,14 @@ mod kind {
     pub const DESCRIBE_TOPIC: u8 = 4;
     pub const PRODUCE: u8 = 5;
     pub const FETCH: u8 = 6;
+    pub const STATS: u8 = 7;
     pub const DONE: u8 = 0x81;
     pub const TOPICS: u8 = 0x82;
     pub const TOPIC: u8 = 0x83;
     pub const PRODUCE_ASSIGNED: u8 = 0x84;
     pub const PRODUCED: u8 = 0x85;
     pub const FETCHED: u8 = 0x86;
+    pub const STATS_REPLY: u8 = 0x87;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -155,6 +180,7 @@ impl Request {
             Request::DescribeTopic { .. } => kind::DESCRIBE_TOPIC,
             Request::Produce { .. } => kind::PRODUCE,
             Request::Fetch { .. } => kind::FETCH,
+            Request::Stats => kind::STATS,
         }
     }
 
@@ -167,7 +193,7 @@ impl Request {
                 body.put_u32(*partitions);
             }
             Request::DeleteTopic { name } | Request::DescribeTopic { name } => body.put_string(clip(name)),
-            Request::ListTopics => {}
+            Request::ListTopics | Request::Stats => {}
             Request::Produce { topic, partition, acks, batch } => {
                 body.put_string(clip(topic));
                 body.put_u32(*partition);
@@ -191,6 +217,7 @@ impl Request {
             kind::CREATE_TOPIC => Request::CreateTopic { name: r.string("topic")?, partitions: r.u32("partitions")? },
             kind::DELETE_TOPIC => Request::DeleteTopic { name: r.string("topic")? },
             kind::LIST_TOPICS => Request::ListTopics,
+            kind::STATS => Request::Stats,
             kind::DESCRIBE_TOPIC => Request::DescribeTopic { name: r.string("topic")? },
             kind::PRODUCE => {
                 let topic = r.string("topic")?;
@@ -226,6 +253,7 @@ impl Response {
             Response::ProduceAssigned { .. } => kind::PRODUCE_ASSIGNED,
             Response::Produced { .. } => kind::PRODUCED,
             Response::Fetched { .. } => kind::FETCHED,
+            Response::Stats(_) => kind::STATS_REPLY,
             Response::Error { .. } => kind::ERROR,
         }
     }
@@ -254,6 +282,13 @@ impl Response {
                 }
             }
             Response::ProduceAssigned { base_offset } => body.put_i64(*base_offset),
+            Response::Stats(counters) => {
+                body.put_u32(counters.len() as u32);
+                for (name, value) in counters {
+                    body.put_string(clip(name));
+                    body.put_u64(*value);
+                }
+            }
             Response::Produced { base_offset, last_offset } => {
                 body.put_i64(*base_offset);
                 body.put_i64(*last_offset);
@@ -306,6 +341,14 @@ impl Response {
                 Response::Topic(TopicDescription { name, id, max_record_bytes, partitions })
             }
             kind::PRODUCE_ASSIGNED => Response::ProduceAssigned { base_offset: r.i64("base offset")? },
+            kind::STATS_REPLY => {
+                let n = r.count("counter count", 10)?;
+                let mut counters = Vec::with_capacity(n);
+                for _ in 0..n {
+                    counters.push((r.string("counter name")?, r.u64("counter value")?));
+                }
+                Response::Stats(counters)
+            }
             kind::PRODUCED => {
                 Response::Produced { base_offset: r.i64("base offset")?, last_offset: r.i64("last offset")? }
             }
@@ -350,6 +393,7 @@ mod tests {
                 batch: Bytes::from_static(b"xyz"),
             },
             Request::Fetch { topic: "t".into(), partition: 1, offset: 5, max_bytes: 1024, max_wait_ms: 500 },
+            Request::Stats,
         ]
     }
 
@@ -372,6 +416,7 @@ mod tests {
             Response::ProduceAssigned { base_offset: 7 },
             Response::Produced { base_offset: 7, last_offset: 9 },
             Response::Fetched { high_watermark: 10, log_start: 0, batches: Bytes::from_static(b"abc") },
+            Response::Stats(vec![("objects_written".into(), 3), ("gets".into(), 0)]),
             Response::error(ErrorCode::UnknownTopic, "no topic x"),
         ]
     }

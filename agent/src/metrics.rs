@@ -1,0 +1,46 @@
+//! The agent's counters, answered to `Stats` requests as named values.
+//! Names are stable: tools and benchmarks read them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cache::ReadStats;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub produced_batches: AtomicU64,
+    pub produced_records: AtomicU64,
+    pub produced_bytes: AtomicU64,
+    /// Objects PUT to the object store (one per flush).
+    pub objects_written: AtomicU64,
+    pub object_bytes_written: AtomicU64,
+    /// Metadata transactions that committed a flush's index entries.
+    pub index_commits: AtomicU64,
+    pub wal_fsyncs: AtomicU64,
+    pub wal_bytes: AtomicU64,
+}
+
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn snapshot(&self, read: ReadStats) -> Vec<(String, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("produced_batches", get(&self.produced_batches)),
+            ("produced_records", get(&self.produced_records)),
+            ("produced_bytes", get(&self.produced_bytes)),
+            ("objects_written", get(&self.objects_written)),
+            ("object_bytes_written", get(&self.object_bytes_written)),
+            ("index_commits", get(&self.index_commits)),
+            ("wal_fsyncs", get(&self.wal_fsyncs)),
+            ("wal_bytes", get(&self.wal_bytes)),
+            ("object_gets", read.gets),
+            ("read_cache_hits", read.cache_hits),
+            ("recent_object_hits", read.recent_hits),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
