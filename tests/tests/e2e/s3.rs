@@ -164,3 +164,32 @@ async fn an_s3_outage_is_never_acknowledged_and_heals_by_itself() {
     assert_eq!(out, b"a\nb\n");
     drop(s3);
 }
+
+/// Flips one byte of an object in the bucket: reads report corruption and
+/// never return the damaged batch's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_object_in_s3_is_reported_never_returned() {
+    let s3 = tokio::task::spawn_blocking(|| S3Server::start("seaweedfs")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut agent = start_agent(&s3, &data, &addr, "corrupt");
+    agent.ok(&["topic", "create", "c"], None);
+    agent.ok(&["produce", "c"], Some(&seq(2000)));
+    assert!(agent.terminate().success());
+
+    let store = bucket_store(&s3);
+    let objects: Vec<_> = store.list(Some(&ObjectPath::from("corrupt/data"))).try_collect().await.unwrap();
+    let first = objects.iter().min_by_key(|o| o.location.to_string()).unwrap().location.clone();
+    let mut bytes = object_store::ObjectStoreExt::get(&store, &first).await.unwrap().bytes().await.unwrap().to_vec();
+    let entries = silt_agent::object::read_footer(&bytes).unwrap();
+    bytes[entries[0].start as usize + 20] ^= 0x01;
+    object_store::ObjectStoreExt::put(&store, &first, PutPayload::from(bytes)).await.unwrap();
+
+    drop(agent);
+    let agent = start_agent(&s3, &data, &addr, "corrupt");
+    let out = agent.cli(&["consume", "c", "--from-beginning", "--max-messages", "2000"]);
+    assert!(!out.status.success(), "reading a corrupted object must fail");
+    assert!(stderr(&out).contains("CRC mismatch"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "records of the damaged batch were returned");
+}

@@ -1,5 +1,6 @@
 //! acks=local: acknowledged after an fsync to the WAL on the cache dirs;
-//! kill -9 loses nothing acknowledged; a broken cache dir is survived.
+//! kill -9 loses nothing acknowledged; a broken cache dir is survived. The
+//! agents write their objects to a real S3 server (SeaweedFS).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ async fn produce_then_kill(
     agent: &mut AgentProcess,
     topic: &str,
     for_how_long: Duration,
+    before_kill: impl FnOnce(&AgentProcess),
 ) -> BTreeMap<(u32, i64), String> {
     let config = ClientConfig { agent: agent.addr.clone(), ca: Some(agent.ca.clone()), ..Default::default() };
     let client = Client::connect(config).await.unwrap();
@@ -44,6 +46,7 @@ async fn produce_then_kill(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    before_kill(agent);
     agent.kill9();
     drop(producer);
     let _ = tokio::time::timeout(Duration::from_secs(2), async { while waiters.join_next().await.is_some() {} }).await;
@@ -78,25 +81,40 @@ async fn read_all(agent: &AgentProcess, topic: &str, partitions: u32) -> BTreeMa
     log
 }
 
+fn start(s3: &S3Server, data: &std::path::Path, addr: &str, flags: &[&str]) -> AgentProcess {
+    let mut all: Vec<String> = s3.agent_flags("wal");
+    all.extend(flags.iter().map(|f| f.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    AgentProcess::start_with_env(data, addr, &all, &s3.aws_env())
+}
+
+fn objects_written(agent: &AgentProcess) -> u64 {
+    let out = String::from_utf8(agent.ok(&["stats"], None)).unwrap();
+    out.lines().find_map(|l| l.strip_prefix("objects_written ")).unwrap().parse().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_local_survive_kill_9_through_the_wal() {
+    let s3 = S3Server::start("seaweedfs");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
+    let addr = format!("127.0.0.1:{}", free_port());
     let (c1, c2) = (dir.path().join("c1"), dir.path().join("c2"));
     // Nothing reaches the object store before the kill: only the WAL holds the data.
     let flags = ["--cache-dir", c1.to_str().unwrap(), "--cache-dir", c2.to_str().unwrap(), "--flush-interval", "60s"];
-    let mut agent = AgentProcess::start(&data, &flags);
+    let mut agent = start(&s3, &data, &addr, &flags);
     agent.ok(&["topic", "create", "l", "--partitions", "4"], None);
-    let acked = produce_then_kill(&mut agent, "l", Duration::from_millis(1000)).await;
+    let check = |a: &AgentProcess| {
+        assert_eq!(objects_written(a), 0, "a flush happened; the test would not exercise the WAL");
+    };
+    let acked = produce_then_kill(&mut agent, "l", Duration::from_millis(1000), check).await;
     assert!(acked.len() > 1000, "only {} records were acknowledged", acked.len());
-    assert!(!data.join("objects/data").exists(), "a flush happened; the test would not exercise the WAL");
     assert!(!wal_files(&c1).is_empty() && !wal_files(&c2).is_empty(), "the WAL is striped over both dirs");
     let before: Vec<_> = [wal_files(&c1), wal_files(&c2)].concat();
 
-    let addr = agent.addr.clone();
     drop(agent);
     let flags = ["--cache-dir", c1.to_str().unwrap(), "--cache-dir", c2.to_str().unwrap()];
-    let agent = AgentProcess::start_on(&data, &addr, &flags);
+    let agent = start(&s3, &data, &addr, &flags);
     let log = read_all(&agent, "l", 4).await;
     for (at, v) in &acked {
         assert_eq!(log.get(at), Some(v), "acknowledged record {v} at {at:?} is missing or moved");
@@ -111,24 +129,25 @@ async fn acks_local_survive_kill_9_through_the_wal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_cache_dir_loses_nothing_acknowledged() {
+    let s3 = S3Server::start("seaweedfs");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
+    let addr = format!("127.0.0.1:{}", free_port());
     let (good, broken) = (dir.path().join("good"), dir.path().join("broken"));
     std::fs::write(&broken, b"a file where a folder should be").unwrap();
     let flags =
         ["--cache-dir", good.to_str().unwrap(), "--cache-dir", broken.to_str().unwrap(), "--flush-interval", "200ms"];
-    let mut agent = AgentProcess::start(&data, &flags);
+    let mut agent = start(&s3, &data, &addr, &flags);
     agent.ok(&["topic", "create", "b", "--partitions", "4"], None);
-    let acked = produce_then_kill(&mut agent, "b", Duration::from_millis(1000)).await;
+    let acked = produce_then_kill(&mut agent, "b", Duration::from_millis(1000), |_| {}).await;
     assert!(acked.len() > 1000, "only {} records were acknowledged", acked.len());
     let partitions: BTreeSet<u32> = acked.keys().map(|(p, _)| *p).collect();
     assert_eq!(partitions.len(), 4, "partitions on both stripes were served");
     let log_text = std::fs::read_to_string(data.with_extension("log")).unwrap();
     assert!(log_text.contains("cannot open a WAL file"), "no clear error for the broken dir:\n{log_text}");
 
-    let addr = agent.addr.clone();
     drop(agent);
-    let agent = AgentProcess::start_on(&data, &addr, &flags);
+    let agent = start(&s3, &data, &addr, &flags);
     let log = read_all(&agent, "b", 4).await;
     for (at, v) in &acked {
         assert_eq!(log.get(at), Some(v), "acknowledged record {v} at {at:?} is missing or moved");
