@@ -16,12 +16,26 @@ fn wal_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir.join("wal")).into_iter().flatten().flatten().map(|e| e.path()).collect()
 }
 
+/// A unique value of about `bytes` bytes that compresses poorly.
+fn value(i: u64, bytes: usize) -> String {
+    let mut s = format!("v{i}-");
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while s.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push((b'a' + (x % 26) as u8) as char);
+    }
+    s
+}
+
 /// Produces with acks=local until `for_how_long` has passed, then kills the
 /// agent. Returns every acknowledged (partition, offset) -> value.
 async fn produce_then_kill(
     agent: &mut AgentProcess,
     topic: &str,
     for_how_long: Duration,
+    value_bytes: usize,
     before_kill: impl FnOnce(&AgentProcess),
 ) -> BTreeMap<(u32, i64), String> {
     let config = ClientConfig { agent: agent.addr.clone(), ca: Some(agent.ca.clone()), ..Default::default() };
@@ -34,7 +48,7 @@ async fn produce_then_kill(
     let mut i = 0u64;
     while started.elapsed() < for_how_long {
         for _ in 0..50 {
-            let value = format!("v{i}");
+            let value = value(i, value_bytes);
             i += 1;
             let d = producer.send(ProducerRecord::new(value.clone())).await.unwrap();
             let tx = tx.clone();
@@ -107,7 +121,7 @@ async fn acks_local_survive_kill_9_through_the_wal() {
     let check = |a: &AgentProcess| {
         assert_eq!(objects_written(a), 0, "a flush happened; the test would not exercise the WAL");
     };
-    let acked = produce_then_kill(&mut agent, "l", Duration::from_millis(1000), check).await;
+    let acked = produce_then_kill(&mut agent, "l", Duration::from_millis(1000), 0, check).await;
     assert!(acked.len() > 1000, "only {} records were acknowledged", acked.len());
     assert!(!wal_files(&c1).is_empty() && !wal_files(&c2).is_empty(), "the WAL is striped over both dirs");
     let before: Vec<_> = [wal_files(&c1), wal_files(&c2)].concat();
@@ -139,7 +153,7 @@ async fn a_broken_cache_dir_loses_nothing_acknowledged() {
         ["--cache-dir", good.to_str().unwrap(), "--cache-dir", broken.to_str().unwrap(), "--flush-interval", "200ms"];
     let mut agent = start(&s3, &data, &addr, &flags);
     agent.ok(&["topic", "create", "b", "--partitions", "4"], None);
-    let acked = produce_then_kill(&mut agent, "b", Duration::from_millis(1000), |_| {}).await;
+    let acked = produce_then_kill(&mut agent, "b", Duration::from_millis(1000), 0, |_| {}).await;
     assert!(acked.len() > 1000, "only {} records were acknowledged", acked.len());
     let partitions: BTreeSet<u32> = acked.keys().map(|(p, _)| *p).collect();
     assert_eq!(partitions.len(), 4, "partitions on both stripes were served");
@@ -152,4 +166,61 @@ async fn a_broken_cache_dir_loses_nothing_acknowledged() {
     for (at, v) in &acked {
         assert_eq!(log.get(at), Some(v), "acknowledged record {v} at {at:?} is missing or moved");
     }
+}
+
+/// A tmpfs of a fixed size, unmounted when dropped.
+struct TinyFs(std::path::PathBuf);
+
+impl TinyFs {
+    /// None (with a notice) where this user may not mount.
+    fn mount(dir: std::path::PathBuf, size: &str) -> Option<TinyFs> {
+        std::fs::create_dir_all(&dir).unwrap();
+        let uid = std::process::Command::new("id").arg("-u").output().unwrap().stdout;
+        if String::from_utf8_lossy(&uid).trim() != "0" {
+            eprintln!("NOTICE: not root, so no tmpfs can be mounted: the full-disk test is skipped");
+            return None;
+        }
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs at {} failed", dir.display());
+        Some(TinyFs(dir))
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cache_dir_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(full) = TinyFs::mount(dir.path().join("full"), "1m") else { return };
+    let s3 = S3Server::start("seaweedfs");
+    let data = dir.path().join("a");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let good = dir.path().join("good");
+    let flags =
+        ["--cache-dir", good.to_str().unwrap(), "--cache-dir", full.0.to_str().unwrap(), "--flush-interval", "200ms"];
+    let mut agent = start(&s3, &data, &addr, &flags);
+    agent.ok(&["topic", "create", "f", "--partitions", "4"], None);
+    // 512-byte values that do not compress: the 1 MiB disk fills quickly.
+    let acked = produce_then_kill(&mut agent, "f", Duration::from_millis(1500), 512, |_| {}).await;
+    assert!(acked.len() > 1000, "only {} records were acknowledged", acked.len());
+    let partitions: BTreeSet<u32> = acked.keys().map(|(p, _)| *p).collect();
+    assert_eq!(partitions.len(), 4, "partitions on both stripes were served");
+    let log_text = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    assert!(log_text.contains("No space left on device"), "the full disk was never hit or not reported:\n{log_text}");
+
+    drop(agent);
+    let agent = start(&s3, &data, &addr, &flags);
+    let log = read_all(&agent, "f", 4).await;
+    for (at, v) in &acked {
+        assert_eq!(log.get(at), Some(v), "acknowledged record {v} at {at:?} is missing or moved");
+    }
+    drop(agent);
+    drop(full);
 }
