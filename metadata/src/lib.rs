@@ -3,6 +3,7 @@
 //!
 //! - [`store`]: the [`MetaStore`] and [`Transaction`] traits every backend implements.
 //! - [`sqlite`]: the embedded backend (one file, WAL mode, several processes).
+//! - `etcd` (feature `etcd`): etcd transactions against a cluster.
 //! - [`catalog`]: topics, partitions, leases and the segment index, typed,
 //!   with the whole key layout in one place.
 //! - [`testing`] (feature `testing`): the conformance suite every backend runs.
@@ -11,6 +12,8 @@
 pub mod catalog;
 pub mod codec;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod sqlite;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -274,6 +274,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("x/meta.db").display());
         let store = crate::open(&url).await.unwrap();
         assert_eq!(store.backend(), "sqlite");
-        assert!(matches!(crate::open("etcd://x").await, Err(MetaError::InvalidUrl { .. })));
+        assert!(matches!(crate::open("mysql://x").await, Err(MetaError::InvalidUrl { .. })));
+        assert!(matches!(crate::open("etcd://").await, Err(MetaError::InvalidUrl { .. })));
     }
 }

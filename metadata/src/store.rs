@@ -55,7 +55,8 @@ pub trait Transaction: Send {
     async fn commit(self: Box<Self>) -> Result<(), MetaError>;
 }
 
-/// Opens the store a URL names: `sqlite:///path/to/file` or a bare path.
+/// Opens the store a URL names: `sqlite:///path/to/file` (or a bare path),
+/// or `etcd://host:2379,host2:2379` in builds with the `etcd` feature.
 pub async fn open(url: &str) -> Result<Arc<dyn MetaStore>, MetaError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -63,10 +64,27 @@ pub async fn open(url: &str) -> Result<Arc<dyn MetaStore>, MetaError> {
         }
         return Ok(Arc::new(crate::SqliteStore::open(path).await?));
     }
+    if let Some(hosts) = url.strip_prefix("etcd://") {
+        let endpoints: Vec<String> =
+            hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect();
+        if endpoints.is_empty() {
+            return Err(MetaError::InvalidUrl {
+                url: url.into(),
+                reason: "no endpoints (etcd://host:2379,...)".into(),
+            });
+        }
+        #[cfg(feature = "etcd")]
+        return Ok(Arc::new(crate::etcd::EtcdStore::connect(&endpoints).await?));
+        #[cfg(not(feature = "etcd"))]
+        return Err(MetaError::InvalidUrl {
+            url: url.into(),
+            reason: "this build has no etcd support (build with --features silt-metadata/etcd)".into(),
+        });
+    }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(MetaError::InvalidUrl {
             url: url.into(),
-            reason: format!("unsupported scheme {scheme:?} (this build supports sqlite://)"),
+            reason: format!("unsupported scheme {scheme:?} (expected sqlite:// or etcd://)"),
         });
     }
     Ok(Arc::new(crate::SqliteStore::open(url).await?))

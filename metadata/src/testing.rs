@@ -1,5 +1,8 @@
 //! The conformance suite: every `MetaStore` backend runs it from its own tests.
 
+#[cfg(feature = "etcd")]
+use std::process::{Child, Command, Stdio};
+
 use crate::store::{MetaStore, Transaction};
 use crate::MetaError;
 
@@ -134,4 +137,56 @@ pub async fn two_clients(a: &dyn MetaStore, b: &dyn MetaStore) {
     ta.put(b"two/k".to_vec(), b"a again".to_vec());
     assert!(matches!(ta.commit().await, Err(MetaError::Conflict)));
     assert_eq!(get(a, b"two/k").await.as_deref(), Some(&b"from b"[..]));
+}
+
+/// A real etcd on 127.0.0.1, stopped when dropped.
+#[cfg(feature = "etcd")]
+pub struct EtcdServer {
+    child: Child,
+    /// `127.0.0.1:PORT`, for `etcd://` URLs.
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+#[cfg(feature = "etcd")]
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[cfg(feature = "etcd")]
+impl EtcdServer {
+    /// Starts etcd on free ports with a private data folder.
+    pub async fn start() -> EtcdServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let c = format!("http://127.0.0.1:{client}");
+        let p = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--data-dir", dir.path().to_str().unwrap()])
+            .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
+            .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
+            .args(["--initial-cluster", &format!("default={p}")])
+            .args(["--max-txn-ops", "100000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd is not installed: install Debian's etcd-server (scripts/test does)");
+        let etcd = EtcdServer { child, endpoint: format!("127.0.0.1:{client}"), _dir: dir };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", client)).is_ok() {
+                return etcd;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("etcd did not start");
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -158,3 +158,29 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The agent on etcd metadata: the same walkthrough, through kill -9.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_etcd_metadata_keeps_everything_through_kill_9() {
+    let etcd = silt_metadata::testing::EtcdServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let url = format!("etcd://{}", etcd.endpoint);
+    let mut agent = AgentProcess::start_on(&data, &addr, &["--metadata", &url]);
+    agent.ok(&["topic", "create", "e", "--partitions", "3"], None);
+    agent.ok(&["produce", "e"], Some(&seq(5000)));
+    let before = agent.ok(&["consume", "e", "--from-beginning", "--max-messages", "5000", "--print-offset"], None);
+    agent.kill9();
+    drop(agent);
+    let agent = AgentProcess::start_on(&data, &addr, &["--metadata", &url]);
+    let after = agent.ok(&["consume", "e", "--from-beginning", "--max-messages", "5000", "--print-offset"], None);
+    let sorted = |b: &[u8]| parse_offsets(b).into_iter().collect::<BTreeSet<_>>();
+    assert_eq!(sorted(&before), sorted(&after));
+    assert_eq!(
+        sorted(&after).iter().map(|r| r.2.parse::<u64>().unwrap()).collect::<BTreeSet<_>>(),
+        (1..=5000).collect()
+    );
+    assert!(!data.join("metadata.db").exists(), "the SQLite file was used instead of etcd");
+}

@@ -1,0 +1,225 @@
+//! The etcd backend (`etcd://host:2379,host2:2379`), feature `etcd`.
+//!
+//! A transaction reads at one revision: the store's revision at its first
+//! read, so every read sees one consistent snapshot. Writes are buffered.
+//! `commit` is one etcd transaction whose compares check that every key read
+//! for update still has the modification revision it had, and that every
+//! other written key was not modified after the snapshot; if any compare
+//! fails nothing is written and the commit is a [`MetaError::Conflict`].
+//!
+//! etcd caps the operations in one transaction (`--max-txn-ops`, 128 by
+//! default): run it with a higher limit for agents that own many partitions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, SortOrder, SortTarget, Txn, TxnOp,
+};
+
+use crate::store::{KeyValue, MetaStore, Transaction};
+use crate::MetaError;
+
+const BACKEND: &str = "etcd";
+
+fn err(e: etcd_client::Error) -> MetaError {
+    // A snapshot older than etcd's compaction point cannot be read: the
+    // transaction is simply too old, so run it again.
+    if e.to_string().contains("compacted") {
+        return MetaError::Conflict;
+    }
+    MetaError::backend(BACKEND, e)
+}
+
+pub struct EtcdStore {
+    client: Client,
+}
+
+impl EtcdStore {
+    /// Connects to `host:port` endpoints.
+    pub async fn connect(endpoints: &[String]) -> Result<Self, MetaError> {
+        let endpoints: Vec<String> =
+            endpoints.iter().map(|e| if e.contains("://") { e.clone() } else { format!("http://{e}") }).collect();
+        let options =
+            ConnectOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(10));
+        let client = Client::connect(&endpoints, Some(options)).await.map_err(err)?;
+        let store = EtcdStore { client };
+        // Fail at start, not at the first transaction, when nothing answers.
+        store.client.kv_client().get("silt-probe", None).await.map_err(err)?;
+        Ok(store)
+    }
+}
+
+#[async_trait]
+impl MetaStore for EtcdStore {
+    async fn begin(&self) -> Result<Box<dyn Transaction>, MetaError> {
+        Ok(Box::new(EtcdTxn {
+            kv: self.client.kv_client(),
+            start_rev: None,
+            reads: HashMap::new(),
+            writes: BTreeMap::new(),
+        }))
+    }
+
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+}
+
+struct EtcdTxn {
+    kv: KvClient,
+    /// The revision every read of this transaction is made at.
+    start_rev: Option<i64>,
+    /// Keys read for update, with the modification revision seen (0: absent).
+    reads: HashMap<Vec<u8>, i64>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl EtcdTxn {
+    fn options(&self) -> GetOptions {
+        match self.start_rev {
+            Some(rev) => GetOptions::new().with_revision(rev),
+            None => GetOptions::new(),
+        }
+    }
+
+    fn note_revision(&mut self, header: Option<&etcd_client::ResponseHeader>) {
+        if self.start_rev.is_none() {
+            self.start_rev = header.map(|h| h.revision());
+        }
+    }
+
+    async fn read(&mut self, key: &[u8], for_update: bool) -> Result<Option<Bytes>, MetaError> {
+        let buffered = self.writes.get(key).cloned();
+        if buffered.is_some() && (!for_update || self.reads.contains_key(key)) {
+            return Ok(buffered.flatten().map(Bytes::from));
+        }
+        let options = self.options();
+        let resp = self.kv.get(key, Some(options)).await.map_err(err)?;
+        self.note_revision(resp.header());
+        let found = resp.kvs().first();
+        if for_update {
+            self.reads.entry(key.to_vec()).or_insert(found.map_or(0, |kv| kv.mod_revision()));
+        }
+        Ok(match buffered {
+            Some(write) => write.map(Bytes::from),
+            None => found.map(|kv| Bytes::copy_from_slice(kv.value())),
+        })
+    }
+}
+
+#[async_trait]
+impl Transaction for EtcdTxn {
+    async fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, MetaError> {
+        self.read(key, false).await
+    }
+
+    async fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Bytes>, MetaError> {
+        self.read(key, true).await
+    }
+
+    async fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KeyValue>, MetaError> {
+        if limit == 0 || start >= end {
+            return Ok(Vec::new());
+        }
+        let pending: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            self.writes.range(start.to_vec()..end.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        // Buffered deletes can hide at most `pending.len()` stored rows.
+        let fetch = limit.saturating_add(pending.len()).min(i64::MAX as usize) as i64;
+        let order = if reverse { SortOrder::Descend } else { SortOrder::Ascend };
+        let options = self.options().with_range(end).with_limit(fetch).with_sort(SortTarget::Key, order);
+        let resp = self.kv.get(start, Some(options)).await.map_err(err)?;
+        self.note_revision(resp.header());
+        let mut merged: BTreeMap<Vec<u8>, Bytes> =
+            resp.kvs().iter().map(|kv| (kv.key().to_vec(), Bytes::copy_from_slice(kv.value()))).collect();
+        for (k, v) in pending {
+            match v {
+                Some(v) => merged.insert(k, Bytes::from(v)),
+                None => merged.remove(&k),
+            };
+        }
+        Ok(if reverse {
+            merged.into_iter().rev().take(limit).collect()
+        } else {
+            merged.into_iter().take(limit).collect()
+        })
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), MetaError> {
+        let EtcdTxn { mut kv, start_rev, reads, writes } = *self;
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut compares: Vec<Compare> =
+            reads.iter().map(|(k, rev)| Compare::mod_revision(k.clone(), CompareOp::Equal, *rev)).collect();
+        if let Some(start) = start_rev {
+            for key in writes.keys().filter(|k| !reads.contains_key(*k)) {
+                compares.push(Compare::mod_revision(key.clone(), CompareOp::Less, start + 1));
+            }
+        }
+        let ops: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => TxnOp::put(k, v, None),
+                None => TxnOp::delete(k, None),
+            })
+            .collect();
+        let resp = kv.txn(Txn::new().when(compares).and_then(ops)).await.map_err(err)?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(MetaError::Conflict)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::EtcdServer as Etcd;
+
+    #[tokio::test]
+    async fn etcd_passes_the_conformance_suite() {
+        let etcd = Etcd::start().await;
+        let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint)).await.unwrap();
+        crate::testing::conformance(&store).await;
+        let other = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint)).await.unwrap();
+        crate::testing::two_clients(&store, &other).await;
+    }
+
+    #[tokio::test]
+    async fn the_catalog_runs_on_etcd() {
+        let etcd = Etcd::start().await;
+        let store = crate::open(&format!("etcd://{}", etcd.endpoint)).await.unwrap();
+        assert_eq!(store.backend(), "etcd");
+        let catalog = crate::Catalog::new(store);
+        let t = catalog.create_topic("t", 3, 0).await.unwrap();
+        assert!(matches!(catalog.create_topic("t", 3, 0).await, Err(crate::CatalogError::TopicExists(_))));
+        assert_eq!(catalog.partitions(&t).await.unwrap().len(), 3);
+        catalog.delete_topic("t").await.unwrap();
+        assert!(catalog.list_topics().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_etcd_is_an_error_naming_it() {
+        let port = crate::testing::free_port();
+        let e = crate::open(&format!("etcd://127.0.0.1:{port}")).await.err().expect("nothing listens there");
+        assert!(matches!(e, MetaError::Backend { backend: "etcd", .. }), "{e}");
+    }
+}
