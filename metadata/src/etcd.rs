@@ -74,7 +74,7 @@ struct EtcdTxn {
     start_rev: Option<i64>,
     /// Keys read for update, with the modification revision seen (0: absent).
     reads: HashMap<Vec<u8>, i64>,
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: crate::store::Writes,
 }
 
 impl EtcdTxn {
@@ -130,27 +130,14 @@ impl Transaction for EtcdTxn {
         if limit == 0 || start >= end {
             return Ok(Vec::new());
         }
-        let pending: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            self.writes.range(start.to_vec()..end.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect();
-        // Buffered deletes can hide at most `pending.len()` stored rows.
-        let fetch = limit.saturating_add(pending.len()).min(i64::MAX as usize) as i64;
+        let (pending, fetch) = crate::store::pending_in(&self.writes, start, end, limit);
+        let fetch = fetch as i64;
         let order = if reverse { SortOrder::Descend } else { SortOrder::Ascend };
         let options = self.options().with_range(end).with_limit(fetch).with_sort(SortTarget::Key, order);
         let resp = self.kv.get(start, Some(options)).await.map_err(err)?;
         self.note_revision(resp.header());
-        let mut merged: BTreeMap<Vec<u8>, Bytes> =
-            resp.kvs().iter().map(|kv| (kv.key().to_vec(), Bytes::copy_from_slice(kv.value()))).collect();
-        for (k, v) in pending {
-            match v {
-                Some(v) => merged.insert(k, Bytes::from(v)),
-                None => merged.remove(&k),
-            };
-        }
-        Ok(if reverse {
-            merged.into_iter().rev().take(limit).collect()
-        } else {
-            merged.into_iter().take(limit).collect()
-        })
+        let rows = resp.kvs().iter().map(|kv| (kv.key().to_vec(), Bytes::copy_from_slice(kv.value()))).collect();
+        Ok(crate::store::merge_scan(rows, pending, limit, reverse))
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {

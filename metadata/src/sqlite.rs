@@ -99,7 +99,7 @@ struct SqliteTxn {
     /// Keys read for update, with the revision seen (None: absent).
     reads: HashMap<Vec<u8>, Option<i64>>,
     /// Buffered writes; None deletes.
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: crate::store::Writes,
 }
 
 fn current_rev(conn: &Connection) -> Result<i64, MetaError> {
@@ -160,10 +160,8 @@ impl Transaction for SqliteTxn {
         if limit == 0 || start >= end {
             return Ok(Vec::new());
         }
-        let pending: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            self.writes.range(start.to_vec()..end.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect();
-        // Buffered deletes can hide at most `pending.len()` stored rows.
-        let fetch = limit.saturating_add(pending.len()).min(i64::MAX as usize) as i64;
+        let (pending, fetch) = crate::store::pending_in(&self.writes, start, end, limit);
+        let fetch = fetch as i64;
         let (s, e) = (start.to_vec(), end.to_vec());
         let need_rev = self.start_rev.is_none();
         let (rows, rev) = blocking(&self.conn, move |conn| {
@@ -185,19 +183,8 @@ impl Transaction for SqliteTxn {
         if rev.is_some() {
             self.start_rev = rev;
         }
-        let mut merged: BTreeMap<Vec<u8>, Bytes> = rows.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
-        for (k, v) in pending {
-            match v {
-                Some(v) => merged.insert(k, Bytes::from(v)),
-                None => merged.remove(&k),
-            };
-        }
-        let out: Vec<KeyValue> = if reverse {
-            merged.into_iter().rev().take(limit).collect()
-        } else {
-            merged.into_iter().take(limit).collect()
-        };
-        Ok(out)
+        let rows = rows.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
+        Ok(crate::store::merge_scan(rows, pending, limit, reverse))
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {

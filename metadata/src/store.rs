@@ -55,6 +55,34 @@ pub trait Transaction: Send {
     async fn commit(self: Box<Self>) -> Result<(), MetaError>;
 }
 
+/// A transaction's buffered writes: `Some` puts, `None` deletes.
+pub(crate) type Writes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The buffered writes that fall in `start..end`, and how many rows to ask
+/// the backend for so that, after merging them, `limit` rows remain (each
+/// buffered delete can hide one stored row).
+pub(crate) fn pending_in(writes: &Writes, start: &[u8], end: &[u8], limit: usize) -> (Writes, usize) {
+    let pending: Writes = writes.range(start.to_vec()..end.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let fetch = limit.saturating_add(pending.len()).min(i64::MAX as usize);
+    (pending, fetch)
+}
+
+/// Merges stored rows with buffered writes and keeps `limit` rows in scan order.
+pub(crate) fn merge_scan(rows: Vec<KeyValue>, pending: Writes, limit: usize, reverse: bool) -> Vec<KeyValue> {
+    let mut merged: std::collections::BTreeMap<Vec<u8>, Bytes> = rows.into_iter().collect();
+    for (k, v) in pending {
+        match v {
+            Some(v) => merged.insert(k, Bytes::from(v)),
+            None => merged.remove(&k),
+        };
+    }
+    if reverse {
+        merged.into_iter().rev().take(limit).collect()
+    } else {
+        merged.into_iter().take(limit).collect()
+    }
+}
+
 /// Opens the store a URL names: `sqlite:///path/to/file` (or a bare path),
 /// or `etcd://host:2379,host2:2379` in builds with the `etcd` feature.
 pub async fn open(url: &str) -> Result<Arc<dyn MetaStore>, MetaError> {
