@@ -53,6 +53,10 @@ pub struct ConsumedRecord {
     pub headers: Vec<Header>,
 }
 
+/// Retriable fetch failures in a row before the partition's stream ends
+/// with the error (about a minute of backing off).
+const MAX_RETRIES: u32 = 30;
+
 pub struct Consumer {
     client: Client,
     topic: String,
@@ -113,13 +117,24 @@ struct Fetcher {
 
 impl Fetcher {
     async fn run(mut self) {
+        let mut failures = 0u32;
         loop {
             match self.fetch_once().await {
-                Ok(records) if records.is_empty() => continue,
+                Ok(records) if records.is_empty() => failures = 0,
                 Ok(records) => {
+                    failures = 0;
                     if self.tx.send(Ok(records)).await.is_err() {
                         return;
                     }
+                }
+                // A passing fault (the store or the metadata is briefly away, a
+                // slow answer): try again, backing off, without ending the stream.
+                Err(e)
+                    if e.is_retriable() && failures < MAX_RETRIES && !matches!(e, ClientError::Connection { .. }) =>
+                {
+                    failures += 1;
+                    tracing::warn!(partition = self.partition, error = %e, failures, "fetch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(30)))).await;
                 }
                 Err(e) => {
                     let _ = self.tx.send(Err(e)).await;

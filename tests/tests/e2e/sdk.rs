@@ -213,3 +213,40 @@ async fn nothing_is_acknowledged_while_storage_is_down() {
     assert_eq!(again.client().await.describe_topic("s").await.unwrap().partitions[0].high_watermark, 2);
     again.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_rides_out_a_storage_outage() {
+    // No memory of recent objects and no read cache: every read is a GET.
+    let agent = TestAgent::start_with(tempfile::tempdir().unwrap(), |a| {
+        a.recent_cache_bytes = 0;
+        a.cache_memory = 0;
+    })
+    .await;
+    let client = agent.client().await;
+    client.create_topic("out", 1).await.unwrap();
+    let producer = Producer::new(client.clone(), "out", ProducerConfig::default()).await.unwrap();
+    for i in 0..100 {
+        let _ = producer.send(ProducerRecord::new(format!("{i}"))).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+
+    let objects = agent.dir.path().join("objects");
+    let aside = agent.dir.path().join("aside");
+    std::fs::rename(&objects, &aside).unwrap();
+    std::fs::write(&objects, b"not a folder").unwrap();
+    let consumer = Consumer::new(client, "out", ConsumerConfig::default()).await.unwrap();
+    let mut stream = consumer.stream(&[(0, Offset::Earliest)]).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(800), stream.next()).await.is_err(),
+        "records came from nowhere"
+    );
+    std::fs::remove_file(&objects).unwrap();
+    std::fs::rename(&aside, &objects).unwrap();
+    for i in 0..100 {
+        let r =
+            tokio::time::timeout(Duration::from_secs(20), stream.next()).await.expect("the stream carried on").unwrap();
+        let r = r.expect("a passing storage fault ended the stream");
+        assert_eq!((r.offset, String::from_utf8(r.value.to_vec()).unwrap()), (i, i.to_string()));
+    }
+    agent.stop().await;
+}
