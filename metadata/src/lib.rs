@@ -4,6 +4,7 @@
 //! - [`store`]: the [`MetaStore`] and [`Transaction`] traits every backend implements.
 //! - [`sqlite`]: the embedded backend (one file, WAL mode, several processes).
 //! - `etcd` (feature `etcd`): etcd transactions against a cluster.
+//! - `tikv` (feature `tikv`): TiKV optimistic transactions against PD endpoints.
 //! - [`catalog`]: topics, partitions, leases and the segment index, typed,
 //!   with the whole key layout in one place.
 //! - [`testing`] (feature `testing`): the conformance suite every backend runs.
@@ -18,6 +19,8 @@ pub mod sqlite;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tikv")]
+pub mod tikv;
 
 pub use catalog::Catalog;
 pub use error::{CatalogError, MetaError};

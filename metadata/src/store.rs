@@ -84,7 +84,8 @@ pub(crate) fn merge_scan(rows: Vec<KeyValue>, pending: Writes, limit: usize, rev
 }
 
 /// Opens the store a URL names: `sqlite:///path/to/file` (or a bare path),
-/// or `etcd://host:2379,host2:2379` in builds with the `etcd` feature.
+/// `etcd://host:2379,host2:2379` (feature `etcd`) or `tikv://pd:2379,...`
+/// (feature `tikv`).
 pub async fn open(url: &str) -> Result<Arc<dyn MetaStore>, MetaError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -109,10 +110,27 @@ pub async fn open(url: &str) -> Result<Arc<dyn MetaStore>, MetaError> {
             reason: "this build has no etcd support (build with --features silt-metadata/etcd)".into(),
         });
     }
+    if let Some(hosts) = url.strip_prefix("tikv://") {
+        let endpoints: Vec<String> =
+            hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect();
+        if endpoints.is_empty() {
+            return Err(MetaError::InvalidUrl {
+                url: url.into(),
+                reason: "no PD endpoints (tikv://pd:2379,...)".into(),
+            });
+        }
+        #[cfg(feature = "tikv")]
+        return Ok(Arc::new(crate::tikv::TikvStore::connect(&endpoints).await?));
+        #[cfg(not(feature = "tikv"))]
+        return Err(MetaError::InvalidUrl {
+            url: url.into(),
+            reason: "this build has no TiKV support (build with --features silt-metadata/tikv)".into(),
+        });
+    }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(MetaError::InvalidUrl {
             url: url.into(),
-            reason: format!("unsupported scheme {scheme:?} (expected sqlite:// or etcd://)"),
+            reason: format!("unsupported scheme {scheme:?} (expected sqlite://, etcd:// or tikv://)"),
         });
     }
     Ok(Arc::new(crate::SqliteStore::open(url).await?))
