@@ -4,6 +4,7 @@
 
 mod cache;
 mod cli;
+mod deploy;
 mod durability;
 mod flush;
 mod harness;
