@@ -17,6 +17,7 @@ pub fn code_of(e: &ServiceError) -> ErrorCode {
         ServiceError::AcksUnsupported => ErrorCode::InvalidRequest,
         ServiceError::Storage(_) => ErrorCode::StorageUnavailable,
         ServiceError::Corrupt(_) => ErrorCode::Internal,
+        ServiceError::NotCommitted(_) => ErrorCode::MetadataUnavailable,
         ServiceError::Metadata(_) => ErrorCode::MetadataUnavailable,
         ServiceError::Fenced { .. } => ErrorCode::Fenced,
         ServiceError::Throttled(_) => ErrorCode::Throttled,

@@ -68,6 +68,8 @@ pub enum ServiceError {
     AcksUnsupported,
     #[error("object store unavailable: {0}")]
     Storage(#[source] object_store::Error),
+    #[error("the batch is stored but its index entry could not be committed, so it was not acknowledged: {0}")]
+    NotCommitted(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("metadata store error")]

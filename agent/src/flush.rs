@@ -225,6 +225,13 @@ impl Flusher {
     /// Commits an uploaded object's index entries and answers its producers.
     async fn finish(&self, uploaded: Uploaded, stop: &CancellationToken) {
         let Some(Prepared { name, data, entries, runs: order }) = uploaded else { return };
+        // One footer entry per partition run: the pairing below relies on it.
+        if entries.len() != order.len() {
+            tracing::error!(object = %name, entries = entries.len(), runs = order.len(),
+                "an object's runs do not match its partitions; failing its batches");
+            fail_all(order, || ServiceError::Corrupt(format!("object {name} was built with non-contiguous offsets")));
+            return;
+        }
         crate::metrics::add(&self.metrics.objects_written, 1);
         crate::metrics::add(&self.metrics.object_bytes_written, data.len() as u64);
         self.recent.insert(name.clone(), data);
@@ -252,7 +259,7 @@ impl Flusher {
             Err(e) => {
                 tracing::error!(object = %name, error = %e, "giving up on an index commit; its producers get an error");
                 let message = e.to_string();
-                fail_all(order, || ServiceError::Corrupt(format!("index commit failed: {message}")));
+                fail_all(order, || ServiceError::NotCommitted(message.clone()));
                 return;
             }
         };

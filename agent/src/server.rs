@@ -146,7 +146,12 @@ impl Agent {
 
         let accept_stop = CancellationToken::new();
         let connections = TaskTracker::new();
-        let ctx = Arc::new(Context { service, max_frame_bytes: config.max_frame_bytes, stop: accept_stop.clone() });
+        let ctx = Arc::new(Context {
+            service,
+            max_frame_bytes: config.max_frame_bytes,
+            read_budget: Arc::new(Semaphore::new(config.max_inflight_bytes)),
+            stop: accept_stop.clone(),
+        });
         let slots = Arc::new(Semaphore::new(config.max_connections as usize));
         connections.spawn(
             accept_loop(endpoint.clone(), ctx, slots, connections.clone()).instrument(tracing::info_span!("accept")),
@@ -236,6 +241,10 @@ impl Agent {
 struct Context {
     service: Arc<Service>,
     max_frame_bytes: usize,
+    /// Bytes of request frames being read, across all connections: a frame's
+    /// buffer is allocated only once its length fits, so clients that
+    /// declare large frames and stall cannot grow the agent's memory.
+    read_budget: Arc<Semaphore>,
     stop: CancellationToken,
 }
 
@@ -281,12 +290,30 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<Context>) {
     streams.wait().await;
 }
 
-async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Frame, String> {
+async fn read_frame(recv: &mut quinn::RecvStream, max: usize, budget: &Semaphore) -> Result<Frame, String> {
     let mut prefix = [0u8; frame::PREFIX_LEN];
     recv.read_exact(&mut prefix).await.map_err(|e| format!("reading the frame length: {e}"))?;
     let len = frame::parse_length(prefix, max).map_err(|e| e.to_string())?;
-    let mut body = BytesMut::zeroed(len);
-    recv.read_exact(&mut body).await.map_err(|e| format!("reading a {len}-byte frame: {e}"))?;
+    // The body grows as bytes arrive, each chunk taking its share of the
+    // agent-wide read budget: a client that declares a large frame and
+    // stalls costs nothing, and buffered request bytes stay bounded. The
+    // budget is held until the request is decoded; produce then accounts
+    // for the batch under its own in-flight limit.
+    let mut body = BytesMut::with_capacity(len.min(64 << 10));
+    let mut held: Option<tokio::sync::SemaphorePermit<'_>> = None;
+    while body.len() < len {
+        let chunk = recv
+            .read_chunk(len - body.len(), true)
+            .await
+            .map_err(|e| format!("reading a {len}-byte frame: {e}"))?
+            .ok_or_else(|| format!("the stream ended {} bytes into a {len}-byte frame", body.len()))?;
+        let permit = budget.acquire_many(chunk.bytes.len() as u32).await.map_err(|_| "the agent is shutting down")?;
+        match held.as_mut() {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        body.extend_from_slice(&chunk.bytes);
+    }
     Frame::decode(body.freeze()).map_err(|e| e.to_string())
 }
 
@@ -299,13 +326,16 @@ fn error_response(e: &ServiceError) -> Response {
 }
 
 async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, ctx: Arc<Context>) {
-    let frame = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame(&mut recv, ctx.max_frame_bytes)).await {
-        Ok(Ok(f)) => f,
-        Ok(Err(reason)) => return close_malformed(send, recv, ErrorCode::MalformedFrame, reason).await,
-        Err(_) => {
-            return close_malformed(send, recv, ErrorCode::Timeout, "no whole request frame in time".into()).await
-        }
-    };
+    let frame =
+        match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame(&mut recv, ctx.max_frame_bytes, &ctx.read_budget))
+            .await
+        {
+            Ok(Ok(f)) => f,
+            Ok(Err(reason)) => return close_malformed(send, recv, ErrorCode::MalformedFrame, reason).await,
+            Err(_) => {
+                return close_malformed(send, recv, ErrorCode::Timeout, "no whole request frame in time".into()).await
+            }
+        };
     let request = match Request::decode(&frame) {
         Ok(r) => r,
         Err(e) => {

@@ -157,3 +157,25 @@ async fn real_certificates_are_used_as_given() {
     assert!(!agent.dir.path().join("tls/ca.pem").exists(), "no local CA is made when real certificates are given");
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_frames_hold_nothing_back() {
+    // Many streams each declare a 16 MiB frame and send nothing more: they
+    // must not take the agent's memory or block anyone else's requests.
+    let agent = TestAgent::start_with(tempfile::tempdir().unwrap(), |a| a.max_inflight_bytes = 16 << 20).await;
+    let (_ep, conn) = raw_connection(&agent).await;
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        send.write_all(&((16u32 << 20) - 8).to_be_bytes()).await.unwrap();
+        stalled.push((send, recv));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = agent.client().await;
+    let answered = tokio::time::timeout(Duration::from_secs(5), client.create_topic("still-served", 1)).await;
+    assert!(answered.expect("a request waited behind stalled frames").is_ok());
+    let list = Request::ListTopics.encode();
+    assert_eq!(exchange(&conn, &list).await, Some(Response::Topics(vec!["still-served".into()])));
+    drop(stalled);
+    agent.stop().await;
+}
