@@ -6,7 +6,7 @@
 //! 0x02 partition state   0x02 | topic id u64 | partition u32           -> partition::PartitionState
 //! 0x03 segment index     0x03 | topic id | partition | last offset     -> segment::Segment
 //! 0x04 partition lease   0x04 | topic id | partition                   -> lease::Lease
-//! 0x05 agent             (reserved: agent registrations)
+//! 0x05 agent             0x05 | agent id                               -> agent::Registration
 //! 0x06 consumer group    (reserved)
 //! 0x07 committed offset  (reserved)
 //! 0x08 object liveness   (reserved)
@@ -20,6 +20,7 @@ pub const TOPIC: u8 = 0x01;
 pub const PARTITION: u8 = 0x02;
 pub const SEGMENT: u8 = 0x03;
 pub const LEASE: u8 = 0x04;
+pub const AGENT: u8 = 0x05;
 pub const COUNTER: u8 = 0x0f;
 
 /// `kind | topic id | partition`, the prefix of every per-partition key.

@@ -2,8 +2,9 @@
 //! metadata goes through here, so the key layout lives in one place.
 //!
 //! - [`keys`]: the key-kind ordinals and shared key helpers.
-//! - [`topic`], [`partition`], [`segment`], [`lease`]: one module per key kind.
+//! - [`topic`], [`partition`], [`segment`], [`lease`], [`agent`]: one module per key kind.
 
+pub mod agent;
 pub mod keys;
 pub mod lease;
 pub mod partition;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use crate::codec::CodecError;
 use crate::store::{MetaStore, Transaction};
 use crate::{CatalogError, MetaError};
+pub use agent::Registration;
 pub use lease::Lease;
 pub use partition::PartitionState;
 pub use segment::Segment;
@@ -215,6 +217,111 @@ impl Catalog {
         Err(MetaError::Conflict.into())
     }
 
+    /// Records (or refreshes) an agent's registration.
+    pub async fn heartbeat(&self, id: &str, address: &str, started_ms: i64, now_ms: i64) -> Result<(), CatalogError> {
+        let reg = Registration { id: id.into(), address: address.into(), started_ms, heartbeat_ms: now_ms };
+        for _ in 0..MAX_ATTEMPTS {
+            let mut t = self.begin().await?;
+            t.put(agent::key(id), reg.encode());
+            match t.commit().await {
+                Ok(()) => return Ok(()),
+                Err(MetaError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MetaError::Conflict.into())
+    }
+
+    /// Removes an agent's registration (it is stopping).
+    pub async fn deregister(&self, id: &str) -> Result<(), CatalogError> {
+        let mut t = self.begin().await?;
+        t.delete(agent::key(id));
+        Ok(t.commit().await?)
+    }
+
+    /// Every registered agent, live or not, by id.
+    pub async fn agents(&self) -> Result<Vec<Registration>, CatalogError> {
+        let mut t = self.begin().await?;
+        let rows = t.scan(&[keys::AGENT], &[keys::AGENT + 1], usize::MAX, false).await?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let id = agent::id_from_key(&k).ok_or_else(|| corrupt(&k, CodecError::Invalid("agent id")))?;
+                Registration::decode(id, &v).map_err(|e| corrupt(&k, e))
+            })
+            .collect()
+    }
+
+    /// Extends the leases `owner` holds, each at the epoch given. Returns the
+    /// partitions whose lease it no longer holds (taken over, or deleted).
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        held: &[(u64, u32, u64)],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<(u64, u32)>, CatalogError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut t = self.begin().await?;
+            let mut lost = Vec::new();
+            for &(topic_id, partition, epoch) in held {
+                let key = lease::key(topic_id, partition);
+                let current = match t.get_for_update(&key).await? {
+                    Some(raw) => Some(Lease::decode(&raw).map_err(|e| corrupt(&key, e))?),
+                    None => None,
+                };
+                match current {
+                    Some(mut l) if l.owner == owner && l.epoch == epoch => {
+                        l.expires_ms = now_ms.saturating_add(ttl_ms);
+                        t.put(key, l.encode());
+                    }
+                    _ => lost.push((topic_id, partition)),
+                }
+            }
+            match t.commit().await {
+                Ok(()) => return Ok(lost),
+                Err(MetaError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MetaError::Conflict.into())
+    }
+
+    /// Gives up a lease `owner` holds at `epoch`, so another agent can take it
+    /// at once. The epoch stays: the next owner's is higher.
+    pub async fn release_lease(&self, topic_id: u64, partition: u32, owner: &str, epoch: u64) -> Result<bool, CatalogError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut t = self.begin().await?;
+            let key = lease::key(topic_id, partition);
+            let Some(raw) = t.get_for_update(&key).await? else { return Ok(false) };
+            let mut l = Lease::decode(&raw).map_err(|e| corrupt(&key, e))?;
+            if l.owner != owner || l.epoch != epoch {
+                return Ok(false);
+            }
+            l.expires_ms = 0;
+            t.put(key, l.encode());
+            match t.commit().await {
+                Ok(()) => return Ok(true),
+                Err(MetaError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MetaError::Conflict.into())
+    }
+
+    /// State and lease of one partition.
+    pub async fn partition(&self, topic_id: u64, partition: u32) -> Result<Option<(PartitionState, Option<Lease>)>, CatalogError> {
+        let mut t = self.begin().await?;
+        let skey = partition::key(topic_id, partition);
+        let Some(raw) = t.get(&skey).await? else { return Ok(None) };
+        let state = PartitionState::decode(&raw).map_err(|e| corrupt(&skey, e))?;
+        let lkey = lease::key(topic_id, partition);
+        let lease = match t.get(&lkey).await? {
+            Some(raw) => Some(Lease::decode(&raw).map_err(|e| corrupt(&lkey, e))?),
+            None => None,
+        };
+        Ok(Some((state, lease)))
+    }
+
     /// Up to `limit` index entries of a partition, in offset order, starting
     /// with the one that holds `offset`.
     pub async fn segments(
@@ -372,6 +479,36 @@ mod tests {
         assert_eq!(out.fenced, vec![(t.id, 0)]);
         assert!(c.segments(t.id, 0, 0, 10).await.unwrap().is_empty());
         assert_eq!(c.partitions(&t).await.unwrap()[0].0.high_watermark, 0);
+    }
+
+    #[tokio::test]
+    async fn leases_renew_release_and_are_lost_to_a_takeover() {
+        let (_d, c) = catalog().await;
+        let t = c.create_topic("t", 2, 0).await.unwrap();
+        let (l0, _) = c.acquire_lease(t.id, 0, "a", "x", 0, 100).await.unwrap();
+        let (l1, _) = c.acquire_lease(t.id, 1, "a", "x", 0, 100).await.unwrap();
+        let held = [(t.id, 0, l0.epoch), (t.id, 1, l1.epoch)];
+        assert!(c.renew_leases("a", &held, 90, 100).await.unwrap().is_empty());
+        // Renewed to 190: at 150 another agent cannot take it.
+        assert!(matches!(c.acquire_lease(t.id, 0, "b", "y", 150, 100).await, Err(CatalogError::LeaseHeld { .. })));
+        // Released: taken at once, at a higher epoch.
+        assert!(c.release_lease(t.id, 1, "a", l1.epoch).await.unwrap());
+        let (b1, _) = c.acquire_lease(t.id, 1, "b", "y", 150, 100).await.unwrap();
+        assert_eq!(b1.epoch, l1.epoch + 1);
+        assert_eq!(c.renew_leases("a", &held, 160, 100).await.unwrap(), vec![(t.id, 1)]);
+        assert!(!c.release_lease(t.id, 1, "a", l1.epoch).await.unwrap(), "a cannot release what it lost");
+    }
+
+    #[tokio::test]
+    async fn agents_register_and_deregister() {
+        let (_d, c) = catalog().await;
+        c.heartbeat("b", "addr-b", 1, 5).await.unwrap();
+        c.heartbeat("a", "addr-a", 1, 6).await.unwrap();
+        c.heartbeat("a", "addr-a", 1, 9).await.unwrap();
+        let agents = c.agents().await.unwrap();
+        assert_eq!(agents.iter().map(|r| (r.id.as_str(), r.heartbeat_ms)).collect::<Vec<_>>(), vec![("a", 9), ("b", 5)]);
+        c.deregister("a").await.unwrap();
+        assert_eq!(c.agents().await.unwrap().len(), 1);
     }
 
     #[tokio::test]
