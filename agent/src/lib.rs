@@ -11,6 +11,7 @@
 //! - [`read`]: index lookups, ranged reads and the recent-object cache.
 //! - [`cache`]: the foyer read cache (memory + cache-dir disks) in front of the object store.
 //! - [`storage`]: opening and checking the object store (`file://`, `s3://`).
+//! - [`ownership`]: which partitions this agent should own (a plain function).
 //! - [`metrics`]: the counters answered to `Stats` requests.
 //! - [`config`], [`tls`], [`codes`] (errors to wire codes), [`error`].
 
@@ -21,6 +22,7 @@ mod error;
 pub mod flush;
 pub mod metrics;
 pub mod object;
+pub mod ownership;
 pub mod partition;
 pub mod read;
 pub mod server;
