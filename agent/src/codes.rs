@@ -20,6 +20,7 @@ pub fn code_of(e: &ServiceError) -> ErrorCode {
         ServiceError::NotCommitted(_) => ErrorCode::MetadataUnavailable,
         ServiceError::Metadata(_) => ErrorCode::MetadataUnavailable,
         ServiceError::Fenced { .. } => ErrorCode::Fenced,
+        ServiceError::NotOwner { .. } => ErrorCode::NotOwner,
         ServiceError::Throttled(_) => ErrorCode::Throttled,
         ServiceError::ShuttingDown => ErrorCode::ShuttingDown,
     }

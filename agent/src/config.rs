@@ -65,6 +65,10 @@ pub struct Args {
     /// Disk for the read cache, in each --cache-dir (0 turns the disk tier off).
     #[arg(long, env = "SILT_CACHE_DISK", default_value = "1GiB", value_parser = parse_bytes)]
     pub cache_disk: u64,
+    /// How long a partition's lease lasts without renewal: the longest a dead
+    /// agent's partitions wait before others take them.
+    #[arg(long, env = "SILT_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
     /// Objects uploaded at once; their index commits stay in order.
     #[arg(long, env = "SILT_MAX_UPLOADS", default_value_t = 4)]
     pub max_uploads: usize,
@@ -126,6 +130,7 @@ pub struct Config {
     pub recent_cache_bytes: usize,
     pub max_uploads: usize,
     pub cache_dirs: Vec<PathBuf>,
+    pub lease_ttl: Duration,
     pub cache_memory: usize,
     pub cache_disk: usize,
 }
@@ -210,6 +215,12 @@ impl Args {
             max_connections: self.max_connections,
             max_streams: self.max_streams,
             cache_dirs: self.cache_dirs.clone(),
+            lease_ttl: match self.lease_ttl {
+                t if t < Duration::from_millis(500) || t > Duration::from_secs(600) => {
+                    return Err(bad("--lease-ttl", "must be between 500ms and 10m"))
+                }
+                t => t,
+            },
             cache_memory: size("--cache-memory", self.cache_memory, 0, 1 << 40)?,
             cache_disk: size("--cache-disk", self.cache_disk, 0, 1 << 44)?,
             max_uploads: match self.max_uploads {

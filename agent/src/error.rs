@@ -74,6 +74,8 @@ pub enum ServiceError {
     Corrupt(String),
     #[error("metadata store error")]
     Metadata(#[source] CatalogError),
+    #[error("this agent does not own {topic}/{partition}; its owner is {}", if owner.is_empty() { "not known yet" } else { owner.as_str() })]
+    NotOwner { topic: String, partition: u32, owner: String },
     #[error("this agent lost the lease on {topic}/{partition}; retry on its new owner")]
     Fenced { topic: String, partition: u32 },
     #[error("the agent is over its in-flight limit of {0} bytes; retry later")]

@@ -20,6 +20,7 @@ pub mod codes;
 pub mod config;
 mod error;
 pub mod flush;
+pub mod lifecycle;
 pub mod metrics;
 pub mod object;
 pub mod ownership;

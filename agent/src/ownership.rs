@@ -58,7 +58,9 @@ pub fn plan(
     for p in partitions {
         let lease = leases.get(p);
         let mine = running.contains(p);
-        let free = !mine && lease.is_none_or(|l| !l.is_live(now_ms));
+        // A lease in this agent's name that it does not run is from before a
+        // restart: take it back at once.
+        let free = !mine && lease.is_none_or(|l| !l.is_live(now_ms) || l.owner == me);
         match target.get(p).map(String::as_str) {
             Some(t) if t == me => {
                 if free {
@@ -140,6 +142,13 @@ mod tests {
         assert!(plan("a", &live, &parts(2), &leases, &running, 50).acquire.is_empty(), "not before the lease expires");
         // Its own partition, even with a lapsed lease, is never re-acquired.
         assert_eq!(plan("a", &live, &parts(2), &leases, &running, 100).acquire, vec![(1, 1)]);
+    }
+
+    #[test]
+    fn a_restarted_agent_takes_its_own_leases_back_at_once() {
+        let mut leases = HashMap::new();
+        leases.insert((1, 0), lease("a", 1000));
+        assert_eq!(plan("a", &["a".into()], &parts(1), &leases, &HashSet::new(), 10).acquire, vec![(1, 0)]);
     }
 
     #[test]

@@ -35,9 +35,15 @@ pub struct Partition {
     pub topic: String,
     pub topic_id: u64,
     pub partition: u32,
-    /// The lease epoch this agent writes under.
+    /// The lease epoch this agent writes under (0 for a follower).
     pub epoch: u64,
-    appends: mpsc::Sender<Append>,
+    /// None for a follower: another agent (or none) owns the partition.
+    appends: Option<mpsc::Sender<Append>>,
+    /// Where the owner is, as last seen (for followers' NOT_OWNER answers).
+    owner: Mutex<String>,
+    /// One past the last assigned offset (leaders): a handover waits until
+    /// the high watermark reaches it.
+    next_offset: AtomicI64,
     high_watermark: watch::Sender<i64>,
     log_start: i64,
     fenced: AtomicBool,
@@ -75,7 +81,9 @@ impl Partition {
             topic_id,
             partition,
             epoch,
-            appends: tx,
+            appends: Some(tx),
+            owner: Mutex::new(String::new()),
+            next_offset: AtomicI64::new(next_offset),
             high_watermark: watch::Sender::new(high_watermark),
             log_start,
             fenced: AtomicBool::new(false),
@@ -86,6 +94,61 @@ impl Partition {
         let span = tracing::info_span!("partition", topic = %part.topic, partition, epoch);
         tasks.spawn(run(part.clone(), rx, next_offset, sink).instrument(span));
         part
+    }
+
+    /// A partition this agent reads but does not own.
+    pub fn follower(
+        topic: String,
+        topic_id: u64,
+        partition: u32,
+        high_watermark: i64,
+        log_start: i64,
+        owner: String,
+    ) -> Arc<Partition> {
+        Arc::new(Partition {
+            topic,
+            topic_id,
+            partition,
+            epoch: 0,
+            appends: None,
+            owner: Mutex::new(owner),
+            next_offset: AtomicI64::new(high_watermark),
+            high_watermark: watch::Sender::new(high_watermark),
+            log_start,
+            fenced: AtomicBool::new(true),
+            wal_gap: AtomicI64::new(-1),
+            index: Mutex::new(BTreeMap::new()),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.appends.is_some() && !self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// The owner's address as last seen (followers).
+    pub fn owner(&self) -> String {
+        self.owner.lock().expect("owner lock").clone()
+    }
+
+    pub fn set_owner(&self, address: String) {
+        *self.owner.lock().expect("owner lock") = address;
+    }
+
+    /// A follower learns a newer high watermark from the metadata store.
+    pub fn observe_high_watermark(&self, hw: i64) {
+        self.high_watermark.send_if_modified(|h| {
+            let newer = hw > *h;
+            if newer {
+                *h = hw;
+            }
+            newer
+        });
+    }
+
+    /// Whether every assigned offset is committed (nothing in flight).
+    pub fn drained(&self) -> bool {
+        self.high_watermark() >= self.next_offset.load(Ordering::SeqCst)
     }
 
     pub fn id(&self) -> (u64, u32) {
@@ -112,9 +175,16 @@ impl Partition {
         acks: Acks,
         permit: OwnedSemaphorePermit,
     ) -> Result<(i64, Done), ServiceError> {
+        let Some(appends) = &self.appends else {
+            return Err(ServiceError::NotOwner {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                owner: self.owner(),
+            });
+        };
         let (assigned, rx) = oneshot::channel();
         let msg = Append { batch, acks, permit, assigned };
-        self.appends.send(msg).await.map_err(|_| ServiceError::ShuttingDown)?;
+        appends.send(msg).await.map_err(|_| ServiceError::ShuttingDown)?;
         rx.await.map_err(|_| ServiceError::ShuttingDown)?
     }
 
@@ -177,6 +247,7 @@ async fn run(part: Arc<Partition>, mut rx: mpsc::Receiver<Append>, mut next_offs
         let base = next_offset;
         let batch = msg.batch.with_base_offset(base);
         next_offset = batch.last_offset() + 1;
+        part.next_offset.store(next_offset, Ordering::SeqCst);
         let (done_tx, done_rx) = oneshot::channel();
         let done = match msg.acks {
             Acks::None => {

@@ -44,6 +44,7 @@ pub struct Agent {
     local_addr: SocketAddr,
     agent_id: String,
     ca_path: Option<PathBuf>,
+    service: Arc<Service>,
     accept_stop: CancellationToken,
     service_stop: CancellationToken,
     wal_stop: CancellationToken,
@@ -138,6 +139,7 @@ impl Agent {
             replay,
             read,
             limits,
+            config.lease_ttl,
             background.clone(),
             service_stop.clone(),
             metrics,
@@ -147,7 +149,7 @@ impl Agent {
         let accept_stop = CancellationToken::new();
         let connections = TaskTracker::new();
         let ctx = Arc::new(Context {
-            service,
+            service: service.clone(),
             max_frame_bytes: config.max_frame_bytes,
             read_budget: Arc::new(Semaphore::new(config.max_inflight_bytes)),
             stop: accept_stop.clone(),
@@ -166,6 +168,7 @@ impl Agent {
             local_addr,
             agent_id,
             ca_path,
+            service,
             accept_stop,
             service_stop,
             wal_stop,
@@ -213,6 +216,8 @@ impl Agent {
             self.flush_stop.cancel();
             self.flusher.close();
             self.flusher.wait().await;
+            // Everything accepted is committed: let the next owners take over now.
+            self.service.release_all().await;
             self.service_stop.cancel();
             self.connections.wait().await;
         })

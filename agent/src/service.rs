@@ -21,10 +21,9 @@ use crate::read::ReadPath;
 use crate::wal::Replay;
 
 pub const MAX_PARTITIONS: u32 = 10_000;
-/// Leases are not renewed yet (one agent owns everything), so they are
-/// taken for long; a restarted agent with the same id takes them back at
-/// once, with a higher epoch.
-const LEASE_TTL_MS: i64 = 365 * 24 * 3600 * 1000;
+/// How often a follower checks the metadata store for new records while a
+/// fetch waits at the end of the log.
+const FOLLOWER_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -35,25 +34,44 @@ pub struct Limits {
     pub throttle_wait: Duration,
 }
 
-struct TopicState {
-    topic: Topic,
-    partitions: Vec<Arc<Partition>>,
+/// Every partition of a topic, each either led here or followed (see `lifecycle`).
+pub(crate) struct TopicState {
+    pub(crate) topic: Topic,
+    pub(crate) slots: Vec<RwLock<Arc<Partition>>>,
+    /// Stops this topic's partition actors.
+    pub(crate) stop: CancellationToken,
+}
+
+impl TopicState {
+    pub(crate) fn get(&self, p: u32) -> Option<Arc<Partition>> {
+        self.slots.get(p as usize).map(|s| s.read().expect("slot lock").clone())
+    }
+
+    pub(crate) fn set(&self, p: u32, part: Arc<Partition>) -> Arc<Partition> {
+        std::mem::replace(&mut *self.slots[p as usize].write().expect("slot lock"), part)
+    }
 }
 
 pub struct Service {
-    catalog: Catalog,
-    agent_id: String,
-    address: String,
-    topics: RwLock<HashMap<String, Arc<TopicState>>>,
-    sink: Sink,
+    pub(crate) catalog: Catalog,
+    pub(crate) agent_id: String,
+    pub(crate) address: String,
+    pub(crate) started_ms: i64,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) topics: RwLock<HashMap<String, Arc<TopicState>>>,
+    pub(crate) sink: Sink,
     /// WAL entries found at start, until their partitions are owned again.
-    replay: std::sync::Mutex<Replay>,
+    pub(crate) replay: std::sync::Mutex<Replay>,
     read: ReadPath,
-    inflight: Arc<Semaphore>,
+    pub(crate) inflight: Arc<Semaphore>,
     limits: Limits,
-    tasks: TaskTracker,
-    stop: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) stop: CancellationToken,
     metrics: Arc<Metrics>,
+    /// One ownership round at a time.
+    pub(crate) ownership: tokio::sync::Mutex<()>,
+    /// Set when the agent gives its partitions up to stop: no more rounds.
+    pub(crate) leaving: std::sync::atomic::AtomicBool,
 }
 
 /// A produce that has its offsets; `done` resolves when it is acknowledged.
@@ -98,6 +116,7 @@ impl Service {
         replay: Replay,
         read: ReadPath,
         limits: Limits,
+        lease_ttl: Duration,
         tasks: TaskTracker,
         stop: CancellationToken,
         metrics: Arc<Metrics>,
@@ -106,6 +125,8 @@ impl Service {
             catalog,
             agent_id,
             address,
+            started_ms: now_ms(),
+            lease_ttl,
             topics: RwLock::new(HashMap::new()),
             sink,
             replay: std::sync::Mutex::new(replay),
@@ -115,81 +136,30 @@ impl Service {
             tasks,
             stop,
             metrics,
+            ownership: tokio::sync::Mutex::new(()),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         });
-        for topic in service.catalog.list_topics().await? {
-            service.own(topic).await?;
-        }
-        // What is left belongs to deleted topics.
-        let leftover = std::mem::take(&mut *service.replay.lock().expect("replay lock"));
-        for (_, entries) in leftover {
-            for (_, hold) in entries {
-                hold.release();
-            }
-        }
+        // Take this agent's share before serving, so a lone agent owns
+        // everything from its first request.
+        service.ownership_round().await?;
+        service.release_orphaned_replay().await?;
+        service.tasks.spawn(service.clone().ownership_loop());
         Ok(service)
     }
 
-    /// Takes every partition's lease and starts its actor.
-    async fn own(&self, topic: Topic) -> Result<(), CatalogError> {
-        let mut partitions = Vec::with_capacity(topic.partitions as usize);
-        let stop = self.stop.child_token();
-        for p in 0..topic.partitions {
-            let (lease, state) =
-                self.catalog.acquire_lease(topic.id, p, &self.agent_id, &self.address, now_ms(), LEASE_TTL_MS).await?;
-            let replay = self.replay.lock().expect("replay lock").remove(&(topic.id, p)).unwrap_or_default();
-            let (replay, next_offset) = contiguous_from(replay, state.high_watermark);
-            let part = Partition::start(
-                topic.name.clone(),
-                topic.id,
-                p,
-                lease.epoch,
-                state.high_watermark,
-                next_offset,
-                state.log_start,
-                self.sink.clone(),
-                &self.tasks,
-                stop.clone(),
-            );
-            if !replay.is_empty() {
-                tracing::info!(topic = %topic.name, partition = p, batches = replay.len(), from = state.high_watermark,
-                    to = next_offset, "replaying the WAL");
-            }
-            for (batch, hold) in replay {
-                let need = u32::try_from(batch.bytes().len()).unwrap_or(u32::MAX);
-                let permit = self
-                    .inflight
-                    .clone()
-                    .acquire_many_owned(need)
-                    .await
-                    .expect("the in-flight semaphore is never closed");
-                self.sink.queue.push(crate::flush::Pending {
-                    partition: part.clone(),
-                    batch,
-                    done: None,
-                    permit,
-                    wal: Some(hold),
-                });
-            }
-            partitions.push(part);
+    /// A topic this agent knows, or one another agent created since the
+    /// last ownership round (then followed until the next round).
+    async fn topic_state(&self, name: &str) -> Result<Arc<TopicState>, ServiceError> {
+        if let Some(t) = self.topics.read().expect("topics lock").get(name).cloned() {
+            return Ok(t);
         }
-        tracing::info!(topic = %topic.name, partitions = topic.partitions, "owning topic");
-        let state = Arc::new(TopicState { topic: topic.clone(), partitions });
-        self.topics.write().expect("topics lock").insert(topic.name, state);
-        Ok(())
+        let topic = self.catalog.topic(name).await?.ok_or_else(|| ServiceError::UnknownTopic(name.into()))?;
+        Ok(self.adopt(topic).await?)
     }
 
-    fn topic_state(&self, name: &str) -> Result<Arc<TopicState>, ServiceError> {
-        self.topics
-            .read()
-            .expect("topics lock")
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ServiceError::UnknownTopic(name.into()))
-    }
-
-    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, ServiceError> {
-        let t = self.topic_state(topic)?;
-        t.partitions.get(partition as usize).cloned().ok_or(ServiceError::UnknownPartition {
+    async fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, ServiceError> {
+        let t = self.topic_state(topic).await?;
+        t.get(partition).ok_or(ServiceError::UnknownPartition {
             topic: topic.into(),
             partition,
             count: t.topic.partitions,
@@ -210,17 +180,16 @@ impl Service {
         if partitions == 0 || partitions > MAX_PARTITIONS {
             return Err(ServiceError::InvalidPartitions(partitions));
         }
-        let topic = self.catalog.create_topic(name, partitions, now_ms()).await?;
-        self.own(topic).await?;
+        self.catalog.create_topic(name, partitions, now_ms()).await?;
+        // Take this agent's share now rather than at the next round.
+        self.ownership_round().await?;
         Ok(())
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ServiceError> {
         self.catalog.delete_topic(name).await?;
         if let Some(state) = self.topics.write().expect("topics lock").remove(name) {
-            for p in &state.partitions {
-                p.stop();
-            }
+            state.stop.cancel();
         }
         Ok(())
     }
@@ -257,7 +226,7 @@ impl Service {
         if acks == Acks::Local && self.sink.wal.is_none() {
             return Err(ServiceError::AcksUnsupported);
         }
-        let part = self.partition(topic, partition)?;
+        let part = self.partition(topic, partition).await?;
         if batch.len() > self.limits.max_batch_bytes {
             return Err(ServiceError::BatchTooLarge { size: batch.len(), max: self.limits.max_batch_bytes });
         }
@@ -285,7 +254,11 @@ impl Service {
         max_bytes: usize,
         max_wait: Duration,
     ) -> Result<Fetched, ServiceError> {
-        let part = self.partition(topic, partition)?;
+        let part = self.partition(topic, partition).await?;
+        let leader = part.is_leader();
+        if !leader {
+            self.refresh_follower(&part).await?;
+        }
         let mut hw = part.high_watermark();
         let log_start = part.log_start();
         let out_of_range = |hw| ServiceError::OffsetOutOfRange {
@@ -299,11 +272,23 @@ impl Service {
             return Err(out_of_range(hw));
         }
         if offset == hw && !max_wait.is_zero() {
-            let mut rx = part.subscribe();
-            tokio::select! {
-                r = rx.wait_for(|h| *h > offset) => if let Ok(h) = r { hw = *h },
-                _ = tokio::time::sleep(max_wait) => {}
-                _ = self.stop.cancelled() => {}
+            if leader {
+                let mut rx = part.subscribe();
+                tokio::select! {
+                    r = rx.wait_for(|h| *h > offset) => if let Ok(h) = r { hw = *h },
+                    _ = tokio::time::sleep(max_wait) => {}
+                    _ = self.stop.cancelled() => {}
+                }
+            } else {
+                // Another agent writes this partition: watch the metadata store.
+                let deadline = tokio::time::Instant::now() + max_wait;
+                while part.high_watermark() <= offset && tokio::time::Instant::now() < deadline {
+                    tokio::select! {
+                        _ = tokio::time::sleep(FOLLOWER_POLL) => {}
+                        _ = self.stop.cancelled() => break,
+                    }
+                    self.refresh_follower(&part).await?;
+                }
             }
             hw = hw.max(part.high_watermark());
         }
@@ -319,7 +304,7 @@ impl Service {
 /// The WAL entries of one partition that continue its committed log:
 /// those from `high_watermark` on, without gaps. Entries already committed,
 /// and any after a gap (never acknowledged locally, see `wal`), are released.
-fn contiguous_from(
+pub(crate) fn contiguous_from(
     entries: Vec<(Batch, crate::wal::Hold)>,
     high_watermark: i64,
 ) -> (Vec<(Batch, crate::wal::Hold)>, i64) {

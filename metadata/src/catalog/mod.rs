@@ -288,7 +288,13 @@ impl Catalog {
 
     /// Gives up a lease `owner` holds at `epoch`, so another agent can take it
     /// at once. The epoch stays: the next owner's is higher.
-    pub async fn release_lease(&self, topic_id: u64, partition: u32, owner: &str, epoch: u64) -> Result<bool, CatalogError> {
+    pub async fn release_lease(
+        &self,
+        topic_id: u64,
+        partition: u32,
+        owner: &str,
+        epoch: u64,
+    ) -> Result<bool, CatalogError> {
         for _ in 0..MAX_ATTEMPTS {
             let mut t = self.begin().await?;
             let key = lease::key(topic_id, partition);
@@ -309,7 +315,11 @@ impl Catalog {
     }
 
     /// State and lease of one partition.
-    pub async fn partition(&self, topic_id: u64, partition: u32) -> Result<Option<(PartitionState, Option<Lease>)>, CatalogError> {
+    pub async fn partition(
+        &self,
+        topic_id: u64,
+        partition: u32,
+    ) -> Result<Option<(PartitionState, Option<Lease>)>, CatalogError> {
         let mut t = self.begin().await?;
         let skey = partition::key(topic_id, partition);
         let Some(raw) = t.get(&skey).await? else { return Ok(None) };
@@ -506,7 +516,10 @@ mod tests {
         c.heartbeat("a", "addr-a", 1, 6).await.unwrap();
         c.heartbeat("a", "addr-a", 1, 9).await.unwrap();
         let agents = c.agents().await.unwrap();
-        assert_eq!(agents.iter().map(|r| (r.id.as_str(), r.heartbeat_ms)).collect::<Vec<_>>(), vec![("a", 9), ("b", 5)]);
+        assert_eq!(
+            agents.iter().map(|r| (r.id.as_str(), r.heartbeat_ms)).collect::<Vec<_>>(),
+            vec![("a", 9), ("b", 5)]
+        );
         c.deregister("a").await.unwrap();
         assert_eq!(c.agents().await.unwrap().len(), 1);
     }
