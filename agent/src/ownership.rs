@@ -62,11 +62,8 @@ pub fn plan(
         // restart: take it back at once.
         let free = !mine && lease.is_none_or(|l| !l.is_live(now_ms) || l.owner == me);
         match target.get(p).map(String::as_str) {
-            Some(t) if t == me => {
-                if free {
-                    plan.acquire.push(*p);
-                }
-            }
+            Some(t) if t == me && free => plan.acquire.push(*p),
+            Some(t) if t == me => {}
             Some(_) if mine => plan.release.push(*p),
             // Nobody live is assigned (this agent is not registered yet) or
             // the assignee is someone else: leave it to them.
