@@ -23,6 +23,9 @@ use crate::service::{contiguous_from, now_ms, Service, TopicState};
 
 /// How long a handover waits for in-flight batches to commit.
 const HANDOVER_DRAIN: Duration = Duration::from_secs(10);
+/// How often an agent looks for partitions to take: released ones are
+/// taken within about this long. Rounds only read, except when they renew.
+const ROUND_EVERY: Duration = Duration::from_millis(500);
 
 impl Service {
     fn ttl_ms(&self) -> i64 {
@@ -76,7 +79,7 @@ impl Service {
     }
 
     pub(crate) async fn ownership_loop(self: Arc<Self>) {
-        let tick = (self.lease_ttl / 4).max(Duration::from_millis(100));
+        let tick = (self.lease_ttl / 4).clamp(Duration::from_millis(100), ROUND_EVERY);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -96,19 +99,22 @@ impl Service {
             return Ok(());
         }
         let now = now_ms();
-        self.catalog.heartbeat(&self.agent_id, &self.address, self.started_ms, now).await?;
-
-        // Renew what this agent leads; demote what it lost.
-        let leaders = self.leaders();
-        let held: Vec<(u64, u32, u64)> = leaders.iter().map(|(_, p)| (p.topic_id, p.partition, p.epoch)).collect();
-        let lost: HashSet<PartitionId> =
-            self.catalog.renew_leases(&self.agent_id, &held, now, self.ttl_ms()).await?.into_iter().collect();
-        for (t, p) in &leaders {
-            if lost.contains(&p.id()) {
-                tracing::warn!(topic = %p.topic, partition = p.partition, epoch = p.epoch, "lost the lease; now following");
-                p.fence();
-                self.demote(t, p, String::new());
+        // Heartbeat and renew every quarter TTL; the rest of the round only reads.
+        let last = self.last_renewed_ms.load(std::sync::atomic::Ordering::SeqCst);
+        if now - last >= self.ttl_ms() / 4 {
+            self.catalog.heartbeat(&self.agent_id, &self.address, self.started_ms, now).await?;
+            let leaders = self.leaders();
+            let held: Vec<(u64, u32, u64)> = leaders.iter().map(|(_, p)| (p.topic_id, p.partition, p.epoch)).collect();
+            let lost: HashSet<PartitionId> =
+                self.catalog.renew_leases(&self.agent_id, &held, now, self.ttl_ms()).await?.into_iter().collect();
+            for (t, p) in &leaders {
+                if lost.contains(&p.id()) {
+                    tracing::warn!(topic = %p.topic, partition = p.partition, epoch = p.epoch, "lost the lease; now following");
+                    p.fence();
+                    self.demote(t, p, String::new());
+                }
             }
+            self.last_renewed_ms.store(now, std::sync::atomic::Ordering::SeqCst);
         }
 
         // Follow topics created elsewhere; drop deleted ones.

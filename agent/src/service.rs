@@ -72,6 +72,8 @@ pub struct Service {
     pub(crate) ownership: tokio::sync::Mutex<()>,
     /// Set when the agent gives its partitions up to stop: no more rounds.
     pub(crate) leaving: std::sync::atomic::AtomicBool,
+    /// When this agent last heartbeat and renewed its leases.
+    pub(crate) last_renewed_ms: std::sync::atomic::AtomicI64,
 }
 
 /// A produce that has its offsets; `done` resolves when it is acknowledged.
@@ -138,6 +140,7 @@ impl Service {
             metrics,
             ownership: tokio::sync::Mutex::new(()),
             leaving: std::sync::atomic::AtomicBool::new(false),
+            last_renewed_ms: std::sync::atomic::AtomicI64::new(0),
         });
         // Take this agent's share before serving, so a lone agent owns
         // everything from its first request.

@@ -105,7 +105,15 @@ impl AgentProcess {
             .stderr(log)
             .spawn()
             .unwrap();
-        let p = AgentProcess { child, addr: addr.into(), data_dir: data_dir.into(), ca: data_dir.join("tls/ca.pem") };
+        // The CA is in --tls-dir when one is given, else in the data dir.
+        let tls_dir = extra
+            .iter()
+            .position(|a| *a == "--tls-dir")
+            .and_then(|i| extra.get(i + 1))
+            .map(|d| Path::new(d).to_path_buf())
+            .or_else(|| extra.iter().find_map(|a| a.strip_prefix("--tls-dir=")).map(|d| Path::new(d).to_path_buf()))
+            .unwrap_or_else(|| data_dir.join("tls"));
+        let p = AgentProcess { child, addr: addr.into(), data_dir: data_dir.into(), ca: tls_dir.join("ca.pem") };
         p.wait_ready();
         p
     }

@@ -4,6 +4,7 @@
 
 mod cache;
 mod cli;
+mod cluster;
 mod deploy;
 mod durability;
 mod flush;

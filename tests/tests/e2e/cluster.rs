@@ -1,0 +1,162 @@
+//! Several agents on one metadata store and one object store: partitions
+//! are shared out, handed over on SIGTERM, taken over after kill -9, and a
+//! paused owner is fenced. Agents run as separate processes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use silt_client::{Client, ClientConfig, ErrorCode, Producer, ProducerConfig, ProducerRecord};
+
+use crate::harness::*;
+
+/// Flags that put agents on one SQLite file, one objects folder and one CA.
+fn shared(dir: &std::path::Path) -> Vec<String> {
+    vec![
+        "--metadata".into(),
+        format!("sqlite://{}", dir.join("meta.db").display()),
+        "--object-store".into(),
+        format!("file://{}", dir.join("objects").display()),
+        "--tls-dir".into(),
+        dir.join("tls").display().to_string(),
+        "--lease-ttl".into(),
+        "2s".into(),
+    ]
+}
+
+fn start(dir: &std::path::Path, name: &str, extra: &[&str]) -> AgentProcess {
+    let mut flags = shared(dir);
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    AgentProcess::start(&dir.join(name), &flags)
+}
+
+/// partition -> owner address, from `topic describe`.
+fn owners(agent: &AgentProcess, topic: &str) -> BTreeMap<u32, String> {
+    let out = String::from_utf8(agent.ok(&["topic", "describe", topic], None)).unwrap();
+    out.lines()
+        .skip(2)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].parse().unwrap(), f[1].to_string())
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every record of a partition, read through `agent`, as (offset, value).
+fn log_of(agent: &AgentProcess, topic: &str, p: u32) -> Vec<(i64, String)> {
+    let out = agent.ok(
+        &["consume", topic, "--partition", &p.to_string(), "--from-beginning", "--timeout-ms", "800", "--print-offset"],
+        None,
+    );
+    parse_offsets(&out).into_iter().map(|(_, o, v)| (o, v)).collect()
+}
+
+fn assert_dense(log: &[(i64, String)]) {
+    for (i, (o, _)) in log.iter().enumerate() {
+        assert_eq!(*o, i as i64, "offsets have a gap or a duplicate: {log:?}");
+    }
+    let values: BTreeSet<&String> = log.iter().map(|(_, v)| v).collect();
+    assert_eq!(values.len(), log.len(), "a record is in the log twice");
+}
+
+#[test]
+fn agents_share_partitions_hand_over_and_take_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), "a", &["--flush-interval", "50ms"]);
+    a.ok(&["topic", "create", "c", "--partitions", "4"], None);
+    assert!(owners(&a, "c").values().all(|o| *o == a.addr), "a lone agent owns everything");
+
+    // A second agent gets an even share.
+    let mut b = start(dir.path(), "b", &["--flush-interval", "50ms"]);
+    wait_for("an even split", Duration::from_secs(20), || {
+        let o = owners(&a, "c");
+        o.values().filter(|x| **x == a.addr).count() == 2 && o.values().filter(|x| **x == b.addr).count() == 2
+    });
+    let o = owners(&a, "c");
+    let b_part = *o.iter().find(|(_, x)| **x == b.addr).unwrap().0;
+    let a_part = *o.iter().find(|(_, x)| **x == a.addr).unwrap().0;
+
+    // Produce where each partition lives; the other agent says who owns it.
+    a.ok(&["produce", "c", "--partition", &a_part.to_string()], Some(b"a1\na2\n"));
+    b.ok(&["produce", "c", "--partition", &b_part.to_string()], Some(b"b1\nb2\n"));
+    let wrong = a.cli_with_input(&["produce", "c", "--partition", &b_part.to_string()], Some(b"x\n"));
+    assert!(!wrong.status.success());
+    assert!(stderr(&wrong).contains("NOT_OWNER") && stderr(&wrong).contains(&b.addr), "{}", stderr(&wrong));
+    // Any agent serves any partition's history.
+    assert_eq!(log_of(&a, "c", b_part), vec![(0, "b1".into()), (1, "b2".into())]);
+    assert_eq!(log_of(&b, "c", a_part), vec![(0, "a1".into()), (1, "a2".into())]);
+
+    // SIGTERM: b hands its partitions back within seconds.
+    let started = Instant::now();
+    signal(b.child.id(), "TERM");
+    wait_for("a to take b's partitions", Duration::from_secs(10), || owners(&a, "c").values().all(|o| *o == a.addr));
+    eprintln!("graceful handover took {:?}", started.elapsed());
+    assert!(b.child.wait().unwrap().success(), "b stopped cleanly");
+    a.ok(&["produce", "c", "--partition", &b_part.to_string()], Some(b"b3\n"));
+    let log = log_of(&a, "c", b_part);
+    assert_dense(&log);
+    assert_eq!(log.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(), vec!["b1", "b2", "b3"]);
+
+    // kill -9: the survivor takes over once the leases expire.
+    let mut b = start(dir.path(), "b", &["--flush-interval", "50ms"]);
+    wait_for("the split again", Duration::from_secs(20), || owners(&a, "c").values().any(|o| *o == b.addr));
+    let o = owners(&a, "c");
+    let b_part = *o.iter().find(|(_, x)| **x == b.addr).unwrap().0;
+    b.ok(&["produce", "c", "--partition", &b_part.to_string()], Some(b"before-kill\n"));
+    let started = Instant::now();
+    b.kill9();
+    wait_for("a to take over from the dead agent", Duration::from_secs(15), || {
+        owners(&a, "c").values().all(|o| *o == a.addr)
+    });
+    eprintln!("takeover after kill -9 took {:?}", started.elapsed());
+    a.ok(&["produce", "c", "--partition", &b_part.to_string()], Some(b"after-kill\n"));
+    let log = log_of(&a, "c", b_part);
+    assert_dense(&log);
+    let values: Vec<&str> = log.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(&values[values.len() - 2..], ["before-kill", "after-kill"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_is_fenced_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow flushes so a batch is still buffered when the owner is paused.
+    let a = start(dir.path(), "a", &["--flush-interval", "1500ms"]);
+    a.ok(&["topic", "create", "f"], None);
+    let config = ClientConfig { agent: a.addr.clone(), ca: Some(a.ca.clone()), ..Default::default() };
+    let producer = Producer::new(Client::connect(config).await.unwrap(), "f", ProducerConfig::default()).await.unwrap();
+    assert_eq!(producer.send(ProducerRecord::new("r1")).await.unwrap().await.unwrap().offset, 0);
+    let r2 = producer.send(ProducerRecord::new("r2")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await; // r2 reaches a, unflushed
+    signal(a.child.id(), "STOP");
+
+    // b takes the partition once a's lease lapses, and accepts writes.
+    let dir_path = dir.path().to_path_buf();
+    let b = tokio::task::spawn_blocking(move || start(&dir_path, "b", &[])).await.unwrap();
+    let b_addr = b.addr.clone();
+    let b = tokio::task::spawn_blocking(move || {
+        wait_for("b to take the partition", Duration::from_secs(20), || owners(&b, "f")[&0] == b_addr);
+        b.ok(&["produce", "f"], Some(b"r3\n"));
+        b
+    })
+    .await
+    .unwrap();
+
+    // a wakes up: it must find out, fail r2 with a retriable error, and write nothing.
+    signal(a.child.id(), "CONT");
+    let outcome = tokio::time::timeout(Duration::from_secs(20), r2).await.expect("r2 was answered");
+    let e = outcome.expect_err("a fenced owner acknowledged a write");
+    assert!(e.is_retriable(), "{e}");
+    assert!(matches!(e.code(), Some(ErrorCode::Fenced) | Some(ErrorCode::NotOwner)), "{e}");
+    tokio::time::sleep(Duration::from_secs(2)).await; // a's flush and renewal have run
+    let log = tokio::task::spawn_blocking(move || log_of(&b, "f", 0)).await.unwrap();
+    assert_eq!(log, vec![(0, "r1".into()), (1, "r3".into())], "the log has r1 then r3, nothing from the fenced owner");
+    drop(a);
+}
