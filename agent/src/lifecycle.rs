@@ -176,6 +176,20 @@ impl Service {
         Ok(())
     }
 
+    /// Partitions with an actor, fenced or not (a stopping agent has fenced them).
+    fn all_actors(&self) -> Vec<(Arc<TopicState>, Arc<Partition>)> {
+        let topics: Vec<Arc<TopicState>> = self.topics.read().expect("topics lock").values().cloned().collect();
+        let mut out = Vec::new();
+        for t in topics {
+            for p in 0..t.topic.partitions {
+                if let Some(part) = t.get(p).filter(|part| part.epoch > 0) {
+                    out.push((t.clone(), part));
+                }
+            }
+        }
+        out
+    }
+
     fn leaders(&self) -> Vec<(Arc<TopicState>, Arc<Partition>)> {
         let topics: Vec<Arc<TopicState>> = self.topics.read().expect("topics lock").values().cloned().collect();
         let mut out = Vec::new();
@@ -253,11 +267,46 @@ impl Service {
         Ok(())
     }
 
+    /// The registered agents, with the partitions each holds a live lease on.
+    pub async fn list_agents(&self) -> Result<Vec<silt_wire::AgentInfo>, ServiceError> {
+        let now = now_ms();
+        let mut held: HashMap<String, u32> = HashMap::new();
+        for topic in self.catalog.list_topics().await? {
+            for (_, lease) in self.catalog.partitions(&topic).await? {
+                if let Some(l) = lease.filter(|l| l.is_live(now)) {
+                    *held.entry(l.owner).or_default() += 1;
+                }
+            }
+        }
+        Ok(self
+            .catalog
+            .agents()
+            .await?
+            .into_iter()
+            .map(|a| silt_wire::AgentInfo {
+                partitions: held.get(&a.id).copied().unwrap_or(0),
+                id: a.id,
+                address: a.address,
+                heartbeat_ms: a.heartbeat_ms,
+            })
+            .collect())
+    }
+
+    /// At the start of a shutdown: refuse new appends (a retriable answer
+    /// given before offsets are assigned, so producers resend them to the
+    /// next owner), while what was accepted is flushed and committed.
+    pub fn stop_accepting(&self) {
+        self.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+        for (_, part) in self.leaders() {
+            part.fence();
+        }
+    }
+
     /// At shutdown, after the final flush: release every lease and leave.
     pub async fn release_all(&self) {
         let _round = self.ownership.lock().await;
         self.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
-        for (t, part) in self.leaders() {
+        for (t, part) in self.all_actors() {
             part.fence();
             if let Err(e) = self.catalog.release_lease(part.topic_id, part.partition, &self.agent_id, part.epoch).await
             {

@@ -203,6 +203,7 @@ impl Agent {
     /// accepted, releases the partitions and closes the listener.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
+        self.service.stop_accepting();
         self.accept_stop.cancel();
         self.connections.close();
         // In-flight produces finish when the flusher commits them; fetches
@@ -356,6 +357,7 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
         Request::DeleteTopic { name } => service.delete_topic(&name).await.map(|_| Response::Done),
         Request::ListTopics => service.list_topics().await.map(Response::Topics),
         Request::Stats => Ok(Response::Stats(service.stats())),
+        Request::ListAgents => service.list_agents().await.map(Response::Agents),
         Request::DescribeTopic { name } => service.describe_topic(&name).await.map(Response::Topic),
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
             let wait = Duration::from_millis(max_wait_ms.into()).min(MAX_FETCH_WAIT);

@@ -33,8 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run an agent (a broker) in the foreground.
-    Agent(Box<silt_agent::Args>),
+    /// Run an agent (a broker) in the foreground; `silt agent list` lists the live agents.
+    Agent(Box<AgentCommand>),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
@@ -47,6 +47,21 @@ enum Command {
     /// Benchmark programs that print throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AgentCommand {
+    #[command(subcommand)]
+    action: Option<AgentAction>,
+    #[command(flatten)]
+    args: silt_agent::Args,
+}
+
+#[derive(Subcommand)]
+enum AgentAction {
+    /// List the registered agents: id, address, partitions owned, last heartbeat.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -83,7 +98,7 @@ impl Cli {
 fn main() {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SILT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Agent(_)) {
+        tracing_subscriber::EnvFilter::new(if matches!(&cli.command, Command::Agent(a) if a.action.is_none()) {
             "info,foyer=warn"
         } else {
             "warn"
@@ -104,7 +119,20 @@ fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
-        Command::Agent(args) => run_agent(args).await.map(|_| 0),
+        Command::Agent(agent) => match agent.action {
+            None => run_agent(&agent.args).await.map(|_| 0),
+            Some(AgentAction::List) => {
+                let client = cli.connect().await?;
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+                println!("{:<24}  {:<22}  {:>10}  {:>14}", "AGENT", "ADDRESS", "PARTITIONS", "LAST-HEARTBEAT");
+                for a in client.list_agents().await? {
+                    let ago = format!("{:.1}s ago", (now - a.heartbeat_ms).max(0) as f64 / 1000.0);
+                    println!("{:<24}  {:<22}  {:>10}  {:>14}", a.id, a.address, a.partitions, ago);
+                }
+                client.close();
+                Ok(0)
+            }
+        },
         Command::Topic(t) => {
             let client = cli.connect().await?;
             match t {

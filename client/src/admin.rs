@@ -32,6 +32,14 @@ impl Client {
         }
     }
 
+    /// The registered agents: id, address, partitions owned, last heartbeat. Cancel safe.
+    pub async fn list_agents(&self) -> Result<Vec<silt_wire::AgentInfo>, ClientError> {
+        match self.call(&Request::ListAgents, Duration::ZERO).await? {
+            Response::Agents(agents) => Ok(agents),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The agent's counters, by name (see the agent's `metrics` module). Cancel safe.
     pub async fn stats(&self) -> Result<Vec<(String, u64)>, ClientError> {
         match self.call(&Request::Stats, Duration::ZERO).await? {

@@ -20,7 +20,8 @@ const ALPN: &[u8] = b"silt/1";
 /// How to reach and trust an agent.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `host:port` of an agent.
+    /// `host:port` of an agent, or several separated by commas: the first
+    /// that answers is used, and it tells where every partition's owner is.
     pub agent: String,
     /// PEM file with the CA certificates to trust (an agent's `ca.pem`).
     pub ca: Option<PathBuf>,
@@ -56,6 +57,8 @@ pub struct Client {
     // Kept so the endpoint (and its socket) lives as long as any clone.
     _endpoint: quinn::Endpoint,
     addr: Arc<str>,
+    /// The agent list this client was given (it connected to one of them).
+    seeds: Arc<str>,
     config: Arc<ClientConfig>,
 }
 
@@ -100,6 +103,27 @@ impl Client {
     ///
     /// Cancel safety: dropping the future abandons the attempt; nothing is left behind.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let agents: Vec<String> =
+            config.agent.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
+        if agents.is_empty() {
+            return Err(ClientError::Config("no agent address given".into()));
+        }
+        let mut last = None;
+        for agent in &agents {
+            match Self::connect_one(ClientConfig { agent: agent.clone(), ..config.clone() }).await {
+                Ok(mut c) => {
+                    c.seeds = config.agent.as_str().into();
+                    return Ok(c);
+                }
+                // A certificate the CA does not vouch for is not a reason to try the next.
+                Err(e @ ClientError::Config(_)) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one agent was tried"))
+    }
+
+    async fn connect_one(config: ClientConfig) -> Result<Client, ClientError> {
         let addr_text = config.agent.clone();
         let addr: SocketAddr = tokio::net::lookup_host(&addr_text)
             .await
@@ -148,11 +172,22 @@ impl Client {
             }
             Ok(Ok(c)) => c,
         };
-        Ok(Client { conn, _endpoint: endpoint, addr: addr_text.into(), config: Arc::new(config) })
+        Ok(Client {
+            conn,
+            _endpoint: endpoint,
+            seeds: addr_text.as_str().into(),
+            addr: addr_text.into(),
+            config: Arc::new(config),
+        })
     }
 
     pub fn agent(&self) -> &str {
         &self.addr
+    }
+
+    /// The agent addresses this client was configured with.
+    pub fn seeds(&self) -> &str {
+        &self.seeds
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -183,6 +218,11 @@ impl Client {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout { addr: self.addr.to_string(), secs: limit.as_secs() }),
         }
+    }
+
+    /// Whether the connection is still up.
+    pub fn is_open(&self) -> bool {
+        self.conn.close_reason().is_none()
     }
 
     pub fn close(&self) {

@@ -18,4 +18,4 @@ pub use client::{Client, ClientConfig};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, Offset, RecordStream};
 pub use error::ClientError;
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
-pub use silt_wire::{Acks, Compression, ErrorCode, Header, PartitionInfo, TopicDescription};
+pub use silt_wire::{Acks, AgentInfo, Compression, ErrorCode, Header, PartitionInfo, TopicDescription};

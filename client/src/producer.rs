@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use silt_wire::{Acks, BatchBuilder, Compression, Header, Request, Response};
+use silt_wire::{Acks, BatchBuilder, Compression, ErrorCode, Header, Request, Response};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::client::{unexpected, Client};
+use crate::client::{unexpected, Client, ClientConfig};
 use crate::error::ClientError;
 use crate::partitioner::partition_for_key;
 
@@ -134,8 +134,67 @@ struct Batches {
     open: Option<Open>,
 }
 
+/// Where each partition's owner is, and a connection to each owner.
+struct Router {
+    /// Any agent: it answers where the owners are. Replaced from the
+    /// configured list when it stops answering.
+    bootstrap: tokio::sync::RwLock<Client>,
+    topic: String,
+    /// The agent list the producer was given.
+    seeds: String,
+    owners: std::sync::RwLock<Vec<String>>,
+    connections: tokio::sync::Mutex<std::collections::HashMap<String, Client>>,
+}
+
+impl Router {
+    /// The connection to `p`'s owner (the bootstrap agent when none is known).
+    async fn client_for(&self, p: u32) -> Result<Client, ClientError> {
+        let owner = self.owners.read().expect("owners lock").get(p as usize).cloned().unwrap_or_default();
+        let bootstrap = self.bootstrap.read().await.clone();
+        if owner.is_empty() || owner == bootstrap.agent() {
+            return Ok(bootstrap);
+        }
+        let mut connections = self.connections.lock().await;
+        if let Some(c) = connections.get(&owner) {
+            if c.is_open() {
+                return Ok(c.clone());
+            }
+        }
+        let config = ClientConfig { agent: owner.clone(), ..bootstrap.config().clone() };
+        let client = Client::connect(config).await?;
+        connections.insert(owner, client.clone());
+        Ok(client)
+    }
+
+    /// Asks for the partitions' owners again (after NOT_OWNER and the like).
+    async fn refresh(&self) {
+        let bootstrap = self.bootstrap.read().await.clone();
+        let described = match bootstrap.describe_topic(&self.topic).await {
+            Ok(d) => Ok(d),
+            // That agent is gone: connect through the configured list again.
+            Err(e) if e.is_retriable() || !bootstrap.is_open() => {
+                let config = ClientConfig { agent: self.seeds.clone(), ..bootstrap.config().clone() };
+                match Client::connect(config).await {
+                    Ok(fresh) => {
+                        let d = fresh.describe_topic(&self.topic).await;
+                        *self.bootstrap.write().await = fresh;
+                        d
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match described {
+            Ok(d) => *self.owners.write().expect("owners lock") = d.partitions.into_iter().map(|p| p.owner).collect(),
+            Err(e) => tracing::debug!(error = %e, "could not refresh partition owners"),
+        }
+    }
+}
+
 struct Inner {
     client: Client,
+    router: Router,
     topic: String,
     partitions: u32,
     max_record_bytes: usize,
@@ -169,10 +228,18 @@ impl Producer {
         }
         let description = client.describe_topic(topic).await?;
         let partitions = description.partitions.len() as u32;
+        let router = Router {
+            seeds: client.seeds().to_string(),
+            bootstrap: tokio::sync::RwLock::new(client.clone()),
+            topic: topic.into(),
+            owners: std::sync::RwLock::new(description.partitions.iter().map(|p| p.owner.clone()).collect()),
+            connections: Default::default(),
+        };
         let max_record_bytes = description.max_record_bytes as usize;
         let buffer = config.buffer_bytes.max(max_record_bytes + 1024);
         let inner = Arc::new(Inner {
             client,
+            router,
             topic: topic.into(),
             partitions,
             max_record_bytes,
@@ -398,6 +465,10 @@ async fn sender(inner: Arc<Inner>, p: u32) {
     acks.wait().await;
 }
 
+/// Sends a batch to its partition's owner and waits until it is assigned
+/// offsets. A refusal before assignment wrote nothing, so the batch may go
+/// again: after NOT_OWNER (or a lease moving, or an agent stopping) it goes
+/// to the owner the agents name now.
 async fn send_until_assigned(
     inner: &Inner,
     p: u32,
@@ -407,7 +478,8 @@ async fn send_until_assigned(
     let mut attempt = 0;
     loop {
         let result = async {
-            let mut stream = inner.client.open(&request).await?;
+            let client = inner.router.client_for(p).await?;
+            let mut stream = client.open(&request).await?;
             match stream.next().await? {
                 Response::ProduceAssigned { .. } => Ok(stream),
                 other => Err(unexpected(other)),
@@ -419,11 +491,22 @@ async fn send_until_assigned(
             Err(_) => Err(ClientError::Timeout { addr: inner.client.agent().into(), secs: limit.as_secs() }),
         };
         match result {
-            // Refused before offsets were assigned: safe to send again.
             Err(e @ ClientError::Server { .. }) if e.is_retriable() && attempt < inner.config.retries => {
                 attempt += 1;
                 tracing::debug!(error = %e, attempt, "produce refused; retrying");
+                if matches!(e.code(), Some(ErrorCode::NotOwner | ErrorCode::Fenced | ErrorCode::ShuttingDown)) {
+                    inner.router.refresh().await;
+                }
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(20)))).await;
+            }
+            // The owner cannot be reached (it died): ask who owns it now.
+            Err(
+                e @ (ClientError::ConnectTimeout { .. } | ClientError::Connect { .. } | ClientError::Connection { .. }),
+            ) if attempt < inner.config.retries => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "owner unreachable; looking it up again");
+                inner.router.refresh().await;
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(20)))).await;
             }
             other => return other,
         }

@@ -19,4 +19,4 @@ pub use batch::{Batch, BatchBuilder, BatchError, BatchHeader, Compression, Heade
 pub use buf::DecodeError;
 pub use code::ErrorCode;
 pub use frame::{Frame, FrameError};
-pub use message::{Acks, PartitionInfo, Request, Response, TopicDescription};
+pub use message::{Acks, AgentInfo, PartitionInfo, Request, Response, TopicDescription};

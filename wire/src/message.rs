@@ -10,6 +10,7 @@
 //! 5 Produce        topic: string, partition: u32, acks: u8, batch: the rest
 //! 6 Fetch          topic: string, partition: u32, offset: i64, max_bytes: u32, max_wait_ms: u32
 //! 7 Stats          (empty)
+//! 8 ListAgents     (empty)
 //! ```
 //!
 //! Response kinds:
@@ -22,6 +23,7 @@
 //! 0x85 Produced          base_offset: i64, last_offset: i64   (acknowledged)
 //! 0x86 Fetched           high_watermark: i64, log_start: i64, batches: the rest
 //! 0x87 Stats             count: u32, (name: string, value: u64)...   (named counters; names are stable)
+//! 0x88 Agents            count: u32, (id: string, address: string, partitions: u32, heartbeat_ms: i64)...
 //! 0xff Error             code: u16, message: string
 //! ```
 //!
@@ -106,6 +108,19 @@ pub enum Request {
     },
     /// The agent's counters.
     Stats,
+    /// The registered agents.
+    ListAgents,
+}
+
+/// One agent as `ListAgents` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub id: String,
+    pub address: String,
+    /// Partitions it holds a live lease on.
+    pub partitions: u32,
+    /// Its last heartbeat, in milliseconds since the Unix epoch.
+    pub heartbeat_ms: i64,
 }
 
 /// One partition as `DescribeTopic` reports it.
@@ -137,6 +152,7 @@ pub enum Response {
     Produced { base_offset: i64, last_offset: i64 },
     Fetched { high_watermark: i64, log_start: i64, batches: Bytes },
     Stats(Vec<(String, u64)>),
+    Agents(Vec<AgentInfo>),
     Error { code: ErrorCode, message: String },
 }
 
@@ -148,6 +164,7 @@ mod kind {
     pub const PRODUCE: u8 = 5;
     pub const FETCH: u8 = 6;
     pub const STATS: u8 = 7;
+    pub const LIST_AGENTS: u8 = 8;
     pub const DONE: u8 = 0x81;
     pub const TOPICS: u8 = 0x82;
     pub const TOPIC: u8 = 0x83;
@@ -155,6 +172,7 @@ mod kind {
     pub const PRODUCED: u8 = 0x85;
     pub const FETCHED: u8 = 0x86;
     pub const STATS_REPLY: u8 = 0x87;
+    pub const AGENTS: u8 = 0x88;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -181,6 +199,7 @@ impl Request {
             Request::Produce { .. } => kind::PRODUCE,
             Request::Fetch { .. } => kind::FETCH,
             Request::Stats => kind::STATS,
+            Request::ListAgents => kind::LIST_AGENTS,
         }
     }
 
@@ -193,7 +212,7 @@ impl Request {
                 body.put_u32(*partitions);
             }
             Request::DeleteTopic { name } | Request::DescribeTopic { name } => body.put_string(clip(name)),
-            Request::ListTopics | Request::Stats => {}
+            Request::ListTopics | Request::Stats | Request::ListAgents => {}
             Request::Produce { topic, partition, acks, batch } => {
                 body.put_string(clip(topic));
                 body.put_u32(*partition);
@@ -218,6 +237,7 @@ impl Request {
             kind::DELETE_TOPIC => Request::DeleteTopic { name: r.string("topic")? },
             kind::LIST_TOPICS => Request::ListTopics,
             kind::STATS => Request::Stats,
+            kind::LIST_AGENTS => Request::ListAgents,
             kind::DESCRIBE_TOPIC => Request::DescribeTopic { name: r.string("topic")? },
             kind::PRODUCE => {
                 let topic = r.string("topic")?;
@@ -254,6 +274,7 @@ impl Response {
             Response::Produced { .. } => kind::PRODUCED,
             Response::Fetched { .. } => kind::FETCHED,
             Response::Stats(_) => kind::STATS_REPLY,
+            Response::Agents(_) => kind::AGENTS,
             Response::Error { .. } => kind::ERROR,
         }
     }
@@ -282,6 +303,15 @@ impl Response {
                 }
             }
             Response::ProduceAssigned { base_offset } => body.put_i64(*base_offset),
+            Response::Agents(agents) => {
+                body.put_u32(agents.len() as u32);
+                for a in agents {
+                    body.put_string(clip(&a.id));
+                    body.put_string(clip(&a.address));
+                    body.put_u32(a.partitions);
+                    body.put_i64(a.heartbeat_ms);
+                }
+            }
             Response::Stats(counters) => {
                 body.put_u32(counters.len() as u32);
                 for (name, value) in counters {
@@ -341,6 +371,19 @@ impl Response {
                 Response::Topic(TopicDescription { name, id, max_record_bytes, partitions })
             }
             kind::PRODUCE_ASSIGNED => Response::ProduceAssigned { base_offset: r.i64("base offset")? },
+            kind::AGENTS => {
+                let n = r.count("agent count", 16)?;
+                let mut agents = Vec::with_capacity(n);
+                for _ in 0..n {
+                    agents.push(AgentInfo {
+                        id: r.string("agent id")?,
+                        address: r.string("agent address")?,
+                        partitions: r.u32("partitions")?,
+                        heartbeat_ms: r.i64("heartbeat")?,
+                    });
+                }
+                Response::Agents(agents)
+            }
             kind::STATS_REPLY => {
                 let n = r.count("counter count", 10)?;
                 let mut counters = Vec::with_capacity(n);
@@ -394,6 +437,7 @@ mod tests {
             },
             Request::Fetch { topic: "t".into(), partition: 1, offset: 5, max_bytes: 1024, max_wait_ms: 500 },
             Request::Stats,
+            Request::ListAgents,
         ]
     }
 
@@ -417,6 +461,12 @@ mod tests {
             Response::Produced { base_offset: 7, last_offset: 9 },
             Response::Fetched { high_watermark: 10, log_start: 0, batches: Bytes::from_static(b"abc") },
             Response::Stats(vec![("objects_written".into(), 3), ("gets".into(), 0)]),
+            Response::Agents(vec![AgentInfo {
+                id: "a".into(),
+                address: "10.0.0.1:7447".into(),
+                partitions: 3,
+                heartbeat_ms: 9,
+            }]),
             Response::error(ErrorCode::UnknownTopic, "no topic x"),
         ]
     }

@@ -84,12 +84,27 @@ fn agents_share_partitions_hand_over_and_take_over() {
     let b_part = *o.iter().find(|(_, x)| **x == b.addr).unwrap().0;
     let a_part = *o.iter().find(|(_, x)| **x == a.addr).unwrap().0;
 
-    // Produce where each partition lives; the other agent says who owns it.
+    // A produce sent to the wrong agent is refused with the owner's address...
+    let batch = {
+        let mut builder = silt_wire::BatchBuilder::new(silt_wire::Compression::None);
+        builder.push(0, None, b"x", &[]);
+        builder.build().unwrap().into_bytes()
+    };
+    let request =
+        silt_wire::Request::Produce { topic: "c".into(), partition: b_part, acks: silt_wire::Acks::Durable, batch };
+    let reply = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (_ep, conn) = crate::protocol::raw_connection_to(a.addr.parse().unwrap(), &a.ca).await;
+        crate::protocol::exchange(&conn, &request.encode()).await
+    });
+    match reply {
+        Some(silt_wire::Response::Error { code: ErrorCode::NotOwner, message }) => {
+            assert!(message.contains(&b.addr), "{message}")
+        }
+        other => panic!("expected NOT_OWNER naming {}, got {other:?}", b.addr),
+    }
+    // ...and clients route by themselves: whichever agent they reach first.
     a.ok(&["produce", "c", "--partition", &a_part.to_string()], Some(b"a1\na2\n"));
-    b.ok(&["produce", "c", "--partition", &b_part.to_string()], Some(b"b1\nb2\n"));
-    let wrong = a.cli_with_input(&["produce", "c", "--partition", &b_part.to_string()], Some(b"x\n"));
-    assert!(!wrong.status.success());
-    assert!(stderr(&wrong).contains("NOT_OWNER") && stderr(&wrong).contains(&b.addr), "{}", stderr(&wrong));
+    a.ok(&["produce", "c", "--partition", &b_part.to_string()], Some(b"b1\nb2\n"));
     // Any agent serves any partition's history.
     assert_eq!(log_of(&a, "c", b_part), vec![(0, "b1".into()), (1, "b2".into())]);
     assert_eq!(log_of(&b, "c", a_part), vec![(0, "a1".into()), (1, "a2".into())]);
@@ -159,4 +174,60 @@ async fn a_paused_owner_is_fenced_and_writes_nothing() {
     let log = tokio::task::spawn_blocking(move || log_of(&b, "f", 0)).await.unwrap();
     assert_eq!(log, vec![(0, "r1".into()), (1, "r3".into())], "the log has r1 then r3, nothing from the fenced owner");
     drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_follows_partitions_through_a_handover() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        let a = start(&d, "a", &["--flush-interval", "50ms"]);
+        a.ok(&["topic", "create", "r", "--partitions", "4"], None);
+        let b = start(&d, "b", &["--flush-interval", "50ms"]);
+        wait_for("an even split", Duration::from_secs(20), || {
+            owners(&a, "r").values().filter(|o| **o == b.addr).count() == 2
+        });
+        (a, b)
+    })
+    .await
+    .unwrap();
+
+    // Bootstrap with both; the producer finds each partition's owner itself.
+    let config = ClientConfig { agent: format!("{},{}", b.addr, a.addr), ca: Some(a.ca.clone()), ..Default::default() };
+    let client = Client::connect(config).await.unwrap();
+    let producer = std::sync::Arc::new(Producer::new(client, "r", ProducerConfig::default()).await.unwrap());
+    let sender = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut deliveries = Vec::new();
+            for i in 0..4000u32 {
+                let record = ProducerRecord::new(format!("{i}")).with_partition(i % 4);
+                deliveries.push(producer.send(record).await.unwrap());
+                if i % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let mut acked = Vec::new();
+            for d in deliveries {
+                acked.push(d.await.expect("a record was refused during a graceful handover"));
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut b = b;
+    signal(b.child.id(), "TERM"); // mid-stream
+    let acked = sender.await.unwrap();
+    assert_eq!(acked.len(), 4000);
+    assert!(b.child.wait().unwrap().success());
+
+    // Every record once, each partition in send order.
+    let logs =
+        tokio::task::spawn_blocking(move || (0..4).map(|p| log_of(&a, "r", p)).collect::<Vec<_>>()).await.unwrap();
+    for (p, log) in logs.iter().enumerate() {
+        assert_dense(log);
+        let values: Vec<u32> = log.iter().map(|(_, v)| v.parse().unwrap()).collect();
+        let expected: Vec<u32> = (0..4000).filter(|i| i % 4 == p as u32).collect();
+        assert_eq!(values, expected, "partition {p}");
+    }
 }

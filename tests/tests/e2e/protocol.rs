@@ -13,8 +13,16 @@ use silt_wire::{ErrorCode, Request, Response};
 use crate::harness::*;
 
 async fn raw_connection(agent: &TestAgent) -> (quinn::Endpoint, quinn::Connection) {
+    raw_connection_to(agent.addr, &agent.ca).await
+}
+
+/// A bare QUIC connection to an agent, for sending hand-made frames.
+pub(crate) async fn raw_connection_to(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+) -> (quinn::Endpoint, quinn::Connection) {
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&agent.ca).unwrap() {
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -27,11 +35,11 @@ async fn raw_connection(agent: &TestAgent) -> (quinn::Endpoint, quinn::Connectio
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
-    let conn = endpoint.connect(agent.addr, "localhost").unwrap().await.unwrap();
+    let conn = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
     (endpoint, conn)
 }
 
-async fn exchange(conn: &quinn::Connection, bytes: &[u8]) -> Option<Response> {
+pub(crate) async fn exchange(conn: &quinn::Connection, bytes: &[u8]) -> Option<Response> {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(bytes).await.unwrap();
     let _ = send.finish();
