@@ -139,8 +139,9 @@ impl Client {
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
         let mut transport = quinn::TransportConfig::default();
         transport
-            .keep_alive_interval(Some(Duration::from_secs(5)))
-            .max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("valid idle timeout")))
+            // An agent killed outright sends nothing: notice within seconds.
+            .keep_alive_interval(Some(Duration::from_secs(3)))
+            .max_idle_timeout(Some(Duration::from_secs(10).try_into().expect("valid idle timeout")))
             .stream_receive_window((16u32 << 20).into())
             .receive_window((64u32 << 20).into())
             .send_window(64 << 20);
@@ -209,7 +210,11 @@ impl Client {
     /// Sends one request and waits for its single response, within `extra`
     /// beyond the request timeout. Agent errors become `ClientError::Server`.
     pub(crate) async fn call(&self, request: &Request, extra: Duration) -> Result<Response, ClientError> {
-        let limit = self.config.request_timeout + extra;
+        self.call_within(request, self.config.request_timeout + extra).await
+    }
+
+    /// Like `call`, with its own time limit.
+    pub(crate) async fn call_within(&self, request: &Request, limit: Duration) -> Result<Response, ClientError> {
         let fut = async {
             let mut stream = self.open(request).await?;
             stream.next().await

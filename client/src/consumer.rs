@@ -24,11 +24,19 @@ pub struct ConsumerConfig {
     pub max_wait: Duration,
     /// Fetched batches buffered per partition ahead of the reader.
     pub prefetch: usize,
+    /// How long a fetch may take beyond `max_wait` before the agent is taken
+    /// for gone (then the consumer reconnects through its agent list).
+    pub fetch_timeout: Duration,
 }
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        ConsumerConfig { max_bytes: 4 << 20, max_wait: Duration::from_millis(500), prefetch: 4 }
+        ConsumerConfig {
+            max_bytes: 4 << 20,
+            max_wait: Duration::from_millis(500),
+            prefetch: 4,
+            fetch_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -128,13 +136,23 @@ impl Fetcher {
                     }
                 }
                 // A passing fault (the store or the metadata is briefly away, a
-                // slow answer): try again, backing off, without ending the stream.
-                Err(e)
-                    if e.is_retriable() && failures < MAX_RETRIES && !matches!(e, ClientError::Connection { .. }) =>
-                {
+                // slow answer, the agent went away): try again, backing off,
+                // through another agent of the list if need be.
+                Err(e) if e.is_retriable() && failures < MAX_RETRIES => {
                     failures += 1;
                     tracing::warn!(partition = self.partition, error = %e, failures, "fetch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(30)))).await;
+                    if matches!(e, ClientError::Connection { .. } | ClientError::Timeout { .. })
+                        || !self.client.is_open()
+                    {
+                        let config = crate::ClientConfig {
+                            agent: self.client.seeds().to_string(),
+                            ..self.client.config().clone()
+                        };
+                        if let Ok(fresh) = Client::connect(config).await {
+                            self.client = fresh;
+                        }
+                    }
                 }
                 Err(e) => {
                     let _ = self.tx.send(Err(e)).await;
@@ -152,7 +170,8 @@ impl Fetcher {
             max_bytes: self.config.max_bytes,
             max_wait_ms: self.config.max_wait.as_millis().min(u32::MAX as u128) as u32,
         };
-        let Response::Fetched { batches, .. } = self.client.call(&request, self.config.max_wait).await? else {
+        let limit = self.config.max_wait + self.config.fetch_timeout;
+        let Response::Fetched { batches, .. } = self.client.call_within(&request, limit).await? else {
             return Err(ClientError::Protocol("fetch answered with another kind".into()));
         };
         let mut out = Vec::new();

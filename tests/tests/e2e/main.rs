@@ -3,6 +3,7 @@
 //! local object store.
 
 mod cache;
+mod churn;
 mod cli;
 mod cluster;
 mod deploy;
