@@ -94,38 +94,24 @@ pub async fn open(url: &str) -> Result<Arc<dyn MetaStore>, MetaError> {
         return Ok(Arc::new(crate::SqliteStore::open(path).await?));
     }
     if let Some(hosts) = url.strip_prefix("etcd://") {
-        let endpoints: Vec<String> =
-            hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect();
-        if endpoints.is_empty() {
-            return Err(MetaError::InvalidUrl {
-                url: url.into(),
-                reason: "no endpoints (etcd://host:2379,...)".into(),
-            });
-        }
+        let endpoints = endpoints(url, hosts, "etcd://host:2379,...")?;
         #[cfg(feature = "etcd")]
         return Ok(Arc::new(crate::etcd::EtcdStore::connect(&endpoints).await?));
         #[cfg(not(feature = "etcd"))]
-        return Err(MetaError::InvalidUrl {
-            url: url.into(),
-            reason: "this build has no etcd support (build with --features silt-metadata/etcd)".into(),
-        });
+        {
+            let _ = endpoints; // checked, but this build cannot use them
+            return Err(no_feature(url, "etcd"));
+        }
     }
     if let Some(hosts) = url.strip_prefix("tikv://") {
-        let endpoints: Vec<String> =
-            hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect();
-        if endpoints.is_empty() {
-            return Err(MetaError::InvalidUrl {
-                url: url.into(),
-                reason: "no PD endpoints (tikv://pd:2379,...)".into(),
-            });
-        }
+        let endpoints = endpoints(url, hosts, "tikv://pd:2379,...")?;
         #[cfg(feature = "tikv")]
         return Ok(Arc::new(crate::tikv::TikvStore::connect(&endpoints).await?));
         #[cfg(not(feature = "tikv"))]
-        return Err(MetaError::InvalidUrl {
-            url: url.into(),
-            reason: "this build has no TiKV support (build with --features silt-metadata/tikv)".into(),
-        });
+        {
+            let _ = endpoints; // checked, but this build cannot use them
+            return Err(no_feature(url, "tikv"));
+        }
     }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(MetaError::InvalidUrl {
@@ -134,4 +120,22 @@ pub async fn open(url: &str) -> Result<Arc<dyn MetaStore>, MetaError> {
         });
     }
     Ok(Arc::new(crate::SqliteStore::open(url).await?))
+}
+
+/// The comma-separated `host:port` list of an `etcd://` or `tikv://` URL.
+fn endpoints(url: &str, hosts: &str, form: &str) -> Result<Vec<String>, MetaError> {
+    let endpoints: Vec<String> = hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect();
+    if endpoints.is_empty() {
+        return Err(MetaError::InvalidUrl { url: url.into(), reason: format!("no endpoints ({form})") });
+    }
+    Ok(endpoints)
+}
+
+/// The error for a backend this build was compiled without.
+#[allow(dead_code)]
+fn no_feature(url: &str, feature: &str) -> MetaError {
+    MetaError::InvalidUrl {
+        url: url.into(),
+        reason: format!("this build has no {feature} support (build with --features silt-metadata/{feature})"),
+    }
 }
