@@ -3,6 +3,7 @@
 use silt_wire::ErrorCode;
 
 use crate::error::ServiceError;
+use crate::producers::SequenceError;
 
 pub fn code_of(e: &ServiceError) -> ErrorCode {
     match e {
@@ -23,6 +24,11 @@ pub fn code_of(e: &ServiceError) -> ErrorCode {
         ServiceError::NotOwner { .. } => ErrorCode::NotOwner,
         ServiceError::Throttled(_) => ErrorCode::Throttled,
         ServiceError::ShuttingDown => ErrorCode::ShuttingDown,
+        ServiceError::Sequence { reason, .. } => match reason {
+            SequenceError::OutOfOrder { .. } => ErrorCode::OutOfOrderSequence,
+            SequenceError::Duplicate { .. } => ErrorCode::DuplicateSequence,
+            SequenceError::Fenced { .. } => ErrorCode::ProducerFenced,
+        },
     }
 }
 

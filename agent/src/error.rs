@@ -82,6 +82,8 @@ pub enum ServiceError {
     Throttled(usize),
     #[error("the agent is shutting down")]
     ShuttingDown,
+    #[error("{topic}/{partition}: {reason}")]
+    Sequence { topic: String, partition: u32, reason: crate::producers::SequenceError },
 }
 
 impl From<CatalogError> for ServiceError {

@@ -249,6 +249,7 @@ impl Flusher {
                     len: e.len,
                     max_timestamp: e.max_timestamp,
                 },
+                producers: run[0].partition.producers_after(run.iter().map(|p| p.batch.header())),
             });
         }
         let outcome = match self.commit(&flush_entries, stop).await {
@@ -276,6 +277,7 @@ impl Flusher {
                 fail_all(vec![run], || ServiceError::UnknownTopic(part.topic.clone()));
                 continue;
             }
+            part.producers_committed(entry.producers);
             part.committed(entry.segment);
             for p in run {
                 let h = p.batch.header();

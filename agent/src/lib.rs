@@ -5,6 +5,7 @@
 //! - [`server`]: the QUIC front end and the agent's lifecycle ([`Agent`]).
 //! - [`service`]: what each request does, independent of the protocol.
 //! - [`partition`]: one actor per owned partition; offsets are assigned there.
+//! - [`producers`]: idempotent producers' sequences, so a re-sent batch is written once.
 //! - [`flush`]: the flush policy and the loop that writes objects and commits the index.
 //! - [`object`]: the object layout (batches grouped by partition + footer).
 //! - [`wal`]: the local write-ahead log behind `acks=local`, striped over cache dirs.
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod object;
 pub mod ownership;
 pub mod partition;
+pub mod producers;
 pub mod read;
 pub mod server;
 pub mod service;

@@ -19,6 +19,7 @@ use crate::error::ServiceError;
 use crate::flush::Pending;
 use crate::ownership::{self, PartitionId};
 use crate::partition::Partition;
+use crate::producers::Producers;
 use crate::service::{contiguous_from, now_ms, Service, TopicState};
 
 /// How long a handover waits for in-flight batches to commit.
@@ -209,8 +210,10 @@ impl Service {
         let topic = &t.topic;
         let (lease, state) =
             self.catalog.acquire_lease(topic.id, p, &self.agent_id, &self.address, now_ms(), self.ttl_ms()).await?;
+        let producers = self.load_producers(topic.id, p).await?;
         let replay = self.replay.lock().expect("replay lock").remove(&(topic.id, p)).unwrap_or_default();
         let (replay, next_offset) = contiguous_from(replay, state.high_watermark);
+        let replayed: Vec<_> = replay.iter().map(|(b, _)| *b.header()).collect();
         let part = Partition::start(
             topic.name.clone(),
             topic.id,
@@ -219,6 +222,8 @@ impl Service {
             state.high_watermark,
             next_offset,
             state.log_start,
+            producers,
+            &replayed,
             self.sink.clone(),
             &self.tasks,
             t.stop.child_token(),
@@ -236,6 +241,25 @@ impl Service {
         tracing::info!(topic = %topic.name, partition = p, epoch = lease.epoch, "leading");
         t.set(p, part);
         Ok(())
+    }
+
+    /// The idempotent producers a partition's last owner committed; those
+    /// idle past their expiry are forgotten.
+    async fn load_producers(&self, topic_id: u64, p: u32) -> Result<Producers, CatalogError> {
+        let now = now_ms();
+        let (live, idle): (Vec<_>, Vec<_>) = self
+            .catalog
+            .producers(topic_id, p)
+            .await?
+            .into_iter()
+            .partition(|(_, s)| now - s.updated_ms < crate::producers::EXPIRY_MS);
+        if !idle.is_empty() {
+            let ids: Vec<i64> = idle.into_iter().map(|(id, _)| id).collect();
+            if let Err(e) = self.catalog.forget_producers(topic_id, p, &ids).await {
+                tracing::warn!(error = %e, "could not forget idle producers");
+            }
+        }
+        Ok(Producers::new(live))
     }
 
     /// Replaces a leader with a follower.

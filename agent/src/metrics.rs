@@ -10,6 +10,8 @@ pub struct Metrics {
     pub produced_batches: AtomicU64,
     pub produced_records: AtomicU64,
     pub produced_bytes: AtomicU64,
+    /// Batches an idempotent producer sent again, answered without writing.
+    pub duplicate_batches: AtomicU64,
     /// Objects PUT to the object store (one per flush).
     pub objects_written: AtomicU64,
     pub object_bytes_written: AtomicU64,
@@ -30,6 +32,7 @@ impl Metrics {
             ("produced_batches", get(&self.produced_batches)),
             ("produced_records", get(&self.produced_records)),
             ("produced_bytes", get(&self.produced_bytes)),
+            ("duplicate_batches", get(&self.duplicate_batches)),
             ("objects_written", get(&self.objects_written)),
             ("object_bytes_written", get(&self.object_bytes_written)),
             ("index_commits", get(&self.index_commits)),

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use silt_metadata::catalog::Segment;
-use silt_wire::{Acks, Batch};
+use silt_metadata::catalog::{ProducerState, Segment};
+use silt_wire::{Acks, Batch, BatchHeader};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use crate::error::ServiceError;
 use crate::flush::{Pending, Queue};
+use crate::producers::{Producers, Verdict};
 use crate::wal::{Wal, Write};
 
 /// Index entries kept in memory per partition; older ones are re-read from
@@ -24,11 +25,20 @@ const MAILBOX: usize = 1024;
 
 pub type Done = oneshot::Receiver<Result<(i64, i64), ServiceError>>;
 
+/// A batch's place in the log, and a receiver for its acknowledgement.
+pub struct Assigned {
+    pub base_offset: i64,
+    pub done: Done,
+    /// The batch was written before (an idempotent producer sent it again):
+    /// these are its first offsets, and nothing new is written.
+    pub duplicate: bool,
+}
+
 struct Append {
     batch: Batch,
     acks: Acks,
     permit: OwnedSemaphorePermit,
-    assigned: oneshot::Sender<Result<(i64, Done), ServiceError>>,
+    assigned: oneshot::Sender<Result<Assigned, ServiceError>>,
 }
 
 pub struct Partition {
@@ -50,6 +60,9 @@ pub struct Partition {
     /// The last offset that went to the object store without the WAL.
     wal_gap: AtomicI64,
     index: Mutex<BTreeMap<i64, Segment>>,
+    /// Idempotent producers as of the last index commit (the actor keeps
+    /// its own table, which also holds batches not yet committed).
+    committed_producers: Mutex<Producers>,
     stop: CancellationToken,
 }
 
@@ -71,11 +84,17 @@ impl Partition {
         high_watermark: i64,
         next_offset: i64,
         log_start: i64,
+        producers: Producers,
+        replayed: &[BatchHeader],
         sink: Sink,
         tasks: &TaskTracker,
         stop: CancellationToken,
     ) -> Arc<Partition> {
         let (tx, rx) = mpsc::channel(MAILBOX);
+        let mut assigned = producers.clone();
+        for h in replayed {
+            assigned.record(h, crate::service::now_ms());
+        }
         let part = Arc::new(Partition {
             topic,
             topic_id,
@@ -89,10 +108,11 @@ impl Partition {
             fenced: AtomicBool::new(false),
             wal_gap: AtomicI64::new(-1),
             index: Mutex::new(BTreeMap::new()),
+            committed_producers: Mutex::new(producers),
             stop,
         });
         let span = tracing::info_span!("partition", topic = %part.topic, partition, epoch);
-        tasks.spawn(run(part.clone(), rx, next_offset, sink).instrument(span));
+        tasks.spawn(run(part.clone(), rx, next_offset, assigned, sink).instrument(span));
         part
     }
 
@@ -118,6 +138,7 @@ impl Partition {
             fenced: AtomicBool::new(true),
             wal_gap: AtomicI64::new(-1),
             index: Mutex::new(BTreeMap::new()),
+            committed_producers: Mutex::new(Producers::default()),
             stop: CancellationToken::new(),
         })
     }
@@ -169,12 +190,7 @@ impl Partition {
 
     /// Appends a validated batch. Returns its base offset once assigned, and
     /// a receiver that resolves when it is as durable as `acks` asks.
-    pub async fn append(
-        &self,
-        batch: Batch,
-        acks: Acks,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<(i64, Done), ServiceError> {
+    pub async fn append(&self, batch: Batch, acks: Acks, permit: OwnedSemaphorePermit) -> Result<Assigned, ServiceError> {
         let Some(appends) = &self.appends else {
             return Err(ServiceError::NotOwner {
                 topic: self.topic.clone(),
@@ -208,6 +224,65 @@ impl Partition {
         self.fenced.store(true, Ordering::SeqCst);
     }
 
+    /// The producer states an index commit of these batches (in order)
+    /// records: the committed ones, advanced by each idempotent batch.
+    pub fn producers_after<'a>(&self, batches: impl Iterator<Item = &'a BatchHeader>) -> Vec<(i64, ProducerState)> {
+        let committed = self.committed_producers.lock().expect("producers lock");
+        let mut out: Vec<(i64, ProducerState)> = Vec::new();
+        let now = crate::service::now_ms();
+        for h in batches.filter(|h| h.is_idempotent()) {
+            let at = match out.iter().position(|(id, _)| *id == h.producer_id) {
+                Some(at) => at,
+                None => {
+                    out.push((h.producer_id, committed.get(h.producer_id).cloned().unwrap_or_default()));
+                    out.len() - 1
+                }
+            };
+            crate::producers::apply(&mut out[at].1, h, now);
+        }
+        out
+    }
+
+    /// Called by the flusher once producer states are committed.
+    pub fn producers_committed(&self, states: Vec<(i64, ProducerState)>) {
+        let mut committed = self.committed_producers.lock().expect("producers lock");
+        for (id, state) in states {
+            committed.set(id, state);
+        }
+    }
+
+    /// Answers a batch sent again: once its first copy is committed (at
+    /// once for acks=none), or with an error if this agent stops leading
+    /// before that. The producer then asks the next owner, which knows.
+    fn answer_duplicate(self: &Arc<Self>, base: i64, last: i64, acks: Acks) -> Done {
+        let (tx, rx) = oneshot::channel();
+        if acks == Acks::None || self.high_watermark() > last {
+            let _ = tx.send(Ok((base, last)));
+            return rx;
+        }
+        let part = self.clone();
+        tokio::spawn(async move {
+            let mut hw = part.subscribe();
+            let outcome = loop {
+                if *hw.borrow_and_update() > last {
+                    break Ok((base, last));
+                }
+                // Fenced with nothing left to commit: the first copy will not
+                // be committed here.
+                if part.fenced.load(Ordering::SeqCst) && part.drained() {
+                    break Err(ServiceError::Fenced { topic: part.topic.clone(), partition: part.partition });
+                }
+                tokio::select! {
+                    changed = hw.changed() => if changed.is_err() { break Err(ServiceError::ShuttingDown) },
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                    _ = part.stop.cancelled() => break Err(ServiceError::ShuttingDown),
+                }
+            };
+            let _ = tx.send(outcome);
+        });
+        rx
+    }
+
     /// Called by the flusher after a segment is committed to the index.
     pub fn committed(&self, segment: Segment) {
         let next = segment.last_offset + 1;
@@ -233,7 +308,13 @@ impl Partition {
     }
 }
 
-async fn run(part: Arc<Partition>, mut rx: mpsc::Receiver<Append>, mut next_offset: i64, sink: Sink) {
+async fn run(
+    part: Arc<Partition>,
+    mut rx: mpsc::Receiver<Append>,
+    mut next_offset: i64,
+    mut producers: Producers,
+    sink: Sink,
+) {
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => match msg { Some(m) => m, None => break },
@@ -244,8 +325,26 @@ async fn run(part: Arc<Partition>, mut rx: mpsc::Receiver<Append>, mut next_offs
                 msg.assigned.send(Err(ServiceError::Fenced { topic: part.topic.clone(), partition: part.partition }));
             continue;
         }
+        match producers.check(msg.batch.header()) {
+            Ok(Verdict::Append) => {}
+            Ok(Verdict::Duplicate { base_offset, last_offset }) => {
+                tracing::debug!(base_offset, producer = msg.batch.header().producer_id, "a batch sent again");
+                let done = part.answer_duplicate(base_offset, last_offset, msg.acks);
+                let _ = msg.assigned.send(Ok(Assigned { base_offset, done, duplicate: true }));
+                continue;
+            }
+            Err(reason) => {
+                let _ = msg.assigned.send(Err(ServiceError::Sequence {
+                    topic: part.topic.clone(),
+                    partition: part.partition,
+                    reason,
+                }));
+                continue;
+            }
+        }
         let base = next_offset;
         let batch = msg.batch.with_base_offset(base);
+        producers.record(batch.header(), crate::service::now_ms());
         next_offset = batch.last_offset() + 1;
         part.next_offset.store(next_offset, Ordering::SeqCst);
         let (done_tx, done_rx) = oneshot::channel();
@@ -268,7 +367,7 @@ async fn run(part: Arc<Partition>, mut rx: mpsc::Receiver<Append>, mut next_offs
             }
             None => sink.queue.push(pending),
         }
-        let _ = msg.assigned.send(Ok((base, done_rx)));
+        let _ = msg.assigned.send(Ok(Assigned { base_offset: base, done: done_rx, duplicate: false }));
     }
     rx.close();
     while let Ok(msg) = rx.try_recv() {

@@ -358,6 +358,9 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
         Request::ListTopics => service.list_topics().await.map(Response::Topics),
         Request::Stats => Ok(Response::Stats(service.stats())),
         Request::ListAgents => service.list_agents().await.map(Response::Agents),
+        Request::InitProducer => {
+            service.init_producer().await.map(|producer_id| Response::ProducerId { producer_id, epoch: 0 })
+        }
         Request::DescribeTopic { name } => service.describe_topic(&name).await.map(Response::Topic),
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
             let wait = Duration::from_millis(max_wait_ms.into()).min(MAX_FETCH_WAIT);

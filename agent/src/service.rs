@@ -243,8 +243,16 @@ impl Service {
             _ = tokio::time::sleep(self.limits.throttle_wait) => return Err(ServiceError::Throttled(self.limits.max_inflight_bytes)),
             _ = self.stop.cancelled() => return Err(ServiceError::ShuttingDown),
         };
-        let (base_offset, done) = part.append(batch, acks, permit).await?;
-        Ok(Ticket { base_offset, done })
+        let assigned = part.append(batch, acks, permit).await?;
+        if assigned.duplicate {
+            metrics::add(&self.metrics.duplicate_batches, 1);
+        }
+        Ok(Ticket { base_offset: assigned.base_offset, done: assigned.done })
+    }
+
+    /// A producer id for an idempotent producer, never handed out before.
+    pub async fn init_producer(&self) -> Result<i64, ServiceError> {
+        Ok(self.catalog.allocate_producer_id().await?)
     }
 
     /// Reads from `offset`. At the end of the log it waits up to `max_wait`

@@ -36,6 +36,12 @@ impl<'a> Reader<'a> {
     pub fn u64(&mut self, what: &'static str) -> Result<u64, CodecError> {
         Ok(u64::from_be_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
     }
+    pub fn i16(&mut self, what: &'static str) -> Result<i16, CodecError> {
+        Ok(i16::from_be_bytes(self.take(2, what)?.try_into().expect("2 bytes")))
+    }
+    pub fn i32(&mut self, what: &'static str) -> Result<i32, CodecError> {
+        Ok(self.u32(what)? as i32)
+    }
     pub fn i64(&mut self, what: &'static str) -> Result<i64, CodecError> {
         Ok(self.u64(what)? as i64)
     }

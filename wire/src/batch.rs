@@ -189,6 +189,23 @@ impl BatchHeader {
     pub fn last_offset(&self) -> i64 {
         self.base_offset + i64::from(self.record_count) - 1
     }
+
+    /// Whether an idempotent producer sent it (it carries a producer id).
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id >= 0
+    }
+
+    /// The sequence number of the batch's last record. Sequences wrap from
+    /// `i32::MAX` to 0, as Kafka's do.
+    pub fn last_sequence(&self) -> i32 {
+        advance_sequence(self.base_sequence, self.record_count.saturating_sub(1))
+    }
+}
+
+/// `sequence` advanced by `n` records, wrapping from `i32::MAX` to 0.
+pub fn advance_sequence(sequence: i32, n: u32) -> i32 {
+    let next = i64::from(sequence) + i64::from(n);
+    next.rem_euclid(i64::from(i32::MAX) + 1) as i32
 }
 
 /// A batch whose header, length and CRC have been checked.
@@ -365,10 +382,16 @@ impl BatchBuilder {
     }
 
     pub fn with_producer(mut self, id: i64, epoch: i16, base_sequence: i32) -> Self {
+        self.set_producer(id, epoch, base_sequence);
+        self
+    }
+
+    /// Marks the batch as an idempotent producer's: its id, epoch and the
+    /// sequence number of its first record.
+    pub fn set_producer(&mut self, id: i64, epoch: i16, base_sequence: i32) {
         self.producer_id = id;
         self.producer_epoch = epoch;
         self.base_sequence = base_sequence;
-        self
     }
 
     /// The encoded size of one record, as `push` would write it.
@@ -470,6 +493,20 @@ impl BatchBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequences_wrap_to_zero() {
+        assert_eq!(advance_sequence(0, 5), 5);
+        assert_eq!(advance_sequence(i32::MAX, 1), 0);
+        assert_eq!(advance_sequence(i32::MAX - 1, 3), 1);
+        let b = BatchBuilder::new(Compression::None).with_producer(7, 0, i32::MAX);
+        let mut b = b;
+        b.push(1, None, b"a", &[]);
+        b.push(1, None, b"b", &[]);
+        let h = *b.build().unwrap().header();
+        assert!(h.is_idempotent());
+        assert_eq!((h.producer_id, h.base_sequence, h.last_sequence()), (7, i32::MAX, 0));
+    }
     use proptest::prelude::*;
 
     fn sample(compression: Compression) -> Batch {

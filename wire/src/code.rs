@@ -32,6 +32,14 @@ pub enum ErrorCode {
     Fenced,
     /// The agent is shutting down; retriable elsewhere.
     ShuttingDown,
+    /// An idempotent producer's batch does not continue its sequence: an
+    /// earlier batch is missing. Nothing was written.
+    OutOfOrderSequence,
+    /// An idempotent producer's batch was written before, too long ago for
+    /// its offsets to be remembered. Nothing was written again.
+    DuplicateSequence,
+    /// A batch from an older epoch of an idempotent producer. Nothing was written.
+    ProducerFenced,
     /// A code this build does not know (from a newer peer).
     Unknown(u16),
 }
@@ -59,6 +67,9 @@ impl ErrorCode {
             ErrorCode::Timeout => 17,
             ErrorCode::Fenced => 18,
             ErrorCode::ShuttingDown => 19,
+            ErrorCode::OutOfOrderSequence => 20,
+            ErrorCode::DuplicateSequence => 21,
+            ErrorCode::ProducerFenced => 22,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -84,6 +95,9 @@ impl ErrorCode {
             17 => ErrorCode::Timeout,
             18 => ErrorCode::Fenced,
             19 => ErrorCode::ShuttingDown,
+            20 => ErrorCode::OutOfOrderSequence,
+            21 => ErrorCode::DuplicateSequence,
+            22 => ErrorCode::ProducerFenced,
             n => ErrorCode::Unknown(n),
         }
     }
@@ -123,6 +137,9 @@ impl ErrorCode {
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::Fenced => "FENCED",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE",
+            ErrorCode::DuplicateSequence => "DUPLICATE_SEQUENCE",
+            ErrorCode::ProducerFenced => "PRODUCER_FENCED",
             ErrorCode::Unknown(_) => "UNKNOWN_ERROR",
         }
     }
@@ -144,7 +161,7 @@ mod tests {
     #[test]
     fn every_code_round_trips_and_numbers_are_unique() {
         let mut seen = std::collections::HashSet::new();
-        for n in 1..=19u16 {
+        for n in 1..=22u16 {
             let code = ErrorCode::from_u16(n);
             assert!(!matches!(code, ErrorCode::Unknown(_)), "code {n} is assigned");
             assert_eq!(code.as_u16(), n);

@@ -15,8 +15,8 @@ pub mod code;
 pub mod frame;
 pub mod message;
 
-pub use batch::{Batch, BatchBuilder, BatchError, BatchHeader, Compression, Header, Record};
+pub use batch::{advance_sequence, Batch, BatchBuilder, BatchError, BatchHeader, Compression, Header, Record};
 pub use buf::DecodeError;
 pub use code::ErrorCode;
 pub use frame::{Frame, FrameError};
-pub use message::{Acks, AgentInfo, PartitionInfo, Request, Response, TopicDescription};
+pub use message::{Acks, AgentInfo, PartitionInfo, Request, Response, TopicDescription, PRODUCER_WINDOW};

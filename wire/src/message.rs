@@ -11,6 +11,7 @@
 //! 6 Fetch          topic: string, partition: u32, offset: i64, max_bytes: u32, max_wait_ms: u32
 //! 7 Stats          (empty)
 //! 8 ListAgents     (empty)
+//! 9 InitProducer   (empty)
 //! ```
 //!
 //! Response kinds:
@@ -24,6 +25,7 @@
 //! 0x86 Fetched           high_watermark: i64, log_start: i64, batches: the rest
 //! 0x87 Stats             count: u32, (name: string, value: u64)...   (named counters; names are stable)
 //! 0x88 Agents            count: u32, (id: string, address: string, partitions: u32, heartbeat_ms: i64)...
+//! 0x89 ProducerId        producer_id: i64, epoch: i16
 //! 0xff Error             code: u16, message: string
 //! ```
 //!
@@ -31,6 +33,14 @@
 //! `Produced` once it is as durable as `acks` asked (or `Error`). A producer
 //! may send the next batch of the same partition after `ProduceAssigned`,
 //! which keeps order while many batches are in flight.
+//!
+//! An idempotent producer gets an id from `InitProducer` and numbers its
+//! records per partition (the batch header's producer id, epoch and base
+//! sequence). The owner appends a batch only if it continues the producer's
+//! sequence; a batch sent again (after a lost answer, or to a new owner) is
+//! answered with the offsets it was first given, and is not written twice.
+//! Owners remember the last [`PRODUCER_WINDOW`] batches of each producer, so
+//! a producer keeps at most that many batches of a partition unanswered.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -110,7 +120,13 @@ pub enum Request {
     Stats,
     /// The registered agents.
     ListAgents,
+    /// A new producer id, unique for all time, for an idempotent producer.
+    InitProducer,
 }
+
+/// How many of a producer's latest batches per partition an owner
+/// remembers, to recognise them when they are sent again.
+pub const PRODUCER_WINDOW: usize = 16;
 
 /// One agent as `ListAgents` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +169,7 @@ pub enum Response {
     Fetched { high_watermark: i64, log_start: i64, batches: Bytes },
     Stats(Vec<(String, u64)>),
     Agents(Vec<AgentInfo>),
+    ProducerId { producer_id: i64, epoch: i16 },
     Error { code: ErrorCode, message: String },
 }
 
@@ -165,6 +182,7 @@ mod kind {
     pub const FETCH: u8 = 6;
     pub const STATS: u8 = 7;
     pub const LIST_AGENTS: u8 = 8;
+    pub const INIT_PRODUCER: u8 = 9;
     pub const DONE: u8 = 0x81;
     pub const TOPICS: u8 = 0x82;
     pub const TOPIC: u8 = 0x83;
@@ -173,6 +191,7 @@ mod kind {
     pub const FETCHED: u8 = 0x86;
     pub const STATS_REPLY: u8 = 0x87;
     pub const AGENTS: u8 = 0x88;
+    pub const PRODUCER_ID: u8 = 0x89;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -200,6 +219,7 @@ impl Request {
             Request::Fetch { .. } => kind::FETCH,
             Request::Stats => kind::STATS,
             Request::ListAgents => kind::LIST_AGENTS,
+            Request::InitProducer => kind::INIT_PRODUCER,
         }
     }
 
@@ -212,7 +232,7 @@ impl Request {
                 body.put_u32(*partitions);
             }
             Request::DeleteTopic { name } | Request::DescribeTopic { name } => body.put_string(clip(name)),
-            Request::ListTopics | Request::Stats | Request::ListAgents => {}
+            Request::ListTopics | Request::Stats | Request::ListAgents | Request::InitProducer => {}
             Request::Produce { topic, partition, acks, batch } => {
                 body.put_string(clip(topic));
                 body.put_u32(*partition);
@@ -238,6 +258,7 @@ impl Request {
             kind::LIST_TOPICS => Request::ListTopics,
             kind::STATS => Request::Stats,
             kind::LIST_AGENTS => Request::ListAgents,
+            kind::INIT_PRODUCER => Request::InitProducer,
             kind::DESCRIBE_TOPIC => Request::DescribeTopic { name: r.string("topic")? },
             kind::PRODUCE => {
                 let topic = r.string("topic")?;
@@ -275,6 +296,7 @@ impl Response {
             Response::Fetched { .. } => kind::FETCHED,
             Response::Stats(_) => kind::STATS_REPLY,
             Response::Agents(_) => kind::AGENTS,
+            Response::ProducerId { .. } => kind::PRODUCER_ID,
             Response::Error { .. } => kind::ERROR,
         }
     }
@@ -322,6 +344,10 @@ impl Response {
             Response::Produced { base_offset, last_offset } => {
                 body.put_i64(*base_offset);
                 body.put_i64(*last_offset);
+            }
+            Response::ProducerId { producer_id, epoch } => {
+                body.put_i64(*producer_id);
+                body.put_i16(*epoch);
             }
             Response::Fetched { high_watermark, log_start, batches } => {
                 // Built without copying the batches twice: see `encode_fetched`.
@@ -395,6 +421,9 @@ impl Response {
             kind::PRODUCED => {
                 Response::Produced { base_offset: r.i64("base offset")?, last_offset: r.i64("last offset")? }
             }
+            kind::PRODUCER_ID => {
+                Response::ProducerId { producer_id: r.i64("producer id")?, epoch: r.i16("producer epoch")? }
+            }
             kind::FETCHED => {
                 let high_watermark = r.i64("high watermark")?;
                 let log_start = r.i64("log start")?;
@@ -438,6 +467,7 @@ mod tests {
             Request::Fetch { topic: "t".into(), partition: 1, offset: 5, max_bytes: 1024, max_wait_ms: 500 },
             Request::Stats,
             Request::ListAgents,
+            Request::InitProducer,
         ]
     }
 
@@ -467,6 +497,7 @@ mod tests {
                 partitions: 3,
                 heartbeat_ms: 9,
             }]),
+            Response::ProducerId { producer_id: 42, epoch: 3 },
             Response::error(ErrorCode::UnknownTopic, "no topic x"),
         ]
     }

@@ -10,6 +10,7 @@
 //! 0x06 consumer group    (reserved)
 //! 0x07 committed offset  (reserved)
 //! 0x08 object liveness   (reserved)
+//! 0x09 producer state    0x09 | topic id | partition | producer id u64 -> producer::ProducerState
 //! 0x0f counter           0x0f | name                                   -> u64
 //! ```
 //!
@@ -21,6 +22,7 @@ pub const PARTITION: u8 = 0x02;
 pub const SEGMENT: u8 = 0x03;
 pub const LEASE: u8 = 0x04;
 pub const AGENT: u8 = 0x05;
+pub const PRODUCER: u8 = 0x09;
 pub const COUNTER: u8 = 0x0f;
 
 /// `kind | topic id | partition`, the prefix of every per-partition key.

@@ -2,12 +2,13 @@
 //! metadata goes through here, so the key layout lives in one place.
 //!
 //! - [`keys`]: the key-kind ordinals and shared key helpers.
-//! - [`topic`], [`partition`], [`segment`], [`lease`], [`agent`]: one module per key kind.
+//! - [`topic`], [`partition`], [`segment`], [`lease`], [`agent`], [`producer`]: one module per key kind.
 
 pub mod agent;
 pub mod keys;
 pub mod lease;
 pub mod partition;
+pub mod producer;
 pub mod segment;
 pub mod topic;
 
@@ -19,12 +20,14 @@ use crate::{CatalogError, MetaError};
 pub use agent::Registration;
 pub use lease::Lease;
 pub use partition::PartitionState;
+pub use producer::{BatchMeta, ProducerState};
 pub use segment::Segment;
 pub use topic::Topic;
 
 /// How often an operation is retried after an optimistic conflict.
 const MAX_ATTEMPTS: usize = 32;
 const TOPIC_ID_COUNTER: &[u8] = b"topic-id";
+const PRODUCER_ID_COUNTER: &[u8] = b"producer-id";
 
 /// What one flush commits for one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,9 @@ pub struct FlushEntry {
     /// The lease epoch the data was written under.
     pub epoch: u64,
     pub segment: Segment,
+    /// The state of every idempotent producer with batches in the segment,
+    /// as of the segment's end.
+    pub producers: Vec<(i64, ProducerState)>,
 }
 
 /// The outcome of a flush commit, per partition that did not commit.
@@ -101,7 +107,7 @@ impl Catalog {
             };
             let topic = Topic::decode(name, &raw).map_err(|e| corrupt(&key, e))?;
             t.delete(key);
-            for kind in [keys::PARTITION, keys::LEASE, keys::SEGMENT] {
+            for kind in [keys::PARTITION, keys::LEASE, keys::SEGMENT, keys::PRODUCER] {
                 let prefix = keys::topic_prefix(kind, topic.id);
                 let end = keys::prefix_end(&prefix);
                 let mut from = prefix.clone();
@@ -386,6 +392,9 @@ impl Catalog {
                 state.high_watermark = e.segment.last_offset + 1;
                 t.put(segment::key(e.topic_id, e.partition, e.segment.last_offset), e.segment.encode());
                 t.put(skey, state.encode());
+                for (id, p) in &e.producers {
+                    t.put(producer::key(e.topic_id, e.partition, *id), p.encode());
+                }
             }
             match t.commit().await {
                 Ok(()) => return Ok(outcome),
@@ -394,6 +403,58 @@ impl Catalog {
             }
         }
         Err(MetaError::Conflict.into())
+    }
+}
+
+impl Catalog {
+    /// A producer id never handed out before.
+    pub async fn allocate_producer_id(&self) -> Result<i64, CatalogError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut t = self.begin().await?;
+            let id = next_counter(&mut t, PRODUCER_ID_COUNTER).await?;
+            match t.commit().await {
+                Ok(()) => return i64::try_from(id).map_err(|_| MetaError::Conflict.into()),
+                Err(MetaError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MetaError::Conflict.into())
+    }
+
+    /// Every idempotent producer a partition remembers, by producer id.
+    pub async fn producers(&self, topic_id: u64, partition: u32) -> Result<Vec<(i64, ProducerState)>, CatalogError> {
+        let mut t = self.begin().await?;
+        let prefix = producer::prefix(topic_id, partition);
+        let end = keys::prefix_end(&prefix);
+        let mut from = prefix;
+        let mut out = Vec::new();
+        loop {
+            let page = t.scan(&from, &end, 1024, false).await?;
+            let full = page.len() == 1024;
+            if let Some((last, _)) = page.last() {
+                from = last.clone();
+                from.push(0);
+            }
+            for (k, v) in page {
+                let id = producer::producer_id(&k).map_err(|e| corrupt(&k, e))?;
+                out.push((id, ProducerState::decode(&v).map_err(|e| corrupt(&k, e))?));
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Forgets producers of a partition (those idle past their expiry).
+    pub async fn forget_producers(&self, topic_id: u64, partition: u32, ids: &[i64]) -> Result<(), CatalogError> {
+        for chunk in ids.chunks(64) {
+            let mut t = self.begin().await?;
+            for id in chunk {
+                t.delete(producer::key(topic_id, partition, *id));
+            }
+            t.commit().await?;
+        }
+        Ok(())
     }
 }
 
@@ -457,8 +518,20 @@ mod tests {
             .commit_flush(
                 "agent-1",
                 &[
-                    FlushEntry { topic_id: t.id, partition: 0, epoch: lease.epoch, segment: seg(0, 9) },
-                    FlushEntry { topic_id: t.id, partition: 0, epoch: lease.epoch, segment: seg(10, 14) },
+                    FlushEntry {
+                        topic_id: t.id,
+                        partition: 0,
+                        epoch: lease.epoch,
+                        segment: seg(0, 9),
+                        producers: vec![(7, producer_state(0, 9, 0))],
+                    },
+                    FlushEntry {
+                        topic_id: t.id,
+                        partition: 0,
+                        epoch: lease.epoch,
+                        segment: seg(10, 14),
+                        producers: vec![(7, producer_state(10, 14, 10)), (8, producer_state(0, 0, 12))],
+                    },
                 ],
             )
             .await
@@ -471,6 +544,33 @@ mod tests {
         assert_eq!(c.segments(t.id, 0, 9, 10).await.unwrap(), vec![seg(0, 9), seg(10, 14)]);
         assert_eq!(c.segments(t.id, 0, 10, 10).await.unwrap(), vec![seg(10, 14)]);
         assert!(c.segments(t.id, 0, 15, 10).await.unwrap().is_empty());
+        // Each producer's latest state, by id; none for the other partition.
+        assert_eq!(
+            c.producers(t.id, 0).await.unwrap(),
+            vec![(7, producer_state(10, 14, 10)), (8, producer_state(0, 0, 12))]
+        );
+        assert!(c.producers(t.id, 1).await.unwrap().is_empty());
+        c.forget_producers(t.id, 0, &[7]).await.unwrap();
+        assert_eq!(c.producers(t.id, 0).await.unwrap(), vec![(8, producer_state(0, 0, 12))]);
+        c.delete_topic("t").await.unwrap();
+        assert!(c.producers(t.id, 0).await.unwrap().is_empty(), "deleting the topic forgets its producers");
+    }
+
+    fn producer_state(base_sequence: i32, last_sequence: i32, base_offset: i64) -> ProducerState {
+        let last_offset = base_offset + i64::from(last_sequence - base_sequence);
+        ProducerState {
+            epoch: 0,
+            updated_ms: 5,
+            batches: vec![BatchMeta { base_sequence, last_sequence, base_offset, last_offset }],
+        }
+    }
+
+    #[tokio::test]
+    async fn producer_ids_are_never_reused() {
+        let (_d, c) = catalog().await;
+        let a = c.allocate_producer_id().await.unwrap();
+        let b = c.allocate_producer_id().await.unwrap();
+        assert!(a > 0 && b > a);
     }
 
     #[tokio::test]
@@ -484,11 +584,18 @@ mod tests {
         ));
         let (new, _) = c.acquire_lease(t.id, 0, "agent-2", "a2", 200, 100).await.unwrap();
         assert_eq!(new.epoch, old.epoch + 1);
-        let entry = FlushEntry { topic_id: t.id, partition: 0, epoch: old.epoch, segment: seg(0, 4) };
+        let entry = FlushEntry {
+            topic_id: t.id,
+            partition: 0,
+            epoch: old.epoch,
+            segment: seg(0, 4),
+            producers: vec![(3, producer_state(0, 4, 0))],
+        };
         let out = c.commit_flush("agent-1", &[entry]).await.unwrap();
         assert_eq!(out.fenced, vec![(t.id, 0)]);
         assert!(c.segments(t.id, 0, 0, 10).await.unwrap().is_empty());
         assert_eq!(c.partitions(&t).await.unwrap()[0].0.high_watermark, 0);
+        assert!(c.producers(t.id, 0).await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -531,7 +638,10 @@ mod tests {
         let (l, _) = c.acquire_lease(t.id, 0, "a", "x", 0, 100).await.unwrap();
         c.delete_topic("t").await.unwrap();
         let out = c
-            .commit_flush("a", &[FlushEntry { topic_id: t.id, partition: 0, epoch: l.epoch, segment: seg(0, 0) }])
+            .commit_flush(
+                "a",
+                &[FlushEntry { topic_id: t.id, partition: 0, epoch: l.epoch, segment: seg(0, 0), producers: vec![] }],
+            )
             .await
             .unwrap();
         assert_eq!(out.deleted, vec![(t.id, 0)]);
