@@ -40,6 +40,15 @@ impl Client {
         }
     }
 
+    /// A producer id for an idempotent producer, and its epoch. Cancel safe
+    /// (an id left unused is simply never seen).
+    pub async fn init_producer(&self) -> Result<(i64, i16), ClientError> {
+        match self.call(&Request::InitProducer, Duration::ZERO).await? {
+            Response::ProducerId { producer_id, epoch } => Ok((producer_id, epoch)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The agent's counters, by name (see the agent's `metrics` module). Cancel safe.
     pub async fn stats(&self) -> Result<Vec<(String, u64)>, ClientError> {
         match self.call(&Request::Stats, Duration::ZERO).await? {

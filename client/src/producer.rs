@@ -3,7 +3,16 @@
 //! fixed when the agent answers `ProduceAssigned`; only then is the next
 //! batch of that partition sent, so per-partition order holds while up to
 //! `max_in_flight` batches per partition wait to become durable.
+//!
+//! Idempotence (the default with acks=local or durable): the producer gets
+//! an id and numbers each partition's records. When a batch's answer is
+//! lost (its owner died, the connection broke, the lease moved), the
+//! producer sends it and every later unanswered batch of that partition
+//! again, in order, to whoever owns the partition now. An owner that holds
+//! a batch already answers with its first offsets, so each record is
+//! written once and in order.
 
+use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -11,13 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use silt_wire::{Acks, BatchBuilder, Compression, ErrorCode, Header, Request, Response};
-use tokio::sync::{watch, Notify, Semaphore};
+use silt_wire::{advance_sequence, Acks, BatchBuilder, Compression, ErrorCode, Header, Request, Response, PRODUCER_WINDOW};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::client::{unexpected, Client, ClientConfig};
+use crate::client::{unexpected, Client, ClientConfig, ResponseStream};
 use crate::error::ClientError;
 use crate::partitioner::partition_for_key;
 
@@ -34,8 +44,13 @@ pub struct ProducerConfig {
     /// Batches per partition sent but not yet acknowledged.
     pub max_in_flight: usize,
     /// Retries of a batch the agent refused with a retriable error before
-    /// assigning it offsets (so a retry can neither reorder nor duplicate).
+    /// assigning it offsets (so a retry can neither reorder nor duplicate),
+    /// and, with idempotence, rounds of re-sending unanswered batches.
     pub retries: u32,
+    /// Number records so that re-sent batches are written exactly once
+    /// (only with acks=local or durable). Needs `max_in_flight` at most
+    /// [`silt_wire::PRODUCER_WINDOW`].
+    pub idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -48,6 +63,7 @@ impl Default for ProducerConfig {
             buffer_bytes: 64 << 20,
             max_in_flight: 16,
             retries: 10,
+            idempotence: true,
         }
     }
 }
@@ -130,7 +146,7 @@ struct Open {
 /// the one being filled.
 #[derive(Default)]
 struct Batches {
-    sealed: std::collections::VecDeque<Open>,
+    sealed: VecDeque<Open>,
     open: Option<Open>,
 }
 
@@ -199,6 +215,8 @@ struct Inner {
     partitions: u32,
     max_record_bytes: usize,
     config: ProducerConfig,
+    /// The idempotent producer id, or -1 without idempotence.
+    producer_id: i64,
     open: Vec<Mutex<Batches>>,
     wake: Vec<Notify>,
     memory: Arc<Semaphore>,
@@ -226,7 +244,15 @@ impl Producer {
         if config.batch_bytes == 0 || config.max_in_flight == 0 || config.buffer_bytes == 0 {
             return Err(ClientError::Config("batch_bytes, buffer_bytes and max_in_flight must be positive".into()));
         }
+        let idempotent = config.idempotence && config.acks != Acks::None;
+        if idempotent && config.max_in_flight > PRODUCER_WINDOW {
+            return Err(ClientError::Config(format!(
+                "an idempotent producer keeps at most {PRODUCER_WINDOW} batches in flight per partition (max_in_flight is {})",
+                config.max_in_flight
+            )));
+        }
         let description = client.describe_topic(topic).await?;
+        let producer_id = if idempotent { client.init_producer().await?.0 } else { -1 };
         let partitions = description.partitions.len() as u32;
         let router = Router {
             seeds: client.seeds().to_string(),
@@ -252,6 +278,7 @@ impl Producer {
             first_error: Mutex::new(None),
             stop: CancellationToken::new(),
             config,
+            producer_id,
         });
         let tasks = TaskTracker::new();
         for p in 0..partitions {
@@ -388,12 +415,244 @@ fn resolve(
     inner.outstanding.send_modify(|n| *n -= records);
 }
 
-/// One partition's sender: seals batches, sends them in order, and hands
-/// each to a task that waits for its acknowledgement.
+/// A batch sent and not yet answered, or answered while an older batch of
+/// its partition is not: it then stays, so that the flights span at most
+/// `max_in_flight` consecutive batches, all of which an owner remembers.
+struct Flight {
+    id: u64,
+    batch: Bytes,
+    records: u64,
+    bytes: usize,
+    slot: watch::Sender<Outcome>,
+    answered: bool,
+}
+
+/// How one flight's wait for its acknowledgement ended.
+struct Answer {
+    round: u64,
+    id: u64,
+    outcome: Result<i64, ClientError>,
+}
+
+/// Whether an idempotent producer sends a batch again after this error: the
+/// owner may have died or lost the partition, or only the answer was lost.
+/// Re-sending is safe because an owner that has the batch says so.
+fn resendable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Server { code, .. } => code.is_retriable(),
+        ClientError::ConnectTimeout { .. }
+        | ClientError::Connect { .. }
+        | ClientError::Connection { .. }
+        | ClientError::Timeout { .. } => true,
+        _ => false,
+    }
+}
+
+fn is_sequence_error(e: &ClientError) -> bool {
+    matches!(
+        e.code(),
+        Some(ErrorCode::OutOfOrderSequence | ErrorCode::DuplicateSequence | ErrorCode::ProducerFenced)
+    )
+}
+
+/// One partition's sending state.
+struct PartitionSender {
+    inner: Arc<Inner>,
+    p: u32,
+    flights: VecDeque<Flight>,
+    next_id: u64,
+    /// The producer epoch and the next record's sequence number (idempotence).
+    epoch: i16,
+    next_sequence: i32,
+    /// Bumped whenever the flights are sent again or given up: failures
+    /// reported by older waits are stale.
+    round: u64,
+    waiters: JoinSet<()>,
+    answers: mpsc::UnboundedSender<Answer>,
+}
+
+impl PartitionSender {
+    fn idempotent(&self) -> bool {
+        self.inner.producer_id >= 0
+    }
+
+    fn answered(&mut self, at: usize, outcome: Result<i64, ClientError>) {
+        let f = &mut self.flights[at];
+        f.answered = true;
+        resolve(&self.inner, &f.slot, f.records, f.bytes, outcome);
+    }
+
+    /// Drops answered flights from the front, and finished waits.
+    fn pop_answered(&mut self) {
+        while self.flights.front().is_some_and(|f| f.answered) {
+            self.flights.pop_front();
+        }
+        while self.waiters.try_join_next().is_some() {}
+    }
+
+    fn unanswered(&self) -> usize {
+        self.flights.iter().filter(|f| !f.answered).count()
+    }
+
+    /// Waits for a batch's acknowledgement in its own task.
+    fn wait_for_ack(&mut self, id: u64, mut stream: ResponseStream) {
+        let (inner, answers, round) = (self.inner.clone(), self.answers.clone(), self.round);
+        self.waiters.spawn(async move {
+            let limit = inner.client.config().request_timeout;
+            let outcome = match tokio::time::timeout(limit, stream.next()).await {
+                Ok(Ok(Response::Produced { base_offset, .. })) => Ok(base_offset),
+                Ok(Ok(other)) => Err(unexpected(other)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ClientError::Timeout { addr: inner.client.agent().into(), secs: limit.as_secs() }),
+            };
+            let _ = answers.send(Answer { round, id, outcome });
+        });
+    }
+
+    /// Numbers, builds and sends a new batch. An error means the flights
+    /// must be sent again.
+    async fn send(&mut self, open: Open) -> Result<(), ClientError> {
+        let records = open.builder.len() as u64;
+        let mut builder = open.builder;
+        let sequence = self.next_sequence;
+        if self.idempotent() {
+            builder.set_producer(self.inner.producer_id, self.epoch, sequence);
+        }
+        let batch = match builder.build() {
+            Ok(b) => b.into_bytes(),
+            Err(e) => {
+                resolve(&self.inner, &open.slot, records, open.bytes, Err(ClientError::CorruptBatch(e)));
+                return Ok(());
+            }
+        };
+        if self.idempotent() {
+            self.next_sequence = advance_sequence(sequence, records as u32);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.flights.push_back(Flight { id, batch: batch.clone(), records, bytes: open.bytes, slot: open.slot, answered: false });
+        match send_until_assigned(&self.inner, self.p, batch).await {
+            Ok(stream) => {
+                self.wait_for_ack(id, stream);
+                Ok(())
+            }
+            Err(e) if self.idempotent() && resendable(&e) => Err(e),
+            // The owner misses an earlier batch, still unanswered (it went to
+            // an owner that died): send them all again, in order.
+            Err(e) if e.code() == Some(ErrorCode::OutOfOrderSequence) && self.unanswered() > 1 => Err(e),
+            // Refused before it was given offsets: nothing was written, so
+            // its sequence numbers go to the next batch, unless the owner
+            // disagrees about them (then a new epoch starts them over).
+            Err(e @ ClientError::Server { .. }) if !is_sequence_error(&e) => {
+                let f = self.flights.pop_back().expect("just pushed");
+                self.next_sequence = sequence;
+                resolve(&self.inner, &f.slot, f.records, f.bytes, Err(e));
+                Ok(())
+            }
+            Err(e) if self.idempotent() => {
+                self.give_up(e);
+                Ok(())
+            }
+            Err(e) => {
+                let at = self.flights.len() - 1;
+                self.answered(at, Err(e));
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes in one acknowledgement. An error means the flights must be
+    /// sent again.
+    fn on_answer(&mut self, a: Answer) -> Result<(), ClientError> {
+        let Some(at) = self.flights.iter().position(|f| f.id == a.id && !f.answered) else { return Ok(()) };
+        match a.outcome {
+            // A success is true whichever round it comes from.
+            Ok(base) => self.answered(at, Ok(base)),
+            Err(_) if a.round != self.round => {}
+            Err(e) if self.idempotent() && resendable(&e) => return Err(e),
+            Err(e) if self.idempotent() => self.give_up(e),
+            Err(e) => self.answered(at, Err(e)),
+        }
+        Ok(())
+    }
+
+    /// Sends every unanswered batch again, in order, to the partition's
+    /// owner as the agents name it now; an owner that already holds one
+    /// answers with its first offsets. After `retries` rounds, gives up.
+    async fn resend(&mut self, mut error: ClientError) {
+        for round in 1.. {
+            self.round += 1;
+            self.waiters.abort_all();
+            if round > self.inner.config.retries {
+                break;
+            }
+            tracing::debug!(partition = self.p, error = %error, round, "sending unanswered batches again");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50 * u64::from(round.min(20)))) => {}
+                _ = self.inner.stop.cancelled() => break,
+            }
+            self.inner.router.refresh().await;
+            let unanswered: Vec<(u64, Bytes)> =
+                self.flights.iter().filter(|f| !f.answered).map(|f| (f.id, f.batch.clone())).collect();
+            let mut failed = None;
+            for (n, (id, batch)) in unanswered.into_iter().enumerate() {
+                match send_until_assigned(&self.inner, self.p, batch).await {
+                    Ok(stream) => self.wait_for_ack(id, stream),
+                    Err(e) => {
+                        // An owner missing an earlier batch than this one: it
+                        // was refused or lost on the way; another round sends it.
+                        let again = resendable(&e) || (n > 0 && e.code() == Some(ErrorCode::OutOfOrderSequence));
+                        failed = Some((e, again));
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => return,
+                Some((e, true)) => error = e,
+                Some((e, false)) => {
+                    error = e;
+                    break;
+                }
+            }
+        }
+        self.give_up(error);
+    }
+
+    /// Fails every unanswered batch (they may or may not have been
+    /// written), and starts a new producer epoch so that the next batches
+    /// are not taken for them.
+    fn give_up(&mut self, e: ClientError) {
+        self.round += 1;
+        self.waiters.abort_all();
+        for f in self.flights.drain(..).filter(|f| !f.answered) {
+            resolve(&self.inner, &f.slot, f.records, f.bytes, Err(e.clone()));
+        }
+        if self.idempotent() {
+            self.epoch = self.epoch.saturating_add(1);
+            self.next_sequence = 0;
+        }
+    }
+}
+
+/// One partition's sender: seals batches and sends them in order, keeping
+/// up to `max_in_flight` unanswered; their acknowledgements are awaited by
+/// separate tasks and come back here.
 async fn sender(inner: Arc<Inner>, p: u32) {
-    let in_flight = Arc::new(Semaphore::new(inner.config.max_in_flight));
-    let acks = TaskTracker::new();
+    let (tx, mut answers) = mpsc::unbounded_channel();
+    let mut s = PartitionSender {
+        inner: inner.clone(),
+        p,
+        flights: VecDeque::new(),
+        next_id: 0,
+        epoch: 0,
+        next_sequence: 0,
+        round: 0,
+        waiters: JoinSet::new(),
+        answers: tx,
+    };
     loop {
+        s.pop_answered();
         let (state, sealed) = {
             let b = inner.open[p as usize].lock().expect("open batch lock");
             (b.open.as_ref().map(|o| (o.opened, o.bytes)), !b.sealed.is_empty())
@@ -407,62 +666,38 @@ async fn sender(inner: Arc<Inner>, p: u32) {
                         || opened + inner.config.linger <= Instant::now()
                 }
             };
-        if !ready {
-            let deadline = state.map(|(opened, _)| opened + inner.config.linger);
-            tokio::select! {
-                _ = inner.wake[p as usize].notified() => {}
-                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {}
-                _ = inner.stop.cancelled() => break,
+        if ready && s.flights.len() < inner.config.max_in_flight && !inner.stop.is_cancelled() {
+            let next = {
+                let mut b = inner.open[p as usize].lock().expect("open batch lock");
+                b.sealed.pop_front().or_else(|| b.open.take())
+            };
+            if let Some(open) = next {
+                advance_sticky(&inner, p);
+                if let Err(e) = s.send(open).await {
+                    s.resend(e).await;
+                }
             }
             continue;
         }
-        let next = {
-            let mut b = inner.open[p as usize].lock().expect("open batch lock");
-            b.sealed.pop_front().or_else(|| b.open.take())
-        };
-        let Some(open) = next else {
-            continue;
-        };
-        advance_sticky(&inner, p);
-        let permit = tokio::select! {
-            p = in_flight.clone().acquire_owned() => p.expect("never closed"),
-            _ = inner.stop.cancelled() => {
-                resolve(&inner, &open.slot, open.builder.len() as u64, open.bytes, Err(ClientError::Closed));
-                break;
+        let deadline = state.filter(|_| !ready).map(|(opened, _)| opened + inner.config.linger);
+        tokio::select! {
+            a = answers.recv() => {
+                if let Err(e) = s.on_answer(a.expect("the sender holds a sender")) {
+                    s.resend(e).await;
+                }
             }
-        };
-        let records = open.builder.len() as u64;
-        let bytes = open.bytes;
-        let slot = open.slot;
-        let batch = match open.builder.build() {
-            Ok(b) => b.into_bytes(),
-            Err(e) => {
-                resolve(&inner, &slot, records, bytes, Err(ClientError::CorruptBatch(e)));
-                continue;
-            }
-        };
-        match send_until_assigned(&inner, p, batch).await {
-            Ok(mut stream) => {
-                let inner = inner.clone();
-                acks.spawn(async move {
-                    let _permit = permit;
-                    let limit = inner.client.config().request_timeout;
-                    let outcome = match tokio::time::timeout(limit, stream.next()).await {
-                        Ok(Ok(Response::Produced { base_offset, .. })) => Ok(base_offset),
-                        Ok(Ok(other)) => Err(unexpected(other)),
-                        Ok(Err(e)) => Err(e),
-                        Err(_) => {
-                            Err(ClientError::Timeout { addr: inner.client.agent().into(), secs: limit.as_secs() })
-                        }
-                    };
-                    resolve(&inner, &slot, records, bytes, outcome);
-                });
-            }
-            Err(e) => resolve(&inner, &slot, records, bytes, Err(e)),
+            _ = inner.wake[p as usize].notified(), if !ready => {}
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {}
+            _ = inner.stop.cancelled() => break,
         }
     }
-    acks.close();
-    acks.wait().await;
+    // Stopped: nothing more is sent, but answers on their way still count.
+    while s.flights.iter().any(|f| !f.answered) {
+        let Some(a) = answers.recv().await else { break };
+        if let Some(at) = s.flights.iter().position(|f| f.id == a.id && !f.answered) {
+            s.answered(at, a.outcome);
+        }
+    }
 }
 
 /// Sends a batch to its partition's owner and waits until it is assigned

@@ -1,7 +1,7 @@
 //! Three agents as separate processes, continuous produce and consume on
 //! six partitions while agents are killed (-9), stopped (SIGTERM) and
-//! restarted one at a time: every acknowledged record is consumed exactly
-//! once, in per-partition order, and the spread comes back even.
+//! restarted one at a time: every record is acknowledged and consumed
+//! exactly once, in per-partition order, and the spread comes back even.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,21 +99,22 @@ async fn churn(store_flags: Vec<String>, env: Vec<(String, String)>) {
             while !stop.load(Ordering::SeqCst) {
                 let p = (i % u64::from(PARTITIONS)) as u32;
                 let value = format!("{i}");
-                if let Ok(d) = producer.send(ProducerRecord::new(value.clone()).with_partition(p)).await {
-                    waits.spawn(async move { d.await.ok().map(|m| ((m.partition, m.offset), value)) });
-                }
+                let d = producer.send(ProducerRecord::new(value.clone()).with_partition(p)).await.unwrap();
+                waits.spawn(async move { d.await.map(|m| ((m.partition, m.offset), value)) });
                 i += 1;
                 if i.is_multiple_of(20) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
             let mut acked = BTreeMap::new();
+            let mut failed = Vec::new();
             while let Some(r) = waits.join_next().await {
-                if let Some((at, v)) = r.unwrap() {
-                    assert!(acked.insert(at, v).is_none(), "two acknowledgements for one offset");
+                match r.unwrap() {
+                    Ok((at, v)) => assert!(acked.insert(at, v).is_none(), "two acknowledgements for one offset"),
+                    Err(e) => failed.push(e.to_string()),
                 }
             }
-            (i, acked)
+            (i, acked, failed)
         })
     };
     let consumer = {
@@ -175,10 +176,14 @@ async fn churn(store_flags: Vec<String>, env: Vec<(String, String)>) {
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
-    let (sent, acked) = producer.await.unwrap();
+    let (sent, acked, failed) = producer.await.unwrap();
     let seen = consumer.await.unwrap();
     eprintln!("sent {sent}, acknowledged {}, consumed {}", acked.len(), seen.len());
-    assert!(acked.len() as u64 > sent / 2, "most records should be acknowledged ({} of {sent})", acked.len());
+    // Owners die with batches in flight; the producer sends those again to
+    // the next owner, so none fails, and none is written twice.
+    assert!(failed.is_empty(), "{} records failed, first: {:?}", failed.len(), failed.first());
+    assert_eq!(acked.len() as u64, sent, "every record is acknowledged");
+    assert_eq!(seen.len(), acked.len(), "exactly the acknowledged records are consumed");
 
     // The log: every acknowledged record at its offset, once, in send order.
     for (at, v) in &acked {

@@ -146,7 +146,10 @@ async fn a_paused_owner_is_fenced_and_writes_nothing() {
     let a = start(dir.path(), "a", &["--flush-interval", "1500ms"]);
     a.ok(&["topic", "create", "f"], None);
     let config = ClientConfig { agent: a.addr.clone(), ca: Some(a.ca.clone()), ..Default::default() };
-    let producer = Producer::new(Client::connect(config).await.unwrap(), "f", ProducerConfig::default()).await.unwrap();
+    // Without idempotence the producer reports what happened to r2 rather
+    // than sending it again (see the resend tests for that).
+    let plain = ProducerConfig { idempotence: false, ..Default::default() };
+    let producer = Producer::new(Client::connect(config).await.unwrap(), "f", plain).await.unwrap();
     assert_eq!(producer.send(ProducerRecord::new("r1")).await.unwrap().await.unwrap().offset, 0);
     let r2 = producer.send(ProducerRecord::new("r2")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await; // r2 reaches a, unflushed
@@ -229,5 +232,68 @@ async fn a_producer_follows_partitions_through_a_handover() {
         let values: Vec<u32> = log.iter().map(|(_, v)| v.parse().unwrap()).collect();
         let expected: Vec<u32> = (0..4000).filter(|i| i % 4 == p as u32).collect();
         assert_eq!(values, expected, "partition {p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_resends_what_a_killed_owner_had_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    // Slow flushes: when b is killed it holds about a second of batches
+    // that it assigned offsets to but never committed.
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        let a = start(&d, "a", &["--flush-interval", "1s"]);
+        a.ok(&["topic", "create", "k", "--partitions", "2"], None);
+        let b = start(&d, "b", &["--flush-interval", "1s"]);
+        wait_for("an even split", Duration::from_secs(20), || {
+            owners(&a, "k").values().filter(|o| **o == b.addr).count() == 1
+        });
+        (a, b)
+    })
+    .await
+    .unwrap();
+
+    let config = ClientConfig { agent: format!("{},{}", a.addr, b.addr), ca: Some(a.ca.clone()), ..Default::default() };
+    let producer = std::sync::Arc::new(
+        Producer::new(Client::connect(config).await.unwrap(), "k", ProducerConfig::default()).await.unwrap(),
+    );
+    const N: u32 = 3000;
+    let sender = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut deliveries = Vec::new();
+            for i in 0..N {
+                deliveries.push(producer.send(ProducerRecord::new(format!("{i}")).with_partition(i % 2)).await.unwrap());
+                if i % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+            let mut acked = Vec::new();
+            for d in deliveries {
+                acked.push(d.await.expect("a record failed although its owner's successor was up"));
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let mut b = b;
+    b.kill9(); // mid-stream, with uncommitted batches
+    let started = Instant::now();
+    let acked = sender.await.unwrap();
+    eprintln!("all {N} records acknowledged {:?} after the kill", started.elapsed());
+    assert_eq!(acked.len(), N as usize);
+
+    // Every record once, each partition in send order, at the offsets acknowledged.
+    let logs =
+        tokio::task::spawn_blocking(move || (0..2).map(|p| log_of(&a, "k", p)).collect::<Vec<_>>()).await.unwrap();
+    for (p, log) in logs.iter().enumerate() {
+        assert_dense(log);
+        let values: Vec<u32> = log.iter().map(|(_, v)| v.parse().unwrap()).collect();
+        let expected: Vec<u32> = (0..N).filter(|i| i % 2 == p as u32).collect();
+        assert_eq!(values, expected, "partition {p}");
+    }
+    for (i, m) in acked.iter().enumerate() {
+        let (offset, value) = &logs[m.partition as usize][m.offset as usize];
+        assert_eq!((*offset, value.as_str()), (m.offset, i.to_string().as_str()), "record {i} acknowledged elsewhere");
     }
 }

@@ -10,6 +10,7 @@ mod deploy;
 mod durability;
 mod flush;
 mod harness;
+mod idempotence;
 mod protocol;
 mod s3;
 mod sdk;
