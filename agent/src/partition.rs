@@ -190,7 +190,12 @@ impl Partition {
 
     /// Appends a validated batch. Returns its base offset once assigned, and
     /// a receiver that resolves when it is as durable as `acks` asks.
-    pub async fn append(&self, batch: Batch, acks: Acks, permit: OwnedSemaphorePermit) -> Result<Assigned, ServiceError> {
+    pub async fn append(
+        &self,
+        batch: Batch,
+        acks: Acks,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Assigned, ServiceError> {
         let Some(appends) = &self.appends else {
             return Err(ServiceError::NotOwner {
                 topic: self.topic.clone(),

@@ -27,7 +27,9 @@ pub enum Verdict {
 /// Why a batch is refused (nothing is written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SequenceError {
-    #[error("producer {producer_id}: expected sequence {expected} (epoch {epoch}), got {got}; an earlier batch is missing")]
+    #[error(
+        "producer {producer_id}: expected sequence {expected} (epoch {epoch}), got {got}; an earlier batch is missing"
+    )]
     OutOfOrder { producer_id: i64, epoch: i16, expected: i32, got: i32 },
     #[error("producer {producer_id}: sequence {got} was written before, too long ago to know its offsets")]
     Duplicate { producer_id: i64, got: i32 },

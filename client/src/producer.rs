@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use silt_wire::{advance_sequence, Acks, BatchBuilder, Compression, ErrorCode, Header, Request, Response, PRODUCER_WINDOW};
+use silt_wire::{
+    advance_sequence, Acks, BatchBuilder, Compression, ErrorCode, Header, Request, Response, PRODUCER_WINDOW,
+};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -160,7 +162,15 @@ struct Router {
     seeds: String,
     owners: std::sync::RwLock<Vec<String>>,
     connections: tokio::sync::Mutex<std::collections::HashMap<String, Client>>,
+    /// When the owners were last asked for.
+    refreshed: Mutex<Option<Instant>>,
 }
+
+/// How often a wait on an owner checks that the partition is still there;
+/// a dead agent's connection only times out after several seconds.
+const OWNER_CHECK: Duration = Duration::from_secs(1);
+/// The longest an owner lookup may take before the next agent is asked.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Router {
     /// The connection to `p`'s owner (the bootstrap agent when none is known).
@@ -182,13 +192,32 @@ impl Router {
         Ok(client)
     }
 
+    /// The owner of `p` as last looked up ("" when none or not known).
+    fn owner(&self, p: u32) -> String {
+        self.owners.read().expect("owners lock").get(p as usize).cloned().unwrap_or_default()
+    }
+
+    /// Looks the owners up again unless that was done within `age`.
+    async fn refresh_if_older(&self, age: Duration) {
+        {
+            let mut at = self.refreshed.lock().expect("refresh lock");
+            if at.is_some_and(|t| t.elapsed() < age) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
+        self.refresh().await;
+    }
+
     /// Asks for the partitions' owners again (after NOT_OWNER and the like).
     async fn refresh(&self) {
+        *self.refreshed.lock().expect("refresh lock") = Some(Instant::now());
         let bootstrap = self.bootstrap.read().await.clone();
-        let described = match bootstrap.describe_topic(&self.topic).await {
-            Ok(d) => Ok(d),
-            // That agent is gone: connect through the configured list again.
-            Err(e) if e.is_retriable() || !bootstrap.is_open() => {
+        let described = match tokio::time::timeout(LOOKUP_TIMEOUT, bootstrap.describe_topic(&self.topic)).await {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) if !(e.is_retriable() || !bootstrap.is_open()) => Err(e),
+            // That agent is gone (or too slow): connect through the configured list again.
+            _ => {
                 let config = ClientConfig { agent: self.seeds.clone(), ..bootstrap.config().clone() };
                 match Client::connect(config).await {
                     Ok(fresh) => {
@@ -199,7 +228,6 @@ impl Router {
                     Err(e) => Err(e),
                 }
             }
-            Err(e) => Err(e),
         };
         match described {
             Ok(d) => *self.owners.write().expect("owners lock") = d.partitions.into_iter().map(|p| p.owner).collect(),
@@ -260,6 +288,7 @@ impl Producer {
             topic: topic.into(),
             owners: std::sync::RwLock::new(description.partitions.iter().map(|p| p.owner.clone()).collect()),
             connections: Default::default(),
+            refreshed: Mutex::new(Some(Instant::now())),
         };
         let max_record_bytes = description.max_record_bytes as usize;
         let buffer = config.buffer_bytes.max(max_record_bytes + 1024);
@@ -449,10 +478,7 @@ fn resendable(e: &ClientError) -> bool {
 }
 
 fn is_sequence_error(e: &ClientError) -> bool {
-    matches!(
-        e.code(),
-        Some(ErrorCode::OutOfOrderSequence | ErrorCode::DuplicateSequence | ErrorCode::ProducerFenced)
-    )
+    matches!(e.code(), Some(ErrorCode::OutOfOrderSequence | ErrorCode::DuplicateSequence | ErrorCode::ProducerFenced))
 }
 
 /// One partition's sending state.
@@ -494,16 +520,22 @@ impl PartitionSender {
         self.flights.iter().filter(|f| !f.answered).count()
     }
 
-    /// Waits for a batch's acknowledgement in its own task.
-    fn wait_for_ack(&mut self, id: u64, mut stream: ResponseStream) {
-        let (inner, answers, round) = (self.inner.clone(), self.answers.clone(), self.round);
+    /// Waits for a batch's acknowledgement in its own task, or until the
+    /// partition has moved away from the agent that assigned it.
+    fn wait_for_ack(&mut self, id: u64, (mut stream, owner): (ResponseStream, String)) {
+        let (inner, answers, round, p) = (self.inner.clone(), self.answers.clone(), self.round, self.p);
         self.waiters.spawn(async move {
             let limit = inner.client.config().request_timeout;
-            let outcome = match tokio::time::timeout(limit, stream.next()).await {
-                Ok(Ok(Response::Produced { base_offset, .. })) => Ok(base_offset),
-                Ok(Ok(other)) => Err(unexpected(other)),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(ClientError::Timeout { addr: inner.client.agent().into(), secs: limit.as_secs() }),
+            let idempotent = inner.producer_id >= 0;
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(limit, stream.next()) => match r {
+                    Ok(Ok(Response::Produced { base_offset, .. })) => Ok(base_offset),
+                    Ok(Ok(other)) => Err(unexpected(other)),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(ClientError::Timeout { addr: owner.clone(), secs: limit.as_secs() }),
+                },
+                // Only an idempotent producer can send the batch again.
+                e = owner_moved(&inner, p, &owner), if idempotent => Err(e),
             };
             let _ = answers.send(Answer { round, id, outcome });
         });
@@ -530,7 +562,14 @@ impl PartitionSender {
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.flights.push_back(Flight { id, batch: batch.clone(), records, bytes: open.bytes, slot: open.slot, answered: false });
+        self.flights.push_back(Flight {
+            id,
+            batch: batch.clone(),
+            records,
+            bytes: open.bytes,
+            slot: open.slot,
+            answered: false,
+        });
         match send_until_assigned(&self.inner, self.p, batch).await {
             Ok(stream) => {
                 self.wait_for_ack(id, stream);
@@ -700,24 +739,45 @@ async fn sender(inner: Arc<Inner>, p: u32) {
     }
 }
 
+/// Resolves once the agents name an owner of `p` other than `addr`
+/// (checked every [`OWNER_CHECK`]): waiting on `addr` is then pointless,
+/// for it died or handed the partition over.
+async fn owner_moved(inner: &Inner, p: u32, addr: &str) -> ClientError {
+    loop {
+        tokio::time::sleep(OWNER_CHECK).await;
+        inner.router.refresh_if_older(OWNER_CHECK / 2).await;
+        let owner = inner.router.owner(p);
+        if !owner.is_empty() && owner != addr {
+            let message = format!("{}/{p} moved from {addr} to {owner}", inner.topic);
+            return ClientError::Server { code: ErrorCode::NotOwner, message };
+        }
+    }
+}
+
 /// Sends a batch to its partition's owner and waits until it is assigned
-/// offsets. A refusal before assignment wrote nothing, so the batch may go
-/// again: after NOT_OWNER (or a lease moving, or an agent stopping) it goes
-/// to the owner the agents name now.
-async fn send_until_assigned(
-    inner: &Inner,
-    p: u32,
-    batch: Bytes,
-) -> Result<crate::client::ResponseStream, ClientError> {
+/// offsets; returns the stream that brings its acknowledgement, and the
+/// agent's address. A refusal before assignment wrote nothing, so the batch
+/// may go again: after NOT_OWNER (or a lease moving, or an agent stopping)
+/// it goes to the owner the agents name now.
+async fn send_until_assigned(inner: &Inner, p: u32, batch: Bytes) -> Result<(ResponseStream, String), ClientError> {
     let request = Request::Produce { topic: inner.topic.clone(), partition: p, acks: inner.config.acks, batch };
     let mut attempt = 0;
     loop {
         let result = async {
             let client = inner.router.client_for(p).await?;
-            let mut stream = client.open(&request).await?;
-            match stream.next().await? {
-                Response::ProduceAssigned { .. } => Ok(stream),
-                other => Err(unexpected(other)),
+            let addr = client.agent().to_string();
+            let exchange = async {
+                let mut stream = client.open(&request).await?;
+                match stream.next().await? {
+                    Response::ProduceAssigned { .. } => Ok(stream),
+                    other => Err(unexpected(other)),
+                }
+            };
+            tokio::select! {
+                r = exchange => r.map(|stream| (stream, addr)),
+                // Not for a producer without idempotence: the batch may
+                // have been assigned offsets, and only then is it safe.
+                e = owner_moved(inner, p, &addr), if inner.producer_id >= 0 => Err(e),
             }
         };
         let limit = inner.client.config().request_timeout;

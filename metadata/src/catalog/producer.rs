@@ -43,11 +43,8 @@ pub fn key(topic_id: u64, partition: u32, producer_id: i64) -> Vec<u8> {
 
 /// The producer id at the end of a key built by [`key`].
 pub fn producer_id(key: &[u8]) -> Result<i64, CodecError> {
-    let tail: [u8; 8] = key
-        .len()
-        .checked_sub(8)
-        .and_then(|at| key[at..].try_into().ok())
-        .ok_or(CodecError::Invalid("producer key"))?;
+    let tail: [u8; 8] =
+        key.len().checked_sub(8).and_then(|at| key[at..].try_into().ok()).ok_or(CodecError::Invalid("producer key"))?;
     Ok(u64::from_be_bytes(tail) as i64)
 }
 

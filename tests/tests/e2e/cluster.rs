@@ -263,7 +263,8 @@ async fn a_producer_resends_what_a_killed_owner_had_not_committed() {
         tokio::spawn(async move {
             let mut deliveries = Vec::new();
             for i in 0..N {
-                deliveries.push(producer.send(ProducerRecord::new(format!("{i}")).with_partition(i % 2)).await.unwrap());
+                deliveries
+                    .push(producer.send(ProducerRecord::new(format!("{i}")).with_partition(i % 2)).await.unwrap());
                 if i % 50 == 0 {
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
