@@ -215,7 +215,7 @@ impl Router {
         let bootstrap = self.bootstrap.read().await.clone();
         let described = match tokio::time::timeout(LOOKUP_TIMEOUT, bootstrap.describe_topic(&self.topic)).await {
             Ok(Ok(d)) => Ok(d),
-            Ok(Err(e)) if !(e.is_retriable() || !bootstrap.is_open()) => Err(e),
+            Ok(Err(e)) if !e.is_retriable() && bootstrap.is_open() => Err(e),
             // That agent is gone (or too slow): connect through the configured list again.
             _ => {
                 let config = ClientConfig { agent: self.seeds.clone(), ..bootstrap.config().clone() };
