@@ -41,11 +41,12 @@ impl Service {
             }
         }
         let parts = self.catalog.partitions(&topic).await?;
+        let now = now_ms();
         let slots = parts
             .into_iter()
             .enumerate()
             .map(|(p, (state, lease))| {
-                let owner = lease.map(|l| l.address).unwrap_or_default();
+                let owner = lease.map(|l| live_address(&l, now)).unwrap_or_default();
                 RwLock::new(Partition::follower(
                     topic.name.clone(),
                     topic.id,
@@ -65,14 +66,15 @@ impl Service {
         Ok(state)
     }
 
-    /// Brings a follower's high watermark and owner up to date.
+    /// Brings a follower's high watermark and owner up to date. The owner
+    /// (named in NOT_OWNER answers) is whoever holds a live lease: a released
+    /// or expired lease names nobody, so clients ask any agent rather than
+    /// wait on a departed one.
     pub(crate) async fn refresh_follower(&self, part: &Partition) -> Result<(), ServiceError> {
         match self.catalog.partition(part.topic_id, part.partition).await? {
             Some((state, lease)) => {
                 part.observe_high_watermark(state.high_watermark);
-                if let Some(l) = lease {
-                    part.set_owner(l.address);
-                }
+                part.set_owner(lease.map(|l| live_address(&l, now_ms())).unwrap_or_default());
                 Ok(())
             }
             None => Err(ServiceError::UnknownTopic(part.topic.clone())),
@@ -151,7 +153,7 @@ impl Service {
                 all.push(id);
                 if let Some(l) = lease {
                     if let Some(part) = t.get(p as u32).filter(|part| !part.is_leader()) {
-                        part.set_owner(l.address.clone());
+                        part.set_owner(live_address(&l, now));
                     }
                     leases.insert(id, l);
                 }
@@ -354,5 +356,14 @@ impl Service {
             }
         }
         Ok(())
+    }
+}
+
+/// The owner's address while the lease is live, else "" (no owner).
+pub(crate) fn live_address(lease: &Lease, now_ms: i64) -> String {
+    if lease.is_live(now_ms) {
+        lease.address.clone()
+    } else {
+        String::new()
     }
 }

@@ -203,6 +203,7 @@ impl Service {
 
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ServiceError> {
         let topic = self.catalog.topic(name).await?.ok_or_else(|| ServiceError::UnknownTopic(name.into()))?;
+        let now = now_ms();
         let partitions = self
             .catalog
             .partitions(&topic)
@@ -211,7 +212,7 @@ impl Service {
             .enumerate()
             .map(|(p, (state, lease))| PartitionInfo {
                 partition: p as u32,
-                owner: lease.as_ref().map(|l| l.address.clone()).unwrap_or_default(),
+                owner: lease.as_ref().map(|l| crate::lifecycle::live_address(l, now)).unwrap_or_default(),
                 epoch: lease.map_or(0, |l| l.epoch),
                 log_start: state.log_start,
                 high_watermark: state.high_watermark,
@@ -243,7 +244,15 @@ impl Service {
             _ = tokio::time::sleep(self.limits.throttle_wait) => return Err(ServiceError::Throttled(self.limits.max_inflight_bytes)),
             _ = self.stop.cancelled() => return Err(ServiceError::ShuttingDown),
         };
-        let assigned = part.append(batch, acks, permit).await?;
+        let assigned = match part.append(batch, acks, permit).await {
+            // Name the owner as the metadata store has it now: the one seen
+            // at the last ownership round may be gone or not known yet.
+            Err(ServiceError::NotOwner { topic, partition, .. }) => {
+                self.refresh_follower(&part).await?;
+                return Err(ServiceError::NotOwner { topic, partition, owner: part.owner() });
+            }
+            other => other?,
+        };
         if assigned.duplicate {
             metrics::add(&self.metrics.duplicate_batches, 1);
         }

@@ -216,9 +216,13 @@ impl Router {
         let described = match tokio::time::timeout(LOOKUP_TIMEOUT, bootstrap.describe_topic(&self.topic)).await {
             Ok(Ok(d)) => Ok(d),
             Ok(Err(e)) if !e.is_retriable() && bootstrap.is_open() => Err(e),
-            // That agent is gone (or too slow): connect through the configured list again.
+            // That agent is gone (or too slow): connect through the configured
+            // list again, trying it last.
             _ => {
-                let config = ClientConfig { agent: self.seeds.clone(), ..bootstrap.config().clone() };
+                let gone = bootstrap.agent();
+                let mut seeds: Vec<&str> = self.seeds.split(',').map(str::trim).filter(|s| *s != gone).collect();
+                seeds.push(gone);
+                let config = ClientConfig { agent: seeds.join(","), ..bootstrap.config().clone() };
                 match Client::connect(config).await {
                     Ok(fresh) => {
                         let d = fresh.describe_topic(&self.topic).await;

@@ -179,122 +179,106 @@ async fn a_paused_owner_is_fenced_and_writes_nothing() {
     drop(a);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_producer_follows_partitions_through_a_handover() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    let (a, b) = tokio::task::spawn_blocking(move || {
-        let a = start(&d, "a", &["--flush-interval", "50ms"]);
-        a.ok(&["topic", "create", "r", "--partitions", "4"], None);
-        let b = start(&d, "b", &["--flush-interval", "50ms"]);
+/// Agents a and b on one store, with a new topic split evenly between them.
+async fn two_agents(
+    dir: &std::path::Path,
+    topic: &str,
+    partitions: u32,
+    flush_interval: &str,
+) -> (AgentProcess, AgentProcess) {
+    let (d, topic, flush_interval) = (dir.to_path_buf(), topic.to_string(), flush_interval.to_string());
+    tokio::task::spawn_blocking(move || {
+        let a = start(&d, "a", &["--flush-interval", &flush_interval]);
+        a.ok(&["topic", "create", &topic, "--partitions", &partitions.to_string()], None);
+        let b = start(&d, "b", &["--flush-interval", &flush_interval]);
         wait_for("an even split", Duration::from_secs(20), || {
-            owners(&a, "r").values().filter(|o| **o == b.addr).count() == 2
+            owners(&a, &topic).values().filter(|o| **o == b.addr).count() == partitions as usize / 2
         });
         (a, b)
     })
     .await
-    .unwrap();
-
-    // Bootstrap with both; the producer finds each partition's owner itself.
-    let config = ClientConfig { agent: format!("{},{}", b.addr, a.addr), ca: Some(a.ca.clone()), ..Default::default() };
-    let client = Client::connect(config).await.unwrap();
-    let producer = std::sync::Arc::new(Producer::new(client, "r", ProducerConfig::default()).await.unwrap());
-    let sender = {
-        let producer = producer.clone();
-        tokio::spawn(async move {
-            let mut deliveries = Vec::new();
-            for i in 0..4000u32 {
-                let record = ProducerRecord::new(format!("{i}")).with_partition(i % 4);
-                deliveries.push(producer.send(record).await.unwrap());
-                if i % 100 == 0 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            let mut acked = Vec::new();
-            for d in deliveries {
-                acked.push(d.await.expect("a record was refused during a graceful handover"));
-            }
-            acked
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut b = b;
-    signal(b.child.id(), "TERM"); // mid-stream
-    let acked = sender.await.unwrap();
-    assert_eq!(acked.len(), 4000);
-    assert!(b.child.wait().unwrap().success());
-
-    // Every record once, each partition in send order.
-    let logs =
-        tokio::task::spawn_blocking(move || (0..4).map(|p| log_of(&a, "r", p)).collect::<Vec<_>>()).await.unwrap();
-    for (p, log) in logs.iter().enumerate() {
-        assert_dense(log);
-        let values: Vec<u32> = log.iter().map(|(_, v)| v.parse().unwrap()).collect();
-        let expected: Vec<u32> = (0..4000).filter(|i| i % 4 == p as u32).collect();
-        assert_eq!(values, expected, "partition {p}");
-    }
+    .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_producer_resends_what_a_killed_owner_had_not_committed() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    // Slow flushes: when b is killed it holds about a second of batches
-    // that it assigned offsets to but never committed.
-    let (a, b) = tokio::task::spawn_blocking(move || {
-        let a = start(&d, "a", &["--flush-interval", "1s"]);
-        a.ok(&["topic", "create", "k", "--partitions", "2"], None);
-        let b = start(&d, "b", &["--flush-interval", "1s"]);
-        wait_for("an even split", Duration::from_secs(20), || {
-            owners(&a, "k").values().filter(|o| **o == b.addr).count() == 1
-        });
-        (a, b)
+/// Sends records "0".."n-1" to partition i % partitions through an
+/// idempotent producer bootstrapped with both agents, pausing every 50
+/// records, and returns where each was acknowledged (all must be).
+fn send_in_background(
+    a: &AgentProcess,
+    b: &AgentProcess,
+    topic: &str,
+    n: u32,
+    partitions: u32,
+) -> tokio::task::JoinHandle<Vec<silt_client::RecordMetadata>> {
+    let config = ClientConfig { agent: format!("{},{}", b.addr, a.addr), ca: Some(a.ca.clone()), ..Default::default() };
+    let topic = topic.to_string();
+    tokio::spawn(async move {
+        let producer =
+            Producer::new(Client::connect(config).await.unwrap(), &topic, ProducerConfig::default()).await.unwrap();
+        let mut deliveries = Vec::new();
+        for i in 0..n {
+            let record = ProducerRecord::new(format!("{i}")).with_partition(i % partitions);
+            deliveries.push(producer.send(record).await.unwrap());
+            if i % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let mut acked = Vec::new();
+        for (i, d) in deliveries.into_iter().enumerate() {
+            acked.push(d.await.unwrap_or_else(|e| panic!("record {i} failed although an agent was up: {e}")));
+        }
+        acked
     })
-    .await
-    .unwrap();
+}
 
-    let config = ClientConfig { agent: format!("{},{}", a.addr, b.addr), ca: Some(a.ca.clone()), ..Default::default() };
-    let producer = std::sync::Arc::new(
-        Producer::new(Client::connect(config).await.unwrap(), "k", ProducerConfig::default()).await.unwrap(),
-    );
-    const N: u32 = 3000;
-    let sender = {
-        let producer = producer.clone();
-        tokio::spawn(async move {
-            let mut deliveries = Vec::new();
-            for i in 0..N {
-                deliveries
-                    .push(producer.send(ProducerRecord::new(format!("{i}")).with_partition(i % 2)).await.unwrap());
-                if i % 50 == 0 {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-            }
-            let mut acked = Vec::new();
-            for d in deliveries {
-                acked.push(d.await.expect("a record failed although its owner's successor was up"));
-            }
-            acked
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    let mut b = b;
-    b.kill9(); // mid-stream, with uncommitted batches
-    let started = Instant::now();
-    let acked = sender.await.unwrap();
-    eprintln!("all {N} records acknowledged {:?} after the kill", started.elapsed());
-    assert_eq!(acked.len(), N as usize);
-
-    // Every record once, each partition in send order, at the offsets acknowledged.
-    let logs =
-        tokio::task::spawn_blocking(move || (0..2).map(|p| log_of(&a, "k", p)).collect::<Vec<_>>()).await.unwrap();
+/// Every record once, each partition in send order, at the offsets acknowledged.
+async fn assert_all_once_in_order(
+    a: AgentProcess,
+    topic: &str,
+    partitions: u32,
+    acked: &[silt_client::RecordMetadata],
+) {
+    let topic = topic.to_string();
+    let logs = tokio::task::spawn_blocking(move || (0..partitions).map(|p| log_of(&a, &topic, p)).collect::<Vec<_>>())
+        .await
+        .unwrap();
     for (p, log) in logs.iter().enumerate() {
         assert_dense(log);
         let values: Vec<u32> = log.iter().map(|(_, v)| v.parse().unwrap()).collect();
-        let expected: Vec<u32> = (0..N).filter(|i| i % 2 == p as u32).collect();
+        let expected: Vec<u32> = (0..acked.len() as u32).filter(|i| i % partitions == p as u32).collect();
         assert_eq!(values, expected, "partition {p}");
     }
     for (i, m) in acked.iter().enumerate() {
         let (offset, value) = &logs[m.partition as usize][m.offset as usize];
         assert_eq!((*offset, value.as_str()), (m.offset, i.to_string().as_str()), "record {i} acknowledged elsewhere");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_follows_partitions_through_a_handover() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, mut b) = two_agents(dir.path(), "r", 4, "50ms").await;
+    let sender = send_in_background(&a, &b, "r", 4000, 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(b.child.id(), "TERM"); // mid-stream
+    let started = Instant::now();
+    let acked = sender.await.unwrap();
+    eprintln!("all records acknowledged {:?} after SIGTERM", started.elapsed());
+    assert!(b.child.wait().unwrap().success());
+    assert_all_once_in_order(a, "r", 4, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_resends_what_a_killed_owner_had_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow flushes: when b is killed it holds about a second of batches
+    // that it assigned offsets to but never committed.
+    let (a, mut b) = two_agents(dir.path(), "k", 2, "1s").await;
+    let sender = send_in_background(&a, &b, "k", 3000, 2);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    b.kill9(); // mid-stream, with uncommitted batches
+    let started = Instant::now();
+    let acked = sender.await.unwrap();
+    eprintln!("all records acknowledged {:?} after the kill", started.elapsed());
+    assert_all_once_in_order(a, "k", 2, &acked).await;
 }
