@@ -170,7 +170,7 @@ struct Router {
 /// a dead agent's connection only times out after several seconds.
 const OWNER_CHECK: Duration = Duration::from_secs(1);
 /// The longest an owner lookup may take before the next agent is asked.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Router {
     /// The connection to `p`'s owner (the bootstrap agent when none is known).

@@ -202,7 +202,8 @@ async fn two_agents(
 
 /// Sends records "0".."n-1" to partition i % partitions through an
 /// idempotent producer bootstrapped with both agents, pausing every 50
-/// records, and returns where each was acknowledged (all must be).
+/// records, and returns where each was acknowledged (all must be). Prints
+/// the longest wait for an acknowledgement.
 fn send_in_background(
     a: &AgentProcess,
     b: &AgentProcess,
@@ -218,15 +219,22 @@ fn send_in_background(
         let mut deliveries = Vec::new();
         for i in 0..n {
             let record = ProducerRecord::new(format!("{i}")).with_partition(i % partitions);
-            deliveries.push(producer.send(record).await.unwrap());
+            let (d, sent) = (producer.send(record).await.unwrap(), Instant::now());
+            deliveries.push(tokio::spawn(async move {
+                let m = d.await.unwrap_or_else(|e| panic!("record {i} failed although an agent was up: {e}"));
+                (m, sent.elapsed())
+            }));
             if i % 50 == 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        let mut acked = Vec::new();
-        for (i, d) in deliveries.into_iter().enumerate() {
-            acked.push(d.await.unwrap_or_else(|e| panic!("record {i} failed although an agent was up: {e}")));
+        let (mut acked, mut longest) = (Vec::new(), Duration::ZERO);
+        for d in deliveries {
+            let (m, waited) = d.await.unwrap();
+            acked.push(m);
+            longest = longest.max(waited);
         }
+        eprintln!("longest wait for an acknowledgement: {longest:?}");
         acked
     })
 }
