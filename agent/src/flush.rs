@@ -237,6 +237,7 @@ impl Flusher {
         self.recent.insert(name.clone(), data);
         let mut flush_entries = Vec::with_capacity(entries.len());
         for (e, run) in entries.iter().zip(&order) {
+            let (producers, expired) = run[0].partition.producers_after(run.iter().map(|p| p.batch.header()));
             flush_entries.push(FlushEntry {
                 topic_id: e.topic_id,
                 partition: e.partition,
@@ -249,7 +250,8 @@ impl Flusher {
                     len: e.len,
                     max_timestamp: e.max_timestamp,
                 },
-                producers: run[0].partition.producers_after(run.iter().map(|p| p.batch.header())),
+                producers,
+                expired,
             });
         }
         let outcome = match self.commit(&flush_entries, stop).await {

@@ -22,6 +22,8 @@ use crate::wal::{Wal, Write};
 /// the metadata store on demand.
 const INDEX_CACHE_ENTRIES: usize = 4096;
 const MAILBOX: usize = 1024;
+/// How often an owner forgets idle producers in the metadata store.
+const SWEEP_EVERY_MS: i64 = 60 * 60 * 1000;
 
 pub type Done = oneshot::Receiver<Result<(i64, i64), ServiceError>>;
 
@@ -230,9 +232,14 @@ impl Partition {
     }
 
     /// The producer states an index commit of these batches (in order)
-    /// records: the committed ones, advanced by each idempotent batch.
-    pub fn producers_after<'a>(&self, batches: impl Iterator<Item = &'a BatchHeader>) -> Vec<(i64, ProducerState)> {
-        let committed = self.committed_producers.lock().expect("producers lock");
+    /// records: the committed ones, advanced by each idempotent batch; and,
+    /// about once an hour, the producers to forget for being idle too long.
+    pub fn producers_after<'a>(
+        &self,
+        batches: impl Iterator<Item = &'a BatchHeader>,
+    ) -> (Vec<(i64, ProducerState)>, Vec<i64>) {
+        let mut committed = self.committed_producers.lock().expect("producers lock");
+        let expired = committed.take_expired(crate::service::now_ms(), SWEEP_EVERY_MS);
         let mut out: Vec<(i64, ProducerState)> = Vec::new();
         let now = crate::service::now_ms();
         for h in batches.filter(|h| h.is_idempotent()) {
@@ -245,7 +252,7 @@ impl Partition {
             };
             crate::producers::apply(&mut out[at].1, h, now);
         }
-        out
+        (out, expired)
     }
 
     /// Called by the flusher once producer states are committed.

@@ -91,11 +91,13 @@ pub struct Producers {
     states: HashMap<i64, ProducerState>,
     /// Producers added since idle ones were last dropped.
     added: usize,
+    /// When [`Producers::take_expired`] last looked.
+    swept_ms: i64,
 }
 
 impl Producers {
     pub fn new(states: impl IntoIterator<Item = (i64, ProducerState)>) -> Self {
-        Producers { states: states.into_iter().collect(), added: 0 }
+        Producers { states: states.into_iter().collect(), added: 0, swept_ms: 0 }
     }
 
     pub fn check(&self, h: &BatchHeader) -> Result<Verdict, SequenceError> {
@@ -121,6 +123,21 @@ impl Producers {
             self.added = 0;
             self.states.retain(|_, s| now_ms - s.updated_ms < EXPIRY_MS);
         }
+    }
+
+    /// Drops the producers idle past [`EXPIRY_MS`] and returns their ids;
+    /// looks at most once per `every_ms`.
+    pub fn take_expired(&mut self, now_ms: i64, every_ms: i64) -> Vec<i64> {
+        if now_ms - self.swept_ms < every_ms {
+            return Vec::new();
+        }
+        self.swept_ms = now_ms;
+        let expired: Vec<i64> =
+            self.states.iter().filter(|(_, s)| now_ms - s.updated_ms >= EXPIRY_MS).map(|(id, _)| *id).collect();
+        for id in &expired {
+            self.states.remove(id);
+        }
+        expired
     }
 
     /// Replaces one producer's state (after it is committed).
@@ -205,5 +222,11 @@ mod tests {
         }
         assert!(t.get(1).is_none());
         assert!(t.get(2).is_some());
+        let mut t = Producers::new([(5, ProducerState { updated_ms: 0, ..Default::default() })]);
+        t.record(&batch(6, 0, 0, 1, 0), EXPIRY_MS);
+        assert_eq!(t.take_expired(EXPIRY_MS, 1000), vec![5]);
+        assert!(t.get(5).is_none() && t.get(6).is_some());
+        t.set(5, ProducerState::default());
+        assert!(t.take_expired(EXPIRY_MS + 10, 1000).is_empty(), "not again so soon");
     }
 }

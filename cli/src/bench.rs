@@ -43,6 +43,9 @@ pub struct ProduceBench {
     /// the time records wait in the producer's buffer.
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Send without producer ids and sequence numbers (see `produce --help`).
+    #[arg(long)]
+    no_idempotence: bool,
     /// The agent's process id, to report the CPU time it used during the run.
     #[arg(long)]
     agent_pid: Option<u32>,
@@ -77,7 +80,12 @@ async fn produce(client: Client, b: &ProduceBench) -> anyhow::Result<()> {
     if client.describe_topic(&b.topic).await.is_err() {
         client.create_topic(&b.topic, b.partitions).await.context("creating the bench topic")?;
     }
-    let config = ProducerConfig { acks: b.acks, compression: b.compression, ..Default::default() };
+    let config = ProducerConfig {
+        acks: b.acks,
+        compression: b.compression,
+        idempotence: !b.no_idempotence,
+        ..Default::default()
+    };
     let producer = std::sync::Arc::new(Producer::new(client.clone(), &b.topic, config).await?);
     let mut payload = vec![0u8; b.record_bytes];
     for (i, byte) in payload.iter_mut().enumerate() {

@@ -32,6 +32,12 @@ pub struct ProduceArgs {
     /// ... or this long after its first record.
     #[arg(long, default_value = "5ms", value_parser = silt_agent::config::parse_duration)]
     linger: Duration,
+    /// Send without producer ids and sequence numbers. By default a batch
+    /// whose answer is lost (an agent died, a connection broke) is sent
+    /// again and written exactly once; without, such records are reported
+    /// as failed.
+    #[arg(long)]
+    no_idempotence: bool,
 }
 
 #[derive(clap::Args)]
@@ -101,6 +107,7 @@ pub async fn produce(client: Client, args: &ProduceArgs) -> anyhow::Result<i32> 
         compression: args.compression,
         batch_bytes: args.batch_bytes as usize,
         linger: args.linger,
+        idempotence: !args.no_idempotence,
         ..Default::default()
     };
     let producer = Producer::new(client.clone(), &args.topic, config).await?;

@@ -40,6 +40,8 @@ pub struct FlushEntry {
     /// The state of every idempotent producer with batches in the segment,
     /// as of the segment's end.
     pub producers: Vec<(i64, ProducerState)>,
+    /// Producers idle past their expiry, to forget.
+    pub expired: Vec<i64>,
 }
 
 /// The outcome of a flush commit, per partition that did not commit.
@@ -395,6 +397,9 @@ impl Catalog {
                 for (id, p) in &e.producers {
                     t.put(producer::key(e.topic_id, e.partition, *id), p.encode());
                 }
+                for id in &e.expired {
+                    t.delete(producer::key(e.topic_id, e.partition, *id));
+                }
             }
             match t.commit().await {
                 Ok(()) => return Ok(outcome),
@@ -524,6 +529,7 @@ mod tests {
                         epoch: lease.epoch,
                         segment: seg(0, 9),
                         producers: vec![(7, producer_state(0, 9, 0))],
+                        expired: vec![],
                     },
                     FlushEntry {
                         topic_id: t.id,
@@ -531,6 +537,7 @@ mod tests {
                         epoch: lease.epoch,
                         segment: seg(10, 14),
                         producers: vec![(7, producer_state(10, 14, 10)), (8, producer_state(0, 0, 12))],
+                        expired: vec![],
                     },
                 ],
             )
@@ -552,6 +559,17 @@ mod tests {
         assert!(c.producers(t.id, 1).await.unwrap().is_empty());
         c.forget_producers(t.id, 0, &[7]).await.unwrap();
         assert_eq!(c.producers(t.id, 0).await.unwrap(), vec![(8, producer_state(0, 0, 12))]);
+        // A flush commit forgets expired producers too.
+        let last = FlushEntry {
+            topic_id: t.id,
+            partition: 0,
+            epoch: lease.epoch,
+            segment: seg(15, 15),
+            producers: vec![],
+            expired: vec![8],
+        };
+        c.commit_flush("agent-1", &[last]).await.unwrap();
+        assert!(c.producers(t.id, 0).await.unwrap().is_empty());
         c.delete_topic("t").await.unwrap();
         assert!(c.producers(t.id, 0).await.unwrap().is_empty(), "deleting the topic forgets its producers");
     }
@@ -590,6 +608,7 @@ mod tests {
             epoch: old.epoch,
             segment: seg(0, 4),
             producers: vec![(3, producer_state(0, 4, 0))],
+            expired: vec![],
         };
         let out = c.commit_flush("agent-1", &[entry]).await.unwrap();
         assert_eq!(out.fenced, vec![(t.id, 0)]);
@@ -640,7 +659,14 @@ mod tests {
         let out = c
             .commit_flush(
                 "a",
-                &[FlushEntry { topic_id: t.id, partition: 0, epoch: l.epoch, segment: seg(0, 0), producers: vec![] }],
+                &[FlushEntry {
+                    topic_id: t.id,
+                    partition: 0,
+                    epoch: l.epoch,
+                    segment: seg(0, 0),
+                    producers: vec![],
+                    expired: vec![],
+                }],
             )
             .await
             .unwrap();
