@@ -383,6 +383,14 @@ impl Catalog {
                     continue;
                 }
                 let mut state = PartitionState::decode(&raw).map_err(|err| corrupt(&skey, err))?;
+                if e.segment.last_offset < state.high_watermark {
+                    // A commit that went through although its caller saw an
+                    // error (a timeout, a lost connection): already done.
+                    let key = segment::key(e.topic_id, e.partition, e.segment.last_offset);
+                    if t.get(&key).await?.is_some_and(|raw| raw[..] == e.segment.encode()[..]) {
+                        continue;
+                    }
+                }
                 if e.segment.base_offset != state.high_watermark {
                     // The owner assigns offsets contiguously; anything else is a bug
                     // that must not reach the index.
@@ -581,6 +589,29 @@ mod tests {
             updated_ms: 5,
             batches: vec![BatchMeta { base_sequence, last_sequence, base_offset, last_offset }],
         }
+    }
+
+    #[tokio::test]
+    async fn a_flush_committed_twice_is_committed_once() {
+        let (_d, c) = catalog().await;
+        let t = c.create_topic("t", 1, 0).await.unwrap();
+        let (lease, _) = c.acquire_lease(t.id, 0, "a", "x", 0, 10_000).await.unwrap();
+        let entry = |s| FlushEntry {
+            topic_id: t.id,
+            partition: 0,
+            epoch: lease.epoch,
+            segment: s,
+            producers: vec![(7, producer_state(0, 4, 0))],
+            expired: vec![],
+        };
+        // The caller of the first commit saw an error and tries again.
+        c.commit_flush("a", &[entry(seg(0, 4))]).await.unwrap();
+        assert_eq!(c.commit_flush("a", &[entry(seg(0, 4))]).await.unwrap(), FlushOutcome::default());
+        assert_eq!(c.segments(t.id, 0, 0, 10).await.unwrap(), vec![seg(0, 4)]);
+        assert_eq!(c.partitions(&t).await.unwrap()[0].0.high_watermark, 5);
+        // A different segment over committed offsets is still refused.
+        let other = Segment { object: "elsewhere".into(), ..seg(0, 4) };
+        assert!(matches!(c.commit_flush("a", &[entry(other)]).await, Err(CatalogError::Corrupt { .. })));
     }
 
     #[tokio::test]
