@@ -8,7 +8,9 @@
 //! fails nothing is written and the commit is a [`MetaError::Conflict`].
 //!
 //! etcd caps the operations in one transaction (`--max-txn-ops`, 128 by
-//! default): run it with a higher limit for agents that own many partitions.
+//! default). A commit makes one compare per key read for update or written,
+//! so [`MetaStore::max_txn_keys`] is that default, and the catalog splits
+//! its larger work to fit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -23,6 +25,8 @@ use crate::store::{KeyValue, MetaStore, Transaction};
 use crate::MetaError;
 
 const BACKEND: &str = "etcd";
+/// etcd's default `--max-txn-ops`.
+const MAX_TXN_OPS: usize = 128;
 
 fn err(e: etcd_client::Error) -> MetaError {
     // A snapshot older than etcd's compaction point cannot be read: the
@@ -65,6 +69,10 @@ impl MetaStore for EtcdStore {
 
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    fn max_txn_keys(&self) -> usize {
+        MAX_TXN_OPS
     }
 }
 
@@ -201,6 +209,14 @@ mod tests {
         assert_eq!(catalog.partitions(&t).await.unwrap().len(), 3);
         catalog.delete_topic("t").await.unwrap();
         assert!(catalog.list_topics().await.unwrap().is_empty());
+    }
+
+    /// etcd runs here with its default --max-txn-ops (128).
+    #[tokio::test]
+    async fn the_catalog_fits_etcds_default_transaction_limit() {
+        let etcd = Etcd::start().await;
+        let store = crate::open(&format!("etcd://{}", etcd.endpoint)).await.unwrap();
+        crate::testing::catalog_at_scale(store).await;
     }
 
     #[tokio::test]

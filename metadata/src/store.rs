@@ -26,6 +26,12 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// A short name for logs ("sqlite", "tikv").
     fn backend(&self) -> &'static str;
+
+    /// The most keys one transaction may read for update and write, together.
+    /// The catalog splits work that does not need to be atomic to stay within it.
+    fn max_txn_keys(&self) -> usize {
+        usize::MAX
+    }
 }
 
 #[async_trait]

@@ -167,7 +167,6 @@ impl EtcdServer {
             .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
             .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
             .args(["--initial-cluster", &format!("default={p}")])
-            .args(["--max-txn-ops", "100000"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -189,4 +188,55 @@ impl Drop for EtcdServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The catalog on a topic with more partitions than one transaction of a
+/// store like etcd (128 keys by default) may touch: create, lease, renew,
+/// commit a flush over every partition with producer states, delete.
+pub async fn catalog_at_scale(store: std::sync::Arc<dyn MetaStore>) {
+    use crate::catalog::{BatchMeta, FlushEntry, ProducerState, Segment};
+    const P: u32 = 300;
+    let c = crate::Catalog::new(store);
+    let t = c.create_topic("wide", P, 0).await.unwrap();
+    assert!(matches!(c.create_topic("wide", 1, 0).await, Err(crate::CatalogError::TopicExists(_))));
+    assert_eq!(c.partitions(&t).await.unwrap().len(), P as usize);
+    let mut held = Vec::new();
+    for p in 0..P {
+        let (lease, _) = c.acquire_lease(t.id, p, "a", "x", 0, 60_000).await.unwrap();
+        held.push((t.id, p, lease.epoch));
+    }
+    assert!(c.renew_leases("a", &held, 10, 60_000).await.unwrap().is_empty());
+    let state = |offset| ProducerState {
+        epoch: 0,
+        updated_ms: 1,
+        batches: vec![BatchMeta { base_sequence: 0, last_sequence: 9, base_offset: offset, last_offset: offset + 9 }],
+    };
+    let entries: Vec<FlushEntry> = held
+        .iter()
+        .map(|&(topic_id, partition, epoch)| FlushEntry {
+            topic_id,
+            partition,
+            epoch,
+            segment: Segment {
+                base_offset: 0,
+                last_offset: 9,
+                object: "o".into(),
+                start: u64::from(partition) * 10,
+                len: 10,
+                max_timestamp: 0,
+            },
+            producers: vec![(1, state(0)), (2, state(0))],
+            expired: vec![],
+        })
+        .collect();
+    assert_eq!(c.commit_flush("a", &entries).await.unwrap(), Default::default());
+    // Committed again (an ambiguous first attempt): nothing changes.
+    assert_eq!(c.commit_flush("a", &entries).await.unwrap(), Default::default());
+    assert!(c.partitions(&t).await.unwrap().iter().all(|(s, _)| s.high_watermark == 10));
+    assert_eq!(c.producers(t.id, P - 1).await.unwrap().len(), 2);
+    c.delete_topic("wide").await.unwrap();
+    assert!(c.list_topics().await.unwrap().is_empty());
+    assert!(c.segments(t.id, P - 1, 0, 10).await.unwrap().is_empty());
+    assert!(c.producers(t.id, 0).await.unwrap().is_empty());
+    assert!(c.partition(t.id, 0).await.unwrap().is_none());
 }

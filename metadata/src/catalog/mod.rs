@@ -75,19 +75,49 @@ impl Catalog {
         Ok(self.store.begin().await?)
     }
 
-    /// Creates a topic with `partitions` partitions, all empty.
+    /// The most keys one transaction may touch (see [`MetaStore::max_txn_keys`]).
+    fn budget(&self) -> usize {
+        self.store.max_txn_keys().max(8)
+    }
+
+    /// Creates a topic with `partitions` partitions, all empty. The topic
+    /// appears at once, with all its partitions: when they are too many for
+    /// one transaction, they are written first, under a fresh topic id, and
+    /// the topic last.
     pub async fn create_topic(&self, name: &str, partitions: u32, now_ms: i64) -> Result<Topic, CatalogError> {
+        let in_one = partitions as usize + 2 <= self.budget();
+        let mut early_id = None;
+        if !in_one {
+            let id = self.next_id(TOPIC_ID_COUNTER).await?;
+            let keys: Vec<Vec<u8>> = (0..partitions).map(|p| partition::key(id, p)).collect();
+            for chunk in keys.chunks(self.budget()) {
+                let mut t = self.begin().await?;
+                for k in chunk {
+                    t.put(k.clone(), PartitionState::default().encode());
+                }
+                t.commit().await?;
+            }
+            early_id = Some(id);
+        }
         for _ in 0..MAX_ATTEMPTS {
             let mut t = self.begin().await?;
             let key = topic::key(name);
             if t.get_for_update(&key).await?.is_some() {
+                if let Some(id) = early_id {
+                    self.delete_topic_keys(id).await?;
+                }
                 return Err(CatalogError::TopicExists(name.into()));
             }
-            let id = next_counter(&mut t, TOPIC_ID_COUNTER).await?;
+            let id = match early_id {
+                Some(id) => id,
+                None => next_counter(&mut t, TOPIC_ID_COUNTER).await?,
+            };
             let topic = Topic { name: name.into(), id, partitions, created_ms: now_ms };
             t.put(key, topic.encode());
-            for p in 0..partitions {
-                t.put(partition::key(id, p), PartitionState::default().encode());
+            if in_one {
+                for p in 0..partitions {
+                    t.put(partition::key(id, p), PartitionState::default().encode());
+                }
             }
             match t.commit().await {
                 Ok(()) => return Ok(topic),
@@ -98,8 +128,50 @@ impl Catalog {
         Err(MetaError::Conflict.into())
     }
 
-    /// Deletes a topic and its partitions' state, leases and segment index.
-    /// The objects it referenced are left to object garbage collection.
+    /// The next value of a counter, in a transaction of its own.
+    async fn next_id(&self, name: &[u8]) -> Result<u64, CatalogError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut t = self.begin().await?;
+            let id = next_counter(&mut t, name).await?;
+            match t.commit().await {
+                Ok(()) => return Ok(id),
+                Err(MetaError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MetaError::Conflict.into())
+    }
+
+    /// Deletes every per-partition key of a topic id, a budget's worth per
+    /// transaction. Safe to repeat: ids are never reused.
+    async fn delete_topic_keys(&self, topic_id: u64) -> Result<(), CatalogError> {
+        let page = self.budget().min(4096);
+        for kind in [keys::PARTITION, keys::LEASE, keys::SEGMENT, keys::PRODUCER] {
+            let prefix = keys::topic_prefix(kind, topic_id);
+            let end = keys::prefix_end(&prefix);
+            loop {
+                let mut t = self.begin().await?;
+                let rows = t.scan(&prefix, &end, page, false).await?;
+                let done = rows.len() < page;
+                for (k, _) in rows {
+                    t.delete(k);
+                }
+                t.commit().await?;
+                if done {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a topic and its partitions' state, leases, segment index and
+    /// producer states. The objects it referenced are left to object garbage
+    /// collection.
+    ///
+    /// The topic and its partitions' state go in one transaction when they
+    /// fit in one, so no agent commits to a partition of a deleted topic; the
+    /// rest follows in transactions of their own.
     pub async fn delete_topic(&self, name: &str) -> Result<Topic, CatalogError> {
         for _ in 0..MAX_ATTEMPTS {
             let mut t = self.begin().await?;
@@ -109,26 +181,16 @@ impl Catalog {
             };
             let topic = Topic::decode(name, &raw).map_err(|e| corrupt(&key, e))?;
             t.delete(key);
-            for kind in [keys::PARTITION, keys::LEASE, keys::SEGMENT, keys::PRODUCER] {
-                let prefix = keys::topic_prefix(kind, topic.id);
-                let end = keys::prefix_end(&prefix);
-                let mut from = prefix.clone();
-                loop {
-                    let page = t.scan(&from, &end, 1024, false).await?;
-                    let Some((last, _)) = page.last() else { break };
-                    from = last.clone();
-                    from.push(0);
-                    let full = page.len() == 1024;
-                    for (k, _) in page {
-                        t.delete(k);
-                    }
-                    if !full {
-                        break;
-                    }
+            if topic.partitions as usize + 1 <= self.budget() {
+                for p in 0..topic.partitions {
+                    t.delete(partition::key(topic.id, p));
                 }
             }
             match t.commit().await {
-                Ok(()) => return Ok(topic),
+                Ok(()) => {
+                    self.delete_topic_keys(topic.id).await?;
+                    return Ok(topic);
+                }
                 Err(MetaError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -268,6 +330,20 @@ impl Catalog {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<(u64, u32)>, CatalogError> {
+        let mut lost = Vec::new();
+        for chunk in held.chunks(self.budget()) {
+            lost.extend(self.renew_some_leases(owner, chunk, now_ms, ttl_ms).await?);
+        }
+        Ok(lost)
+    }
+
+    async fn renew_some_leases(
+        &self,
+        owner: &str,
+        held: &[(u64, u32, u64)],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<(u64, u32)>, CatalogError> {
         for _ in 0..MAX_ATTEMPTS {
             let mut t = self.begin().await?;
             let mut lost = Vec::new();
@@ -359,7 +435,31 @@ impl Catalog {
     /// `owner` still holds the partition's lease at the entry's epoch, adds the
     /// segment to the index and advances the high watermark past it.
     /// Partitions that are fenced or deleted are reported and left out.
+    ///
+    /// Entries are committed in order, as many per transaction as the
+    /// store's budget allows (each partition's own keys always together).
     pub async fn commit_flush(&self, owner: &str, entries: &[FlushEntry]) -> Result<FlushOutcome, CatalogError> {
+        let mut outcome = FlushOutcome::default();
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let mut keys = 0;
+            let n = rest
+                .iter()
+                .take_while(|e| {
+                    keys += 3 + e.producers.len() + e.expired.len();
+                    keys <= self.budget()
+                })
+                .count()
+                .max(1);
+            let part = self.commit_flush_in_one(owner, &rest[..n]).await?;
+            outcome.deleted.extend(part.deleted);
+            outcome.fenced.extend(part.fenced);
+            rest = &rest[n..];
+        }
+        Ok(outcome)
+    }
+
+    async fn commit_flush_in_one(&self, owner: &str, entries: &[FlushEntry]) -> Result<FlushOutcome, CatalogError> {
         for _ in 0..MAX_ATTEMPTS {
             let mut t = self.begin().await?;
             let mut outcome = FlushOutcome::default();
@@ -422,16 +522,11 @@ impl Catalog {
 impl Catalog {
     /// A producer id never handed out before.
     pub async fn allocate_producer_id(&self) -> Result<i64, CatalogError> {
-        for _ in 0..MAX_ATTEMPTS {
-            let mut t = self.begin().await?;
-            let id = next_counter(&mut t, PRODUCER_ID_COUNTER).await?;
-            match t.commit().await {
-                Ok(()) => return i64::try_from(id).map_err(|_| MetaError::Conflict.into()),
-                Err(MetaError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(MetaError::Conflict.into())
+        let id = self.next_id(PRODUCER_ID_COUNTER).await?;
+        i64::try_from(id).map_err(|_| CatalogError::Corrupt {
+            key: "producer-id counter".into(),
+            source: CodecError::Invalid("producer id past i64::MAX"),
+        })
     }
 
     /// Every idempotent producer a partition remembers, by producer id.
@@ -460,7 +555,7 @@ impl Catalog {
 
     /// Forgets producers of a partition (those idle past their expiry).
     pub async fn forget_producers(&self, topic_id: u64, partition: u32, ids: &[i64]) -> Result<(), CatalogError> {
-        for chunk in ids.chunks(64) {
+        for chunk in ids.chunks(self.budget()) {
             let mut t = self.begin().await?;
             for id in chunk {
                 t.delete(producer::key(topic_id, partition, *id));
@@ -612,6 +707,12 @@ mod tests {
         // A different segment over committed offsets is still refused.
         let other = Segment { object: "elsewhere".into(), ..seg(0, 4) };
         assert!(matches!(c.commit_flush("a", &[entry(other)]).await, Err(CatalogError::Corrupt { .. })));
+    }
+
+    #[tokio::test]
+    async fn the_catalog_handles_wide_topics() {
+        let (_d, c) = catalog().await;
+        crate::testing::catalog_at_scale(c.store().clone()).await;
     }
 
     #[tokio::test]
