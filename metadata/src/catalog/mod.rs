@@ -181,7 +181,7 @@ impl Catalog {
             };
             let topic = Topic::decode(name, &raw).map_err(|e| corrupt(&key, e))?;
             t.delete(key);
-            if topic.partitions as usize + 1 <= self.budget() {
+            if (topic.partitions as usize) < self.budget() {
                 for p in 0..topic.partitions {
                     t.delete(partition::key(topic.id, p));
                 }
