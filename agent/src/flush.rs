@@ -45,6 +45,9 @@ pub struct Pending {
     pub batch: Batch,
     /// Resolved once the batch is durable (None: acks=none, already answered).
     pub done: Option<oneshot::Sender<Result<(i64, i64), ServiceError>>>,
+    /// acks=local: resolved once the batch is committed (`done` may resolve
+    /// earlier, from the WAL).
+    pub committed: Option<oneshot::Sender<Result<(i64, i64), ServiceError>>>,
     /// Holds the batch's share of the in-flight byte limit until it is durable.
     pub permit: OwnedSemaphorePermit,
     /// Keeps the batch's WAL file until the batch is committed.
@@ -283,8 +286,12 @@ impl Flusher {
             part.committed(entry.segment);
             for p in run {
                 let h = p.batch.header();
+                let offsets = (h.base_offset, p.batch.last_offset());
                 if let Some(done) = p.done {
-                    let _ = done.send(Ok((h.base_offset, p.batch.last_offset())));
+                    let _ = done.send(Ok(offsets));
+                }
+                if let Some(committed) = p.committed {
+                    let _ = committed.send(Ok(offsets));
                 }
                 if let Some(hold) = p.wal {
                     hold.release();
@@ -345,6 +352,9 @@ fn fail_all(runs: Vec<Vec<Pending>>, error: impl Fn() -> ServiceError) {
         for p in run {
             if let Some(done) = p.done {
                 let _ = done.send(Err(error()));
+            }
+            if let Some(committed) = p.committed {
+                let _ = committed.send(Err(error()));
             }
         }
     }

@@ -238,7 +238,9 @@ impl Service {
             let need = u32::try_from(batch.bytes().len()).unwrap_or(u32::MAX);
             let permit =
                 self.inflight.clone().acquire_many_owned(need).await.expect("the in-flight semaphore is never closed");
-            self.sink.queue.push(Pending { partition: part.clone(), batch, done: None, permit, wal: Some(hold) });
+            let pending =
+                Pending { partition: part.clone(), batch, done: None, committed: None, permit, wal: Some(hold) };
+            self.sink.queue.push(pending);
         }
         tracing::info!(topic = %topic.name, partition = p, epoch = lease.epoch, "leading");
         t.set(p, part);

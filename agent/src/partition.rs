@@ -31,6 +31,8 @@ pub type Done = oneshot::Receiver<Result<(i64, i64), ServiceError>>;
 pub struct Assigned {
     pub base_offset: i64,
     pub done: Done,
+    /// acks=local: resolves once the batch is committed (after `done`).
+    pub committed: Option<Done>,
     /// The batch was written before (an idempotent producer sent it again):
     /// these are its first offsets, and nothing new is written.
     pub duplicate: bool,
@@ -266,11 +268,21 @@ impl Partition {
     /// Answers a batch sent again: once its first copy is committed (at
     /// once for acks=none), or with an error if this agent stops leading
     /// before that. The producer then asks the next owner, which knows.
-    fn answer_duplicate(self: &Arc<Self>, base: i64, last: i64, acks: Acks) -> Done {
+    fn answer_duplicate(self: &Arc<Self>, base: i64, last: i64, acks: Acks) -> (Done, Option<Done>) {
         let (tx, rx) = oneshot::channel();
+        let (committed_tx, committed_rx) = match acks {
+            Acks::Local => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
         if acks == Acks::None || self.high_watermark() > last {
             let _ = tx.send(Ok((base, last)));
-            return rx;
+            if let Some(c) = committed_tx {
+                let _ = c.send(Ok((base, last)));
+            }
+            return (rx, committed_rx);
         }
         let part = self.clone();
         tokio::spawn(async move {
@@ -290,9 +302,15 @@ impl Partition {
                     _ = part.stop.cancelled() => break Err(ServiceError::ShuttingDown),
                 }
             };
+            if let Some(c) = committed_tx {
+                let _ = c.send(match &outcome {
+                    Ok(o) => Ok(*o),
+                    Err(_) => Err(ServiceError::ShuttingDown),
+                });
+            }
             let _ = tx.send(outcome);
         });
-        rx
+        (rx, committed_rx)
     }
 
     /// Called by the flusher after a segment is committed to the index.
@@ -341,8 +359,8 @@ async fn run(
             Ok(Verdict::Append) => {}
             Ok(Verdict::Duplicate { base_offset, last_offset }) => {
                 tracing::debug!(base_offset, producer = msg.batch.header().producer_id, "a batch sent again");
-                let done = part.answer_duplicate(base_offset, last_offset, msg.acks);
-                let _ = msg.assigned.send(Ok(Assigned { base_offset, done, duplicate: true }));
+                let (done, committed) = part.answer_duplicate(base_offset, last_offset, msg.acks);
+                let _ = msg.assigned.send(Ok(Assigned { base_offset, done, committed, duplicate: true }));
                 continue;
             }
             Err(reason) => {
@@ -367,8 +385,15 @@ async fn run(
             }
             Acks::Local | Acks::Durable => Some(done_tx),
         };
+        let (committed, committed_rx) = match msg.acks {
+            Acks::Local => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
         tracing::trace!(base, records = batch.header().record_count, "assigned");
-        let pending = Pending { partition: part.clone(), batch, done, permit: msg.permit, wal: None };
+        let pending = Pending { partition: part.clone(), batch, done, committed, permit: msg.permit, wal: None };
         match &sink.wal {
             Some(wal) => {
                 if let Err(w) = wal.write(Write { pending, local_ack: msg.acks == Acks::Local }).await {
@@ -379,7 +404,12 @@ async fn run(
             }
             None => sink.queue.push(pending),
         }
-        let _ = msg.assigned.send(Ok(Assigned { base_offset: base, done: done_rx, duplicate: false }));
+        let _ = msg.assigned.send(Ok(Assigned {
+            base_offset: base,
+            done: done_rx,
+            committed: committed_rx,
+            duplicate: false,
+        }));
     }
     rx.close();
     while let Ok(msg) = rx.try_recv() {

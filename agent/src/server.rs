@@ -376,10 +376,22 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
                     if !reply(&mut send, &Response::ProduceAssigned { base_offset: ticket.base_offset }).await {
                         return;
                     }
-                    match ticket.done.await {
-                        Ok(Ok((base_offset, last_offset))) => Ok(Response::Produced { base_offset, last_offset }),
+                    let outcome = |r: Result<Result<(i64, i64), ServiceError>, _>| match r {
+                        Ok(Ok(offsets)) => Ok(offsets),
                         Ok(Err(e)) => Err(e),
                         Err(_) => Err(ServiceError::ShuttingDown),
+                    };
+                    match (outcome(ticket.done.await), ticket.committed) {
+                        (Ok((base_offset, last_offset)), Some(committed)) => {
+                            // acks=local: answered from the WAL; the commit follows.
+                            if !reply(&mut send, &Response::Produced { base_offset, last_offset }).await {
+                                return;
+                            }
+                            outcome(committed.await)
+                                .map(|(base_offset, last_offset)| Response::Committed { base_offset, last_offset })
+                        }
+                        (Ok((base_offset, last_offset)), None) => Ok(Response::Produced { base_offset, last_offset }),
+                        (Err(e), _) => Err(e),
                     }
                 }
                 Err(e) => Err(e),

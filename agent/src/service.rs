@@ -80,6 +80,8 @@ pub struct Service {
 pub struct Ticket {
     pub base_offset: i64,
     pub done: Done,
+    /// acks=local: resolves once the batch is committed (after `done`).
+    pub committed: Option<Done>,
 }
 
 pub struct Fetched {
@@ -256,7 +258,7 @@ impl Service {
         if assigned.duplicate {
             metrics::add(&self.metrics.duplicate_batches, 1);
         }
-        Ok(Ticket { base_offset: assigned.base_offset, done: assigned.done })
+        Ok(Ticket { base_offset: assigned.base_offset, done: assigned.done, committed: assigned.committed })
     }
 
     /// A producer id for an idempotent producer, never handed out before.

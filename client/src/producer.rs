@@ -256,6 +256,9 @@ struct Inner {
     flushing: AtomicUsize,
     /// Records sent to `send` and not yet resolved.
     outstanding: watch::Sender<u64>,
+    /// Batches kept by the senders (sent and not yet settled, or behind one
+    /// that is not).
+    flights: watch::Sender<usize>,
     first_error: Mutex<Option<ClientError>>,
     stop: CancellationToken,
 }
@@ -308,6 +311,7 @@ impl Producer {
             sticky: AtomicU32::new(rand_start(partitions)),
             flushing: AtomicUsize::new(0),
             outstanding: watch::Sender::new(0),
+            flights: watch::Sender::new(0),
             first_error: Mutex::new(None),
             stop: CancellationToken::new(),
             config,
@@ -407,9 +411,14 @@ impl Producer {
         }
     }
 
-    /// Flushes, then stops the sender tasks.
+    /// Flushes, waits until batches acknowledged with acks=local are also
+    /// committed (or given up), then stops the sender tasks.
     pub async fn close(self) -> Result<(), ClientError> {
         let result = self.flush().await;
+        // With acks=local, batches acknowledged from an agent's WAL are kept
+        // until committed; wait for that (or for them to be given up).
+        let mut flights = self.inner.flights.subscribe();
+        let _ = flights.wait_for(|n| *n == 0).await;
         self.inner.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
@@ -448,9 +457,13 @@ fn resolve(
     inner.outstanding.send_modify(|n| *n -= records);
 }
 
-/// A batch sent and not yet answered, or answered while an older batch of
+/// A batch sent and not yet settled, or settled while an older batch of
 /// its partition is not: it then stays, so that the flights span at most
 /// `max_in_flight` consecutive batches, all of which an owner remembers.
+///
+/// A batch is answered when its records are acknowledged to the caller, and
+/// settled when it can no longer need sending again: both at once, except
+/// with acks=local, where it settles once the agent has also committed it.
 struct Flight {
     id: u64,
     batch: Bytes,
@@ -458,13 +471,24 @@ struct Flight {
     bytes: usize,
     slot: watch::Sender<Outcome>,
     answered: bool,
+    settled: bool,
 }
 
-/// How one flight's wait for its acknowledgement ended.
+/// What an agent said about a batch.
+enum Ack {
+    /// Acknowledged and committed (acks=durable or none), at this base offset.
+    Durable(i64),
+    /// Acknowledged from the agent's write-ahead log (acks=local); the commit follows.
+    Local(i64),
+    /// The acks=local batch is committed too.
+    Committed,
+}
+
+/// How one flight's wait for its acknowledgement went.
 struct Answer {
     round: u64,
     id: u64,
-    outcome: Result<i64, ClientError>,
+    outcome: Result<Ack, ClientError>,
 }
 
 /// Whether an idempotent producer sends a batch again after this error: the
@@ -506,40 +530,73 @@ impl PartitionSender {
         self.inner.producer_id >= 0
     }
 
-    fn answered(&mut self, at: usize, outcome: Result<i64, ClientError>) {
-        let f = &mut self.flights[at];
-        f.answered = true;
-        resolve(&self.inner, &f.slot, f.records, f.bytes, outcome);
+    /// Whether batches are kept after their acknowledgement until the agent
+    /// commits them (acks=local), to be sent again if it dies first.
+    fn keeps_until_commit(&self) -> bool {
+        self.idempotent() && self.inner.config.acks == Acks::Local
     }
 
-    /// Drops answered flights from the front, and finished waits.
-    fn pop_answered(&mut self) {
-        while self.flights.front().is_some_and(|f| f.answered) {
+    /// Answers the caller (once) and, unless the batch waits for its
+    /// commit, settles it.
+    fn answered(&mut self, at: usize, outcome: Result<i64, ClientError>) {
+        let keep = outcome.is_ok() && self.keeps_until_commit();
+        let f = &mut self.flights[at];
+        if !f.answered {
+            f.answered = true;
+            resolve(&self.inner, &f.slot, f.records, f.bytes, outcome);
+        }
+        f.settled |= !keep;
+    }
+
+    fn push(&mut self, flight: Flight) {
+        self.flights.push_back(flight);
+        self.inner.flights.send_modify(|n| *n += 1);
+    }
+
+    /// Drops settled flights from the front, and finished waits.
+    fn pop_settled(&mut self) {
+        while self.flights.front().is_some_and(|f| f.settled) {
             self.flights.pop_front();
+            self.inner.flights.send_modify(|n| *n -= 1);
         }
         while self.waiters.try_join_next().is_some() {}
     }
 
-    fn unanswered(&self) -> usize {
-        self.flights.iter().filter(|f| !f.answered).count()
+    fn unsettled(&self) -> usize {
+        self.flights.iter().filter(|f| !f.settled).count()
     }
 
-    /// Waits for a batch's acknowledgement in its own task, or until the
-    /// partition has moved away from the agent that assigned it.
+    /// Waits for a batch's acknowledgement (and, with acks=local, its
+    /// commit) in its own task, or until the partition has moved away from
+    /// the agent that assigned it.
     fn wait_for_ack(&mut self, id: u64, (mut stream, owner): (ResponseStream, String)) {
         let (inner, answers, round, p) = (self.inner.clone(), self.answers.clone(), self.round, self.p);
+        let until_commit = self.keeps_until_commit();
         self.waiters.spawn(async move {
             let limit = inner.client.config().request_timeout;
-            let idempotent = inner.producer_id >= 0;
-            let outcome = tokio::select! {
-                r = tokio::time::timeout(limit, stream.next()) => match r {
-                    Ok(Ok(Response::Produced { base_offset, .. })) => Ok(base_offset),
+            let timeout = || ClientError::Timeout { addr: owner.clone(), secs: limit.as_secs() };
+            let wait = async {
+                let base = match tokio::time::timeout(limit, stream.next()).await {
+                    Ok(Ok(Response::Produced { base_offset, .. })) => base_offset,
+                    Ok(Ok(other)) => return Err(unexpected(other)),
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(timeout()),
+                };
+                if !until_commit {
+                    return Ok(Ack::Durable(base));
+                }
+                let _ = answers.send(Answer { round, id, outcome: Ok(Ack::Local(base)) });
+                match tokio::time::timeout(limit, stream.next()).await {
+                    Ok(Ok(Response::Committed { .. })) => Ok(Ack::Committed),
                     Ok(Ok(other)) => Err(unexpected(other)),
                     Ok(Err(e)) => Err(e),
-                    Err(_) => Err(ClientError::Timeout { addr: owner.clone(), secs: limit.as_secs() }),
-                },
+                    Err(_) => Err(timeout()),
+                }
+            };
+            let outcome = tokio::select! {
+                r = wait => r,
                 // Only an idempotent producer can send the batch again.
-                e = owner_moved(&inner, p, &owner), if idempotent => Err(e),
+                e = owner_moved(&inner, p, &owner), if inner.producer_id >= 0 => Err(e),
             };
             let _ = answers.send(Answer { round, id, outcome });
         });
@@ -566,13 +623,14 @@ impl PartitionSender {
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.flights.push_back(Flight {
+        self.push(Flight {
             id,
             batch: batch.clone(),
             records,
             bytes: open.bytes,
             slot: open.slot,
             answered: false,
+            settled: false,
         });
         match send_until_assigned(&self.inner, self.p, batch).await {
             Ok(stream) => {
@@ -582,12 +640,13 @@ impl PartitionSender {
             Err(e) if self.idempotent() && resendable(&e) => Err(e),
             // The owner misses an earlier batch, still unanswered (it went to
             // an owner that died): send them all again, in order.
-            Err(e) if e.code() == Some(ErrorCode::OutOfOrderSequence) && self.unanswered() > 1 => Err(e),
+            Err(e) if e.code() == Some(ErrorCode::OutOfOrderSequence) && self.unsettled() > 1 => Err(e),
             // Refused before it was given offsets: nothing was written, so
             // its sequence numbers go to the next batch, unless the owner
             // disagrees about them (then a new epoch starts them over).
             Err(e @ ClientError::Server { .. }) if !is_sequence_error(&e) => {
                 let f = self.flights.pop_back().expect("just pushed");
+                self.inner.flights.send_modify(|n| *n -= 1);
                 self.next_sequence = sequence;
                 resolve(&self.inner, &f.slot, f.records, f.bytes, Err(e));
                 Ok(())
@@ -607,10 +666,17 @@ impl PartitionSender {
     /// Takes in one acknowledgement. An error means the flights must be
     /// sent again.
     fn on_answer(&mut self, a: Answer) -> Result<(), ClientError> {
-        let Some(at) = self.flights.iter().position(|f| f.id == a.id && !f.answered) else { return Ok(()) };
+        let Some(at) = self.flights.iter().position(|f| f.id == a.id && !f.settled) else { return Ok(()) };
         match a.outcome {
-            // A success is true whichever round it comes from.
-            Ok(base) => self.answered(at, Ok(base)),
+            // A success is true whichever round it comes from. A batch sent
+            // again after its acks=local acknowledgement keeps the offsets
+            // first acknowledged.
+            Ok(Ack::Durable(base)) => {
+                self.answered(at, Ok(base));
+                self.flights[at].settled = true;
+            }
+            Ok(Ack::Local(base)) => self.answered(at, Ok(base)),
+            Ok(Ack::Committed) => self.flights[at].settled = true,
             Err(_) if a.round != self.round => {}
             Err(e) if self.idempotent() && resendable(&e) => return Err(e),
             Err(e) if self.idempotent() => self.give_up(e),
@@ -619,7 +685,7 @@ impl PartitionSender {
         Ok(())
     }
 
-    /// Sends every unanswered batch again, in order, to the partition's
+    /// Sends every unsettled batch again, in order, to the partition's
     /// owner as the agents name it now; an owner that already holds one
     /// answers with its first offsets. After `retries` rounds, gives up.
     async fn resend(&mut self, mut error: ClientError) {
@@ -635,10 +701,10 @@ impl PartitionSender {
                 _ = self.inner.stop.cancelled() => break,
             }
             self.inner.router.refresh().await;
-            let unanswered: Vec<(u64, Bytes)> =
-                self.flights.iter().filter(|f| !f.answered).map(|f| (f.id, f.batch.clone())).collect();
+            let unsettled: Vec<(u64, Bytes)> =
+                self.flights.iter().filter(|f| !f.settled).map(|f| (f.id, f.batch.clone())).collect();
             let mut failed = None;
-            for (n, (id, batch)) in unanswered.into_iter().enumerate() {
+            for (n, (id, batch)) in unsettled.into_iter().enumerate() {
                 match send_until_assigned(&self.inner, self.p, batch).await {
                     Ok(stream) => self.wait_for_ack(id, stream),
                     Err(e) => {
@@ -668,9 +734,11 @@ impl PartitionSender {
     fn give_up(&mut self, e: ClientError) {
         self.round += 1;
         self.waiters.abort_all();
+        let dropped = self.flights.len();
         for f in self.flights.drain(..).filter(|f| !f.answered) {
             resolve(&self.inner, &f.slot, f.records, f.bytes, Err(e.clone()));
         }
+        self.inner.flights.send_modify(|n| *n -= dropped);
         if self.idempotent() {
             self.epoch = self.epoch.saturating_add(1);
             self.next_sequence = 0;
@@ -695,7 +763,7 @@ async fn sender(inner: Arc<Inner>, p: u32) {
         answers: tx,
     };
     loop {
-        s.pop_answered();
+        s.pop_settled();
         let (state, sealed) = {
             let b = inner.open[p as usize].lock().expect("open batch lock");
             (b.open.as_ref().map(|o| (o.opened, o.bytes)), !b.sealed.is_empty())
@@ -738,7 +806,11 @@ async fn sender(inner: Arc<Inner>, p: u32) {
     while s.flights.iter().any(|f| !f.answered) {
         let Some(a) = answers.recv().await else { break };
         if let Some(at) = s.flights.iter().position(|f| f.id == a.id && !f.answered) {
-            s.answered(at, a.outcome);
+            match a.outcome {
+                Ok(Ack::Durable(base) | Ack::Local(base)) => s.answered(at, Ok(base)),
+                Ok(Ack::Committed) => {}
+                Err(e) => s.answered(at, Err(e)),
+            }
         }
     }
 }

@@ -26,13 +26,18 @@
 //! 0x87 Stats             count: u32, (name: string, value: u64)...   (named counters; names are stable)
 //! 0x88 Agents            count: u32, (id: string, address: string, partitions: u32, heartbeat_ms: i64)...
 //! 0x89 ProducerId        producer_id: i64, epoch: i16
+//! 0x8a Committed         base_offset: i64, last_offset: i64   (acks=local: now also in the object store)
 //! 0xff Error             code: u16, message: string
 //! ```
 //!
 //! A produce request gets `ProduceAssigned` once its offsets are fixed, then
 //! `Produced` once it is as durable as `acks` asked (or `Error`). A producer
 //! may send the next batch of the same partition after `ProduceAssigned`,
-//! which keeps order while many batches are in flight.
+//! which keeps order while many batches are in flight. With acks=local,
+//! `Produced` comes once the batch is in the agent's write-ahead log, and
+//! `Committed` follows once it is in the object store and indexed: until
+//! then an idempotent producer keeps the batch, to send it again should the
+//! agent die for good.
 //!
 //! An idempotent producer gets an id from `InitProducer` and numbers its
 //! records per partition (the batch header's producer id, epoch and base
@@ -170,6 +175,7 @@ pub enum Response {
     Stats(Vec<(String, u64)>),
     Agents(Vec<AgentInfo>),
     ProducerId { producer_id: i64, epoch: i16 },
+    Committed { base_offset: i64, last_offset: i64 },
     Error { code: ErrorCode, message: String },
 }
 
@@ -192,6 +198,7 @@ mod kind {
     pub const STATS_REPLY: u8 = 0x87;
     pub const AGENTS: u8 = 0x88;
     pub const PRODUCER_ID: u8 = 0x89;
+    pub const COMMITTED: u8 = 0x8a;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -297,6 +304,7 @@ impl Response {
             Response::Stats(_) => kind::STATS_REPLY,
             Response::Agents(_) => kind::AGENTS,
             Response::ProducerId { .. } => kind::PRODUCER_ID,
+            Response::Committed { .. } => kind::COMMITTED,
             Response::Error { .. } => kind::ERROR,
         }
     }
@@ -341,7 +349,7 @@ impl Response {
                     body.put_u64(*value);
                 }
             }
-            Response::Produced { base_offset, last_offset } => {
+            Response::Produced { base_offset, last_offset } | Response::Committed { base_offset, last_offset } => {
                 body.put_i64(*base_offset);
                 body.put_i64(*last_offset);
             }
@@ -421,6 +429,9 @@ impl Response {
             kind::PRODUCED => {
                 Response::Produced { base_offset: r.i64("base offset")?, last_offset: r.i64("last offset")? }
             }
+            kind::COMMITTED => {
+                Response::Committed { base_offset: r.i64("base offset")?, last_offset: r.i64("last offset")? }
+            }
             kind::PRODUCER_ID => {
                 Response::ProducerId { producer_id: r.i64("producer id")?, epoch: r.i16("producer epoch")? }
             }
@@ -498,6 +509,7 @@ mod tests {
                 heartbeat_ms: 9,
             }]),
             Response::ProducerId { producer_id: 42, epoch: 3 },
+            Response::Committed { base_offset: 7, last_offset: 9 },
             Response::error(ErrorCode::UnknownTopic, "no topic x"),
         ]
     }

@@ -179,18 +179,28 @@ async fn a_paused_owner_is_fenced_and_writes_nothing() {
     drop(a);
 }
 
-/// Agents a and b on one store, with a new topic split evenly between them.
+/// Agents a and b on one store, with a new topic split evenly between them;
+/// with `wal`, each has a cache dir (so acks=local works).
 async fn two_agents(
     dir: &std::path::Path,
     topic: &str,
     partitions: u32,
     flush_interval: &str,
+    wal: bool,
 ) -> (AgentProcess, AgentProcess) {
     let (d, topic, flush_interval) = (dir.to_path_buf(), topic.to_string(), flush_interval.to_string());
     tokio::task::spawn_blocking(move || {
-        let a = start(&d, "a", &["--flush-interval", &flush_interval]);
+        let flags = |name: &str| {
+            let mut f = vec!["--flush-interval".to_string(), flush_interval.clone()];
+            if wal {
+                f.extend(["--cache-dir".to_string(), d.join(format!("{name}-cache")).display().to_string()]);
+            }
+            f
+        };
+        let (fa, fb) = (flags("a"), flags("b"));
+        let a = start(&d, "a", &fa.iter().map(String::as_str).collect::<Vec<_>>());
         a.ok(&["topic", "create", &topic, "--partitions", &partitions.to_string()], None);
-        let b = start(&d, "b", &["--flush-interval", &flush_interval]);
+        let b = start(&d, "b", &fb.iter().map(String::as_str).collect::<Vec<_>>());
         wait_for("an even split", Duration::from_secs(20), || {
             owners(&a, &topic).values().filter(|o| **o == b.addr).count() == partitions as usize / 2
         });
@@ -210,12 +220,13 @@ fn send_in_background(
     topic: &str,
     n: u32,
     partitions: u32,
+    acks: silt_client::Acks,
 ) -> tokio::task::JoinHandle<Vec<silt_client::RecordMetadata>> {
     let config = ClientConfig { agent: format!("{},{}", b.addr, a.addr), ca: Some(a.ca.clone()), ..Default::default() };
     let topic = topic.to_string();
     tokio::spawn(async move {
-        let producer =
-            Producer::new(Client::connect(config).await.unwrap(), &topic, ProducerConfig::default()).await.unwrap();
+        let client = Client::connect(config).await.unwrap();
+        let producer = Producer::new(client, &topic, ProducerConfig { acks, ..Default::default() }).await.unwrap();
         let mut deliveries = Vec::new();
         for i in 0..n {
             let record = ProducerRecord::new(format!("{i}")).with_partition(i % partitions);
@@ -235,16 +246,19 @@ fn send_in_background(
             longest = longest.max(waited);
         }
         eprintln!("longest wait for an acknowledgement: {longest:?}");
+        producer.close().await.unwrap();
         acked
     })
 }
 
-/// Every record once, each partition in send order, at the offsets acknowledged.
+/// Every record once, each partition in send order; with `at_acked_offsets`,
+/// each at the offset it was acknowledged at.
 async fn assert_all_once_in_order(
     a: AgentProcess,
     topic: &str,
     partitions: u32,
     acked: &[silt_client::RecordMetadata],
+    at_acked_offsets: bool,
 ) {
     let topic = topic.to_string();
     let logs = tokio::task::spawn_blocking(move || (0..partitions).map(|p| log_of(&a, &topic, p)).collect::<Vec<_>>())
@@ -256,7 +270,7 @@ async fn assert_all_once_in_order(
         let expected: Vec<u32> = (0..acked.len() as u32).filter(|i| i % partitions == p as u32).collect();
         assert_eq!(values, expected, "partition {p}");
     }
-    for (i, m) in acked.iter().enumerate() {
+    for (i, m) in acked.iter().enumerate().filter(|_| at_acked_offsets) {
         let (offset, value) = &logs[m.partition as usize][m.offset as usize];
         assert_eq!((*offset, value.as_str()), (m.offset, i.to_string().as_str()), "record {i} acknowledged elsewhere");
     }
@@ -265,15 +279,15 @@ async fn assert_all_once_in_order(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_follows_partitions_through_a_handover() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, mut b) = two_agents(dir.path(), "r", 4, "50ms").await;
-    let sender = send_in_background(&a, &b, "r", 4000, 4);
+    let (a, mut b) = two_agents(dir.path(), "r", 4, "50ms", false).await;
+    let sender = send_in_background(&a, &b, "r", 4000, 4, silt_client::Acks::Durable);
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(b.child.id(), "TERM"); // mid-stream
     let started = Instant::now();
     let acked = sender.await.unwrap();
     eprintln!("all records acknowledged {:?} after SIGTERM", started.elapsed());
     assert!(b.child.wait().unwrap().success());
-    assert_all_once_in_order(a, "r", 4, &acked).await;
+    assert_all_once_in_order(a, "r", 4, &acked, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,12 +295,28 @@ async fn a_producer_resends_what_a_killed_owner_had_not_committed() {
     let dir = tempfile::tempdir().unwrap();
     // Slow flushes: when b is killed it holds about a second of batches
     // that it assigned offsets to but never committed.
-    let (a, mut b) = two_agents(dir.path(), "k", 2, "1s").await;
-    let sender = send_in_background(&a, &b, "k", 3000, 2);
+    let (a, mut b) = two_agents(dir.path(), "k", 2, "1s", false).await;
+    let sender = send_in_background(&a, &b, "k", 3000, 2, silt_client::Acks::Durable);
     tokio::time::sleep(Duration::from_millis(900)).await;
     b.kill9(); // mid-stream, with uncommitted batches
     let started = Instant::now();
     let acked = sender.await.unwrap();
     eprintln!("all records acknowledged {:?} after the kill", started.elapsed());
-    assert_all_once_in_order(a, "k", 2, &acked).await;
+    assert_all_once_in_order(a, "k", 2, &acked, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_local_records_outlive_an_owner_that_never_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    // b acknowledges from its WAL and commits only every second; it is
+    // killed and never restarted, so its WAL is never replayed.
+    let (a, mut b) = two_agents(dir.path(), "l", 2, "1s", true).await;
+    let sender = send_in_background(&a, &b, "l", 3000, 2, silt_client::Acks::Local);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    b.kill9();
+    let acked = sender.await.unwrap();
+    // The producer kept what b had acknowledged but not committed, and sent
+    // it again: every record is in the log once, in order. (Those records
+    // sit at later offsets than b first acknowledged.)
+    assert_all_once_in_order(a, "l", 2, &acked, false).await;
 }
