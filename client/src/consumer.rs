@@ -1,9 +1,12 @@
 //! The consumer: reads explicit partitions from explicit offsets and
 //! yields records as a `Stream`. One task per partition long-polls the
-//! agent; within a partition records arrive in offset order.
+//! partition's owner, which sees new records first (any agent could answer,
+//! but others learn of new records from the metadata store, later); within a
+//! partition records arrive in offset order.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::client::Client;
 use crate::error::ClientError;
+use crate::router::Router;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -64,19 +68,24 @@ pub struct ConsumedRecord {
 /// Retriable fetch failures in a row before the partition's stream ends
 /// with the error (about a minute of backing off).
 const MAX_RETRIES: u32 = 30;
+/// How often a fetcher waiting at the end of the log checks whether its
+/// partition has moved to another owner.
+const OWNER_RECHECK: Duration = Duration::from_secs(5);
 
 pub struct Consumer {
     client: Client,
     topic: String,
     partitions: u32,
     config: ConsumerConfig,
+    router: Arc<Router>,
 }
 
 impl Consumer {
     /// Looks the topic up. Cancel safe.
     pub async fn new(client: Client, topic: &str, config: ConsumerConfig) -> Result<Consumer, ClientError> {
         let d = client.describe_topic(topic).await?;
-        Ok(Consumer { client, topic: topic.into(), partitions: d.partitions.len() as u32, config })
+        let router = Arc::new(Router::new(&client, topic, &d));
+        Ok(Consumer { client, topic: topic.into(), partitions: d.partitions.len() as u32, config, router })
     }
 
     pub fn partitions(&self) -> u32 {
@@ -101,7 +110,7 @@ impl Consumer {
                 Offset::At(n) => n,
             };
             let fetcher = Fetcher {
-                client: self.client.clone(),
+                router: self.router.clone(),
                 topic: self.topic.clone(),
                 partition,
                 offset: start,
@@ -115,7 +124,7 @@ impl Consumer {
 }
 
 struct Fetcher {
-    client: Client,
+    router: Arc<Router>,
     topic: String,
     partition: u32,
     offset: i64,
@@ -128,7 +137,10 @@ impl Fetcher {
         let mut failures = 0u32;
         loop {
             match self.fetch_once().await {
-                Ok(records) if records.is_empty() => failures = 0,
+                Ok(records) if records.is_empty() => {
+                    failures = 0;
+                    self.router.refresh_if_older(OWNER_RECHECK).await;
+                }
                 Ok(records) => {
                     failures = 0;
                     if self.tx.send(Ok(records)).await.is_err() {
@@ -138,21 +150,12 @@ impl Fetcher {
                 // A passing fault (the store or the metadata is briefly away, a
                 // slow answer, the agent went away): try again, backing off,
                 // through another agent of the list if need be.
-                Err(e) if e.is_retriable() && failures < MAX_RETRIES => {
+                Err(e) if (e.is_retriable() || matches!(e, ClientError::Connect { .. })) && failures < MAX_RETRIES => {
                     failures += 1;
                     tracing::warn!(partition = self.partition, error = %e, failures, "fetch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(30)))).await;
-                    if matches!(e, ClientError::Connection { .. } | ClientError::Timeout { .. })
-                        || !self.client.is_open()
-                    {
-                        let config = crate::ClientConfig {
-                            agent: self.client.seeds().to_string(),
-                            ..self.client.config().clone()
-                        };
-                        if let Ok(fresh) = Client::connect(config).await {
-                            self.client = fresh;
-                        }
-                    }
+                    // Who owns it now (reconnecting through the agent list if need be).
+                    self.router.refresh().await;
                 }
                 Err(e) => {
                     let _ = self.tx.send(Err(e)).await;
@@ -171,7 +174,8 @@ impl Fetcher {
             max_wait_ms: self.config.max_wait.as_millis().min(u32::MAX as u128) as u32,
         };
         let limit = self.config.max_wait + self.config.fetch_timeout;
-        let Response::Fetched { batches, .. } = self.client.call_within(&request, limit).await? else {
+        let client = self.router.client_for(self.partition).await?;
+        let Response::Fetched { batches, .. } = client.call_within(&request, limit).await? else {
             return Err(ClientError::Protocol("fetch answered with another kind".into()));
         };
         let mut out = Vec::new();

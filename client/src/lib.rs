@@ -5,6 +5,7 @@
 //! - [`admin`]: create, list, describe and delete topics.
 //! - [`producer`]: [`Producer`], which batches per partition, compresses and awaits acks.
 //! - [`consumer`]: [`Consumer`], which reads explicit partitions from explicit offsets as a `Stream`.
+//! - `router`: which agent owns each partition, shared by producer and consumer.
 //! - [`partitioner`]: the stable key hash (Kafka's murmur2, so keys land where Kafka clients put them).
 
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod consumer;
 mod error;
 pub mod partitioner;
 pub mod producer;
+mod router;
 
 pub use client::{Client, ClientConfig};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, Offset, RecordStream};
