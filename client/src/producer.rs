@@ -745,6 +745,10 @@ async fn send_until_assigned(inner: &Inner, p: u32, batch: Bytes) -> Result<(Res
     let request = Request::Produce { topic: inner.topic.clone(), partition: p, acks: inner.config.acks, batch };
     let mut attempt = 0;
     loop {
+        // A dropped producer sends nothing more.
+        if inner.stop.is_cancelled() {
+            return Err(ClientError::Closed);
+        }
         let result = async {
             let client = inner.router.client_for(p).await?;
             let addr = client.agent().to_string();

@@ -73,10 +73,26 @@ async fn produce_then_kill(
     acked
 }
 
-async fn read_all(agent: &AgentProcess, topic: &str, partitions: u32) -> BTreeMap<(u32, i64), String> {
+/// The whole log, once every acknowledged record is committed: a restarted
+/// agent replays its WAL and commits it shortly after it starts answering.
+async fn read_all(
+    agent: &AgentProcess,
+    topic: &str,
+    partitions: u32,
+    acked: &BTreeMap<(u32, i64), String>,
+) -> BTreeMap<(u32, i64), String> {
     let config = ClientConfig { agent: agent.addr.clone(), ca: Some(agent.ca.clone()), ..Default::default() };
     let client = Client::connect(config).await.unwrap();
-    let d = client.describe_topic(topic).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let d = loop {
+        let d = client.describe_topic(topic).await.unwrap();
+        let short = acked.keys().find(|(p, o)| d.partitions[*p as usize].high_watermark <= *o);
+        match short {
+            None => break d,
+            Some(at) => assert!(Instant::now() < deadline, "acknowledged offset {at:?} was never committed"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let total: i64 = d.partitions.iter().map(|p| p.high_watermark).sum();
     let consumer = Consumer::new(client, topic, ConsumerConfig::default()).await.unwrap();
     let all: Vec<_> = (0..partitions).map(|p| (p, Offset::Earliest)).collect();
@@ -129,7 +145,7 @@ async fn acks_local_survive_kill_9_through_the_wal() {
     drop(agent);
     let flags = ["--cache-dir", c1.to_str().unwrap(), "--cache-dir", c2.to_str().unwrap()];
     let agent = start(&s3, &data, &addr, &flags);
-    let log = read_all(&agent, "l", 4).await;
+    let log = read_all(&agent, "l", 4, &acked).await;
     for (at, v) in &acked {
         assert_eq!(log.get(at), Some(v), "acknowledged record {v} at {at:?} is missing or moved");
     }
@@ -162,7 +178,7 @@ async fn a_broken_cache_dir_loses_nothing_acknowledged() {
 
     drop(agent);
     let agent = start(&s3, &data, &addr, &flags);
-    let log = read_all(&agent, "b", 4).await;
+    let log = read_all(&agent, "b", 4, &acked).await;
     for (at, v) in &acked {
         assert_eq!(log.get(at), Some(v), "acknowledged record {v} at {at:?} is missing or moved");
     }
@@ -217,7 +233,7 @@ async fn a_full_cache_dir_loses_nothing_acknowledged() {
 
     drop(agent);
     let agent = start(&s3, &data, &addr, &flags);
-    let log = read_all(&agent, "f", 4).await;
+    let log = read_all(&agent, "f", 4, &acked).await;
     for (at, v) in &acked {
         assert_eq!(log.get(at), Some(v), "acknowledged record {v} at {at:?} is missing or moved");
     }
