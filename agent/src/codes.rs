@@ -28,6 +28,7 @@ pub fn code_of(e: &ServiceError) -> ErrorCode {
             SequenceError::OutOfOrder { .. } => ErrorCode::OutOfOrderSequence,
             SequenceError::Duplicate { .. } => ErrorCode::DuplicateSequence,
             SequenceError::Fenced { .. } => ErrorCode::ProducerFenced,
+            SequenceError::Unknown { .. } => ErrorCode::UnknownProducer,
         },
     }
 }

@@ -12,7 +12,7 @@ use silt_metadata::catalog::{BatchMeta, ProducerState};
 use silt_wire::{advance_sequence, BatchHeader, PRODUCER_WINDOW};
 
 /// A producer idle this long is forgotten, as in Kafka
-/// (`producer.id.expiration.ms`); its next batch is taken as it comes.
+/// (`producer.id.expiration.ms`); it then starts a new epoch.
 pub const EXPIRY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// What to do with a batch.
@@ -35,18 +35,29 @@ pub enum SequenceError {
     Duplicate { producer_id: i64, got: i32 },
     #[error("producer {producer_id}: epoch {got} is older than its current epoch {current}")]
     Fenced { producer_id: i64, got: i16, current: i16 },
+    #[error("producer {producer_id} (epoch {epoch}) is not known here and its sequence starts at {got}, not 0")]
+    Unknown { producer_id: i64, epoch: i16, got: i32 },
 }
 
 /// Checks a batch against what is known of its producer.
 pub fn check(state: Option<&ProducerState>, h: &BatchHeader) -> Result<Verdict, SequenceError> {
-    let Some(state) = state.filter(|_| h.is_idempotent()) else { return Ok(Verdict::Append) };
+    if !h.is_idempotent() {
+        return Ok(Verdict::Append);
+    }
     let producer_id = h.producer_id;
+    // A producer (or epoch) not seen before starts at sequence 0: anything
+    // else means earlier batches went to an owner that never committed them,
+    // and writing this one would leave them out.
+    let fresh = || match h.base_sequence {
+        0 => Ok(Verdict::Append),
+        got => Err(SequenceError::Unknown { producer_id, epoch: h.producer_epoch, got }),
+    };
+    let Some(state) = state else { return fresh() };
     if h.producer_epoch < state.epoch {
         return Err(SequenceError::Fenced { producer_id, got: h.producer_epoch, current: state.epoch });
     }
-    // A new epoch starts the producer's sequences over.
     let Some(last) = state.batches.last().filter(|_| h.producer_epoch == state.epoch) else {
-        return Ok(Verdict::Append);
+        return fresh();
     };
     if let Some(b) = state.batches.iter().find(|b| b.base_sequence == h.base_sequence) {
         if b.last_sequence == h.last_sequence() {
@@ -174,8 +185,10 @@ mod tests {
         // A gap, or a batch cut differently than before, is refused.
         assert!(matches!(t.check(&batch(1, 0, 7, 1, -1)), Err(SequenceError::OutOfOrder { expected: 5, .. })));
         assert!(matches!(t.check(&batch(1, 0, 0, 2, -1)), Err(SequenceError::Duplicate { .. })));
-        // Other producers and plain batches are independent.
-        assert_eq!(t.check(&batch(2, 0, 40, 1, -1)), Ok(Verdict::Append));
+        // Other producers and plain batches are independent; a producer not
+        // seen before starts at 0.
+        assert_eq!(t.check(&batch(2, 0, 0, 1, -1)), Ok(Verdict::Append));
+        assert!(matches!(t.check(&batch(2, 0, 40, 1, -1)), Err(SequenceError::Unknown { got: 40, .. })));
         let mut plain = BatchBuilder::new(Compression::None);
         plain.push(0, None, b"v", &[]);
         let plain = *plain.build().unwrap().header();
@@ -198,6 +211,7 @@ mod tests {
         let mut t = Producers::default();
         t.record(&batch(1, 0, 0, 5, 0), 0);
         assert_eq!(t.check(&batch(1, 1, 0, 1, -1)), Ok(Verdict::Append));
+        assert!(matches!(t.check(&batch(1, 1, 3, 1, -1)), Err(SequenceError::Unknown { .. })));
         t.record(&batch(1, 1, 0, 1, 5), 0);
         assert_eq!(t.get(1).unwrap().batches.len(), 1);
         assert!(matches!(t.check(&batch(1, 0, 5, 1, -1)), Err(SequenceError::Fenced { current: 1, .. })));

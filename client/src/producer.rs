@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use silt_wire::{
-    advance_sequence, Acks, BatchBuilder, Compression, ErrorCode, Header, Request, Response, PRODUCER_WINDOW,
+    advance_sequence, restamp_producer, Acks, BatchBuilder, Compression, ErrorCode, Header, Request, Response,
+    PRODUCER_WINDOW,
 };
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -172,6 +173,8 @@ struct Inner {
     /// Batches kept by the senders (sent and not yet settled, or behind one
     /// that is not).
     flights: watch::Sender<usize>,
+    /// Bytes of batches acknowledged with acks=local and kept until committed.
+    kept_bytes: AtomicUsize,
     first_error: Mutex<Option<ClientError>>,
     stop: CancellationToken,
 }
@@ -218,6 +221,7 @@ impl Producer {
             flushing: AtomicUsize::new(0),
             outstanding: watch::Sender::new(0),
             flights: watch::Sender::new(0),
+            kept_bytes: AtomicUsize::new(0),
             first_error: Mutex::new(None),
             stop: CancellationToken::new(),
             config,
@@ -378,7 +382,12 @@ struct Flight {
     slot: watch::Sender<Outcome>,
     answered: bool,
     settled: bool,
+    /// Answered and kept for its commit (counted in `Inner::kept_bytes`).
+    kept: bool,
 }
+
+/// Kept acks=local batches may take this many times `buffer_bytes`.
+const KEPT_BUFFERS: usize = 4;
 
 /// What an agent said about a batch.
 enum Ack {
@@ -412,7 +421,15 @@ fn resendable(e: &ClientError) -> bool {
 }
 
 fn is_sequence_error(e: &ClientError) -> bool {
-    matches!(e.code(), Some(ErrorCode::OutOfOrderSequence | ErrorCode::DuplicateSequence | ErrorCode::ProducerFenced))
+    matches!(
+        e.code(),
+        Some(
+            ErrorCode::OutOfOrderSequence
+                | ErrorCode::DuplicateSequence
+                | ErrorCode::ProducerFenced
+                | ErrorCode::UnknownProducer
+        )
+    )
 }
 
 /// One partition's sending state.
@@ -450,8 +467,36 @@ impl PartitionSender {
         if !f.answered {
             f.answered = true;
             resolve(&self.inner, &f.slot, f.records, f.bytes, outcome);
+            if keep {
+                f.kept = true;
+                self.inner.kept_bytes.fetch_add(f.batch.len(), Ordering::SeqCst);
+            }
         }
-        f.settled |= !keep;
+        if !keep {
+            self.settle(at);
+        }
+    }
+
+    /// The batch needs no sending again.
+    fn settle(&mut self, at: usize) {
+        let f = &mut self.flights[at];
+        if f.kept {
+            f.kept = false;
+            self.inner.kept_bytes.fetch_sub(f.batch.len(), Ordering::SeqCst);
+        }
+        f.settled = true;
+    }
+
+    /// Whether another batch may be sent: fewer than `max_in_flight` since
+    /// the oldest unanswered one (an owner remembers that many, so any of
+    /// them sent again is answered with its offsets), and no more than
+    /// [`KEPT_BUFFERS`] times `buffer_bytes` kept for their commit (those,
+    /// already answered, need no offsets: an owner that committed one too
+    /// long ago to remember says DUPLICATE_SEQUENCE, which settles it).
+    fn has_room(&self) -> bool {
+        let since_unanswered = self.flights.iter().skip_while(|f| f.answered).count();
+        since_unanswered < self.inner.config.max_in_flight
+            && self.inner.kept_bytes.load(Ordering::SeqCst) < KEPT_BUFFERS * self.inner.config.buffer_bytes
     }
 
     fn push(&mut self, flight: Flight) {
@@ -537,6 +582,7 @@ impl PartitionSender {
             slot: open.slot,
             answered: false,
             settled: false,
+            kept: false,
         });
         match send_until_assigned(&self.inner, self.p, batch).await {
             Ok(stream) => {
@@ -544,6 +590,13 @@ impl PartitionSender {
                 Ok(())
             }
             Err(e) if self.idempotent() && resendable(&e) => Err(e),
+            // The owner knows nothing of this producer: what went before
+            // never reached the log. Number everything unsettled again, in a
+            // new epoch, and send it all in order.
+            Err(e) if e.code() == Some(ErrorCode::UnknownProducer) => {
+                self.renumber();
+                Err(e)
+            }
             // The owner misses an earlier batch, still unanswered (it went to
             // an owner that died): send them all again, in order.
             Err(e) if e.code() == Some(ErrorCode::OutOfOrderSequence) && self.unsettled() > 1 => Err(e),
@@ -579,10 +632,10 @@ impl PartitionSender {
             // first acknowledged.
             Ok(Ack::Durable(base)) => {
                 self.answered(at, Ok(base));
-                self.flights[at].settled = true;
+                self.settle(at);
             }
             Ok(Ack::Local(base)) => self.answered(at, Ok(base)),
-            Ok(Ack::Committed) => self.flights[at].settled = true,
+            Ok(Ack::Committed) => self.settle(at),
             Err(_) if a.round != self.round => {}
             Err(e) if self.idempotent() && resendable(&e) => return Err(e),
             Err(e) if self.idempotent() => self.give_up(e),
@@ -613,10 +666,31 @@ impl PartitionSender {
             for (n, (id, batch)) in unsettled.into_iter().enumerate() {
                 match send_until_assigned(&self.inner, self.p, batch).await {
                     Ok(stream) => self.wait_for_ack(id, stream),
+                    // Committed long ago, after its acks=local answer: done.
+                    Err(e)
+                        if e.code() == Some(ErrorCode::DuplicateSequence)
+                            && self.flights.iter().any(|f| f.id == id && f.answered) =>
+                    {
+                        let at = self.flights.iter().position(|f| f.id == id).expect("present");
+                        self.settle(at);
+                    }
+                    // The owner knows nothing of this producer: none of these
+                    // batches reached the log. The next round sends them
+                    // numbered afresh.
+                    Err(e) if n == 0 && e.code() == Some(ErrorCode::UnknownProducer) => {
+                        self.renumber();
+                        failed = Some((e, true));
+                        break;
+                    }
                     Err(e) => {
                         // An owner missing an earlier batch than this one: it
                         // was refused or lost on the way; another round sends it.
-                        let again = resendable(&e) || (n > 0 && e.code() == Some(ErrorCode::OutOfOrderSequence));
+                        let again = resendable(&e)
+                            || (n > 0
+                                && matches!(
+                                    e.code(),
+                                    Some(ErrorCode::OutOfOrderSequence | ErrorCode::UnknownProducer)
+                                ));
                         failed = Some((e, again));
                         break;
                     }
@@ -634,6 +708,19 @@ impl PartitionSender {
         self.give_up(error);
     }
 
+    /// Starts a new epoch and numbers every unsettled batch again from 0, in
+    /// order (an owner said it has none of them).
+    fn renumber(&mut self) {
+        self.epoch = self.epoch.saturating_add(1);
+        let mut sequence = 0;
+        for f in self.flights.iter_mut().filter(|f| !f.settled) {
+            f.batch = restamp_producer(&f.batch, self.inner.producer_id, self.epoch, sequence);
+            sequence = advance_sequence(sequence, f.records as u32);
+        }
+        self.next_sequence = sequence;
+        tracing::debug!(partition = self.p, epoch = self.epoch, "numbering unsettled batches again");
+    }
+
     /// Fails every unanswered batch (they may or may not have been
     /// written), and starts a new producer epoch so that the next batches
     /// are not taken for them.
@@ -641,8 +728,13 @@ impl PartitionSender {
         self.round += 1;
         self.waiters.abort_all();
         let dropped = self.flights.len();
-        for f in self.flights.drain(..).filter(|f| !f.answered) {
-            resolve(&self.inner, &f.slot, f.records, f.bytes, Err(e.clone()));
+        for f in self.flights.drain(..) {
+            if f.kept {
+                self.inner.kept_bytes.fetch_sub(f.batch.len(), Ordering::SeqCst);
+            }
+            if !f.answered {
+                resolve(&self.inner, &f.slot, f.records, f.bytes, Err(e.clone()));
+            }
         }
         self.inner.flights.send_modify(|n| *n -= dropped);
         if self.idempotent() {
@@ -683,7 +775,7 @@ async fn sender(inner: Arc<Inner>, p: u32) {
                         || opened + inner.config.linger <= Instant::now()
                 }
             };
-        if ready && s.flights.len() < inner.config.max_in_flight && !inner.stop.is_cancelled() {
+        if ready && s.has_room() && !inner.stop.is_cancelled() {
             let next = {
                 let mut b = inner.open[p as usize].lock().expect("open batch lock");
                 b.sealed.pop_front().or_else(|| b.open.take())

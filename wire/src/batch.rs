@@ -278,6 +278,19 @@ pub fn stamp_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// A copy of a batch (one that passed [`Batch::validate`], or came from a
+/// [`BatchBuilder`]) under another producer id, epoch and base sequence,
+/// with its CRC computed again.
+pub fn restamp_producer(batch: &[u8], id: i64, epoch: i16, base_sequence: i32) -> Bytes {
+    let mut out = BytesMut::from(batch);
+    out[38..46].copy_from_slice(&id.to_be_bytes());
+    out[46..48].copy_from_slice(&epoch.to_be_bytes());
+    out[48..52].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[8..12].copy_from_slice(&crc.to_be_bytes());
+    out.freeze()
+}
+
 fn decode_records(header: &BatchHeader, plain: &Bytes) -> Result<Vec<Record>, BatchError> {
     let count = header.record_count as usize;
     // Every record needs at least 6 bytes, so the input bounds the allocation.
@@ -493,6 +506,17 @@ impl BatchBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restamped_batch_is_valid_under_its_new_producer_fields() {
+        let mut b = BatchBuilder::new(Compression::Zstd).with_producer(7, 0, 40);
+        b.push(5, Some(b"k"), b"v", &[]);
+        let first = b.build().unwrap();
+        let again = Batch::validate(restamp_producer(first.bytes(), 7, 1, 0)).unwrap();
+        let h = again.header();
+        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (7, 1, 0));
+        assert_eq!(again.records().unwrap(), first.records().unwrap());
+    }
 
     #[test]
     fn sequences_wrap_to_zero() {

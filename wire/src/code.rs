@@ -40,6 +40,10 @@ pub enum ErrorCode {
     DuplicateSequence,
     /// A batch from an older epoch of an idempotent producer. Nothing was written.
     ProducerFenced,
+    /// The owner knows nothing of this idempotent producer (or of this
+    /// epoch), and the batch does not start its sequence at 0. Nothing was
+    /// written; the producer starts a new epoch at 0.
+    UnknownProducer,
     /// A code this build does not know (from a newer peer).
     Unknown(u16),
 }
@@ -70,6 +74,7 @@ impl ErrorCode {
             ErrorCode::OutOfOrderSequence => 20,
             ErrorCode::DuplicateSequence => 21,
             ErrorCode::ProducerFenced => 22,
+            ErrorCode::UnknownProducer => 23,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -98,6 +103,7 @@ impl ErrorCode {
             20 => ErrorCode::OutOfOrderSequence,
             21 => ErrorCode::DuplicateSequence,
             22 => ErrorCode::ProducerFenced,
+            23 => ErrorCode::UnknownProducer,
             n => ErrorCode::Unknown(n),
         }
     }
@@ -140,6 +146,7 @@ impl ErrorCode {
             ErrorCode::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE",
             ErrorCode::DuplicateSequence => "DUPLICATE_SEQUENCE",
             ErrorCode::ProducerFenced => "PRODUCER_FENCED",
+            ErrorCode::UnknownProducer => "UNKNOWN_PRODUCER",
             ErrorCode::Unknown(_) => "UNKNOWN_ERROR",
         }
     }
@@ -161,7 +168,7 @@ mod tests {
     #[test]
     fn every_code_round_trips_and_numbers_are_unique() {
         let mut seen = std::collections::HashSet::new();
-        for n in 1..=22u16 {
+        for n in 1..=23u16 {
             let code = ErrorCode::from_u16(n);
             assert!(!matches!(code, ErrorCode::Unknown(_)), "code {n} is assigned");
             assert_eq!(code.as_u16(), n);

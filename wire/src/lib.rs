@@ -15,7 +15,9 @@ pub mod code;
 pub mod frame;
 pub mod message;
 
-pub use batch::{advance_sequence, Batch, BatchBuilder, BatchError, BatchHeader, Compression, Header, Record};
+pub use batch::{
+    advance_sequence, restamp_producer, Batch, BatchBuilder, BatchError, BatchHeader, Compression, Header, Record,
+};
 pub use buf::DecodeError;
 pub use code::ErrorCode;
 pub use frame::{Frame, FrameError};

@@ -67,7 +67,10 @@ async fn a_batch_sent_again_is_written_once_here_and_after_a_restart() {
     // The same batch again: its first offsets, nothing written.
     assert_eq!(responses(&conn, &produce(id, epoch, 0, &["a", "b", "c"])).await, written(0, 2));
     assert_eq!(responses(&conn, &produce(id, epoch, 3, &["d"])).await, written(3, 3));
-    // Another producer's sequence is its own.
+    // Another producer's sequence is its own, and starts at 0: a producer
+    // the owner does not know, starting anywhere else, is refused.
+    let unknown = responses(&conn, &produce(other, 0, 3, &["u"])).await;
+    assert_eq!(refused(&unknown), Some(ErrorCode::UnknownProducer), "{unknown:?}");
     assert_eq!(responses(&conn, &produce(other, 0, 0, &["o"])).await, written(4, 4));
     // A gap, a batch cut differently than before, and an old epoch are refused.
     let gap = responses(&conn, &produce(id, epoch, 9, &["x"])).await;
