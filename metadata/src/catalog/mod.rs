@@ -222,17 +222,10 @@ impl Catalog {
         let mut t = self.begin().await?;
         let mut out = Vec::with_capacity(topic.partitions as usize);
         for p in 0..topic.partitions {
-            let skey = partition::key(topic.id, p);
-            let state = match t.get(&skey).await? {
-                Some(raw) => PartitionState::decode(&raw).map_err(|e| corrupt(&skey, e))?,
-                None => return Err(CatalogError::UnknownTopic(topic.name.clone())),
+            let Some(state) = read_state(&mut t, topic.id, p, false).await? else {
+                return Err(CatalogError::UnknownTopic(topic.name.clone()));
             };
-            let lkey = lease::key(topic.id, p);
-            let lease = match t.get(&lkey).await? {
-                Some(raw) => Some(Lease::decode(&raw).map_err(|e| corrupt(&lkey, e))?),
-                None => None,
-            };
-            out.push((state, lease));
+            out.push((state, read_lease(&mut t, topic.id, p, false).await?));
         }
         Ok(out)
     }
@@ -250,16 +243,11 @@ impl Catalog {
     ) -> Result<(Lease, PartitionState), CatalogError> {
         for _ in 0..MAX_ATTEMPTS {
             let mut t = self.begin().await?;
-            let skey = partition::key(topic_id, partition);
-            let state = match t.get_for_update(&skey).await? {
-                Some(raw) => PartitionState::decode(&raw).map_err(|e| corrupt(&skey, e))?,
-                None => return Err(CatalogError::UnknownPartition { topic: format!("id {topic_id}"), partition }),
+            let Some(state) = read_state(&mut t, topic_id, partition, true).await? else {
+                return Err(CatalogError::UnknownPartition { topic: format!("id {topic_id}"), partition });
             };
+            let current = read_lease(&mut t, topic_id, partition, true).await?;
             let lkey = lease::key(topic_id, partition);
-            let current = match t.get_for_update(&lkey).await? {
-                Some(raw) => Some(Lease::decode(&raw).map_err(|e| corrupt(&lkey, e))?),
-                None => None,
-            };
             if let Some(l) = &current {
                 if l.owner != owner && l.is_live(now_ms) {
                     return Err(CatalogError::LeaseHeld {
@@ -348,15 +336,10 @@ impl Catalog {
             let mut t = self.begin().await?;
             let mut lost = Vec::new();
             for &(topic_id, partition, epoch) in held {
-                let key = lease::key(topic_id, partition);
-                let current = match t.get_for_update(&key).await? {
-                    Some(raw) => Some(Lease::decode(&raw).map_err(|e| corrupt(&key, e))?),
-                    None => None,
-                };
-                match current {
+                match read_lease(&mut t, topic_id, partition, true).await? {
                     Some(mut l) if l.owner == owner && l.epoch == epoch => {
                         l.expires_ms = now_ms.saturating_add(ttl_ms);
-                        t.put(key, l.encode());
+                        t.put(lease::key(topic_id, partition), l.encode());
                     }
                     _ => lost.push((topic_id, partition)),
                 }
@@ -381,14 +364,12 @@ impl Catalog {
     ) -> Result<bool, CatalogError> {
         for _ in 0..MAX_ATTEMPTS {
             let mut t = self.begin().await?;
-            let key = lease::key(topic_id, partition);
-            let Some(raw) = t.get_for_update(&key).await? else { return Ok(false) };
-            let mut l = Lease::decode(&raw).map_err(|e| corrupt(&key, e))?;
+            let Some(mut l) = read_lease(&mut t, topic_id, partition, true).await? else { return Ok(false) };
             if l.owner != owner || l.epoch != epoch {
                 return Ok(false);
             }
             l.expires_ms = 0;
-            t.put(key, l.encode());
+            t.put(lease::key(topic_id, partition), l.encode());
             match t.commit().await {
                 Ok(()) => return Ok(true),
                 Err(MetaError::Conflict) => continue,
@@ -405,15 +386,8 @@ impl Catalog {
         partition: u32,
     ) -> Result<Option<(PartitionState, Option<Lease>)>, CatalogError> {
         let mut t = self.begin().await?;
-        let skey = partition::key(topic_id, partition);
-        let Some(raw) = t.get(&skey).await? else { return Ok(None) };
-        let state = PartitionState::decode(&raw).map_err(|e| corrupt(&skey, e))?;
-        let lkey = lease::key(topic_id, partition);
-        let lease = match t.get(&lkey).await? {
-            Some(raw) => Some(Lease::decode(&raw).map_err(|e| corrupt(&lkey, e))?),
-            None => None,
-        };
-        Ok(Some((state, lease)))
+        let Some(state) = read_state(&mut t, topic_id, partition, false).await? else { return Ok(None) };
+        Ok(Some((state, read_lease(&mut t, topic_id, partition, false).await?)))
     }
 
     /// Up to `limit` index entries of a partition, in offset order, starting
@@ -468,13 +442,9 @@ impl Catalog {
                 if outcome.deleted.contains(&id) || outcome.fenced.contains(&id) {
                     continue;
                 }
-                let lkey = lease::key(e.topic_id, e.partition);
-                let lease = match t.get_for_update(&lkey).await? {
-                    Some(raw) => Some(Lease::decode(&raw).map_err(|err| corrupt(&lkey, err))?),
-                    None => None,
-                };
+                let lease = read_lease(&mut t, e.topic_id, e.partition, true).await?;
                 let skey = partition::key(e.topic_id, e.partition);
-                let Some(raw) = t.get_for_update(&skey).await? else {
+                let Some(mut state) = read_state(&mut t, e.topic_id, e.partition, true).await? else {
                     outcome.deleted.push(id);
                     continue;
                 };
@@ -482,7 +452,6 @@ impl Catalog {
                     outcome.fenced.push(id);
                     continue;
                 }
-                let mut state = PartitionState::decode(&raw).map_err(|err| corrupt(&skey, err))?;
                 if e.segment.last_offset < state.high_watermark {
                     // A commit that went through although its caller saw an
                     // error (a timeout, a lost connection): already done.
@@ -564,6 +533,36 @@ impl Catalog {
         }
         Ok(())
     }
+}
+
+/// Reads a key and decodes its value; `for_update` makes the commit fail
+/// if another transaction changes the key first.
+async fn read<T>(
+    t: &mut Box<dyn Transaction>,
+    key: &[u8],
+    for_update: bool,
+    decode: impl Fn(&[u8]) -> Result<T, CodecError>,
+) -> Result<Option<T>, CatalogError> {
+    let raw = if for_update { t.get_for_update(key).await? } else { t.get(key).await? };
+    raw.map(|raw| decode(&raw).map_err(|e| corrupt(key, e))).transpose()
+}
+
+async fn read_lease(
+    t: &mut Box<dyn Transaction>,
+    topic_id: u64,
+    partition: u32,
+    for_update: bool,
+) -> Result<Option<Lease>, CatalogError> {
+    read(t, &lease::key(topic_id, partition), for_update, Lease::decode).await
+}
+
+async fn read_state(
+    t: &mut Box<dyn Transaction>,
+    topic_id: u64,
+    partition: u32,
+    for_update: bool,
+) -> Result<Option<PartitionState>, CatalogError> {
+    read(t, &partition::key(topic_id, partition), for_update, PartitionState::decode).await
 }
 
 async fn next_counter(t: &mut Box<dyn Transaction>, name: &[u8]) -> Result<u64, CatalogError> {
