@@ -381,9 +381,9 @@ struct Flight {
     bytes: usize,
     slot: watch::Sender<Outcome>,
     answered: bool,
+    /// Needs no sending again. Answered but not settled means kept for its
+    /// commit, and counted in `Inner::kept_bytes`.
     settled: bool,
-    /// Answered and kept for its commit (counted in `Inner::kept_bytes`).
-    kept: bool,
 }
 
 /// Kept acks=local batches may take this many times `buffer_bytes`.
@@ -468,20 +468,16 @@ impl PartitionSender {
             f.answered = true;
             resolve(&self.inner, &f.slot, f.records, f.bytes, outcome);
             if keep {
-                f.kept = true;
                 self.inner.kept_bytes.fetch_add(f.batch.len(), Ordering::SeqCst);
             }
         }
-        if !keep {
-            self.settle(at);
-        }
+        f.settled |= !keep;
     }
 
     /// The batch needs no sending again.
     fn settle(&mut self, at: usize) {
         let f = &mut self.flights[at];
-        if f.kept {
-            f.kept = false;
+        if f.answered && !f.settled {
             self.inner.kept_bytes.fetch_sub(f.batch.len(), Ordering::SeqCst);
         }
         f.settled = true;
@@ -582,7 +578,6 @@ impl PartitionSender {
             slot: open.slot,
             answered: false,
             settled: false,
-            kept: false,
         });
         match send_until_assigned(&self.inner, self.p, batch).await {
             Ok(stream) => {
@@ -729,7 +724,7 @@ impl PartitionSender {
         self.waiters.abort_all();
         let dropped = self.flights.len();
         for f in self.flights.drain(..) {
-            if f.kept {
+            if f.answered && !f.settled {
                 self.inner.kept_bytes.fetch_sub(f.batch.len(), Ordering::SeqCst);
             }
             if !f.answered {
