@@ -212,6 +212,8 @@ pub async fn consume(client: Client, args: &ConsumeArgs) -> anyhow::Result<i32> 
         count += 1;
     }
     let _ = flush_out(&mut out);
+    // Stop the fetches before the connection goes, or they report it lost.
+    drop(stream);
     client.close();
     Ok(0)
 }

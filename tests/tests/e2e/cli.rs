@@ -146,6 +146,10 @@ fn timeout_ms_ends_an_idle_consume_with_status_zero() {
     assert!(started.elapsed() < Duration::from_secs(20));
     // At the end of the log, --offset equal to the high watermark waits, then times out cleanly.
     assert_eq!(agent.ok(&["consume", "idle", "--partition", "0", "--offset", "3", "--timeout-ms", "300"], None), b"");
+    // A clean exit says nothing about the connection it closes.
+    let run = agent.cli(&["consume", "idle", "--from-beginning", "--timeout-ms", "300"]);
+    assert!(run.status.success());
+    assert!(!stderr(&run).contains("fetch failed"), "{}", stderr(&run));
 }
 
 #[test]
