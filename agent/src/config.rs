@@ -117,7 +117,7 @@ pub struct Config {
     pub advertise: Option<String>,
     pub metadata_url: String,
     pub object_store_url: String,
-    pub s3: crate::storage::S3Options,
+    pub s3: crate::log::storage::S3Options,
     pub tls: TlsSource,
     pub flush_bytes: usize,
     pub flush_interval: Duration,
@@ -197,7 +197,7 @@ impl Args {
                 .object_store
                 .clone()
                 .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display())),
-            s3: crate::storage::S3Options {
+            s3: crate::log::storage::S3Options {
                 endpoint: self.s3_endpoint.clone(),
                 region: self.s3_region.clone().or_else(|| std::env::var("AWS_REGION").ok()),
                 instance_credentials: self.s3_instance_credentials,

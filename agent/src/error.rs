@@ -1,5 +1,15 @@
+//! The agent's errors: [`AgentError`] (it cannot start or keep running) and
+//! [`ServiceError`] (one request failed). Each keeps its source; the QUIC
+//! front end maps them to wire codes in one file (`frontend/quic/codes.rs`).
+
+use std::sync::Arc;
+
 use silt_metadata::{CatalogError, MetaError};
 use silt_wire::BatchError;
+
+use crate::core::producers::SequenceError;
+
+type Source = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why the agent could not start or keep running.
 #[derive(Debug, thiserror::Error)]
@@ -12,8 +22,12 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
-    #[error("TLS setup failed: {0}")]
-    Tls(String),
+    #[error("TLS setup failed: {what}")]
+    Tls {
+        what: String,
+        #[source]
+        source: Option<Source>,
+    },
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -33,8 +47,8 @@ pub enum AgentError {
         #[source]
         source: object_store::Error,
     },
-    #[error("cannot set up the read cache: {0}")]
-    Cache(String),
+    #[error("cannot set up the read cache")]
+    Cache(#[source] Source),
     #[error("cannot open the object store {url}")]
     ObjectStore {
         url: String,
@@ -43,8 +57,9 @@ pub enum AgentError {
     },
 }
 
-/// Why one request failed. Each maps to a wire error code in `codes.rs`.
-#[derive(Debug, thiserror::Error)]
+/// Why one request failed. Cloneable, so one failed flush can fail every
+/// batch in it; sources are shared, never flattened into strings.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
@@ -58,7 +73,7 @@ pub enum ServiceError {
     UnknownPartition { topic: String, partition: u32, count: u32 },
     #[error("offset {offset} is out of range for {topic}/{partition}: it holds offsets {log_start} to {high_watermark} (exclusive); reading at {high_watermark} waits for new records")]
     OffsetOutOfRange { topic: String, partition: u32, offset: i64, log_start: i64, high_watermark: i64 },
-    #[error("invalid record batch: {0}")]
+    #[error("invalid record batch")]
     InvalidBatch(#[from] BatchError),
     #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge { size: usize, max: usize },
@@ -66,14 +81,14 @@ pub enum ServiceError {
         "acks=local needs a local write-ahead log: start the agent with --cache-dir (or use acks=durable or none)"
     )]
     AcksUnsupported,
-    #[error("object store unavailable: {0}")]
-    Storage(#[source] object_store::Error),
-    #[error("the batch is stored but its index entry could not be committed, so it was not acknowledged: {0}")]
-    NotCommitted(String),
+    #[error("object store unavailable")]
+    Storage(#[source] Arc<object_store::Error>),
+    #[error("the batch is stored but its index entry could not be committed, so it was not acknowledged")]
+    NotCommitted(#[source] Arc<CatalogError>),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("metadata store error")]
-    Metadata(#[source] CatalogError),
+    Metadata(#[source] Arc<CatalogError>),
     #[error("this agent does not own {topic}/{partition}; its owner is {}", if owner.is_empty() { "not known yet" } else { owner.as_str() })]
     NotOwner { topic: String, partition: u32, owner: String },
     #[error("this agent lost the lease on {topic}/{partition}; retry on its new owner")]
@@ -82,8 +97,13 @@ pub enum ServiceError {
     Throttled(usize),
     #[error("the agent is shutting down")]
     ShuttingDown,
-    #[error("{topic}/{partition}: {reason}")]
-    Sequence { topic: String, partition: u32, reason: crate::producers::SequenceError },
+    #[error("{topic}/{partition}")]
+    Sequence {
+        topic: String,
+        partition: u32,
+        #[source]
+        reason: SequenceError,
+    },
 }
 
 impl From<CatalogError> for ServiceError {
@@ -91,7 +111,36 @@ impl From<CatalogError> for ServiceError {
         match e {
             CatalogError::UnknownTopic(t) => ServiceError::UnknownTopic(t),
             CatalogError::TopicExists(t) => ServiceError::TopicExists(t),
-            other => ServiceError::Metadata(other),
+            other => ServiceError::Metadata(Arc::new(other)),
         }
+    }
+}
+
+/// An error and its sources, in words: what the agent sends with an error code.
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_keep_their_sources() {
+        let e = ServiceError::from(CatalogError::Store(MetaError::Conflict));
+        assert_eq!(describe(&e), "metadata store error: transaction conflict: another writer changed the same keys");
+        let e = ServiceError::Sequence {
+            topic: "t".into(),
+            partition: 1,
+            reason: SequenceError::Fenced { producer_id: 7, got: 0, current: 1 },
+        };
+        assert_eq!(describe(&e), "t/1: producer 7: epoch 0 is older than its current epoch 1");
     }
 }

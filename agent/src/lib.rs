@@ -2,38 +2,32 @@
 //! flushes them as objects, records them in the metadata store, and serves
 //! reads, all over QUIC.
 //!
-//! - [`server`]: the QUIC front end and the agent's lifecycle ([`Agent`]).
-//! - [`service`]: what each request does, independent of the protocol.
-//! - [`partition`]: one actor per owned partition; offsets are assigned there.
-//! - [`producers`]: idempotent producers' sequences, so a re-sent batch is written once.
-//! - [`flush`]: the flush policy and the loop that writes objects and commits the index.
-//! - [`object`]: the object layout (batches grouped by partition + footer).
-//! - [`wal`]: the local write-ahead log behind `acks=local`, striped over cache dirs.
-//! - [`read`]: index lookups, ranged reads and the recent-object cache.
-//! - [`cache`]: the foyer read cache (memory + cache-dir disks) in front of the object store.
-//! - [`storage`]: opening and checking the object store (`file://`, `s3://`).
-//! - [`ownership`]: which partitions this agent should own (a plain function).
-//! - [`metrics`]: the counters answered to `Stats` requests.
-//! - [`config`], [`tls`], [`codes`] (errors to wire codes), [`error`].
+//! Folders are layers; imports between them point one way, bottom up:
+//!
+//! - leaves: [`config`], [`error`], [`clock`] (injected time), [`metrics`].
+//! - [`core`]: pure decisions, no tokio and no I/O: ownership, the session
+//!   and its leases, handover, producer sequences, flush policy, WAL replay.
+//! - [`format`]: bytes to values: the object layout and the WAL entry.
+//! - [`read`]: index lookups, ranged reads, the recent-object and read caches.
+//! - [`log`]: the write path: partition actors, the WAL, the flusher, the object store.
+//! - [`cluster`]: the session, the ownership rounds, taking and handing over partitions.
+//! - [`service`]: protocol-neutral handlers (admin, produce, fetch) on the service's own types.
+//! - [`frontend`]: protocols over the service: [`frontend::quic`].
+//! - [`agent`]: start and shutdown, wiring the layers together.
 
-pub mod cache;
-pub mod codes;
+pub mod agent;
+pub mod clock;
+pub mod cluster;
 pub mod config;
+pub mod core;
 mod error;
-pub mod flush;
-pub mod lifecycle;
+pub mod format;
+pub mod frontend;
+pub mod log;
 pub mod metrics;
-pub mod object;
-pub mod ownership;
-pub mod partition;
-pub mod producers;
 pub mod read;
-pub mod server;
 pub mod service;
-pub mod storage;
-pub mod tls;
-pub mod wal;
 
+pub use agent::Agent;
 pub use config::{Args, Config};
 pub use error::{AgentError, ServiceError};
-pub use server::Agent;

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cache::ReadStats;
+use crate::read::ReadStats;
 
 #[derive(Debug, Default)]
 pub struct Metrics {

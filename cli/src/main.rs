@@ -83,7 +83,9 @@ enum TopicCommand {
 impl Cli {
     async fn connect(&self) -> anyhow::Result<Client> {
         let ca = self.ca.clone().unwrap_or_else(|| {
-            PathBuf::from(silt_agent::config::DEFAULT_DATA_DIR).join("tls").join(silt_agent::tls::CA_FILE)
+            PathBuf::from(silt_agent::config::DEFAULT_DATA_DIR)
+                .join("tls")
+                .join(silt_agent::frontend::quic::tls::CA_FILE)
         });
         let config = ClientConfig {
             agent: self.agent.clone(),

@@ -15,7 +15,6 @@ use silt_wire::{Request, Response};
 use crate::error::ClientError;
 
 pub const DEFAULT_AGENT: &str = "127.0.0.1:7447";
-const ALPN: &[u8] = b"silt/1";
 
 /// How to reach and trust an agent.
 #[derive(Debug, Clone)]
@@ -90,7 +89,7 @@ fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, ClientError
         .map_err(|e| ClientError::Config(format!("TLS: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![silt_wire::ALPN.to_vec()];
     Ok(tls)
 }
 

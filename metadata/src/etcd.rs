@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, SortOrder, SortTarget, Txn, TxnOp,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 
 use crate::store::{KeyValue, MetaStore, Transaction};
@@ -99,33 +99,76 @@ impl EtcdTxn {
         }
     }
 
-    async fn read(&mut self, key: &[u8], for_update: bool) -> Result<Option<Bytes>, MetaError> {
-        let buffered = self.writes.get(key).cloned();
-        if buffered.is_some() && (!for_update || self.reads.contains_key(key)) {
-            return Ok(buffered.flatten().map(Bytes::from));
+    /// Reads `keys` at the transaction's revision, up to etcd's operation
+    /// limit per round trip; a buffered write wins over the stored value.
+    /// `for_update` notes each key's modification revision for commit.
+    async fn read(&mut self, keys: &[Vec<u8>], for_update: bool) -> Result<Vec<Option<Bytes>>, MetaError> {
+        let wanted: Vec<&Vec<u8>> = keys
+            .iter()
+            .filter(|k| match self.writes.contains_key(*k) {
+                true => for_update && !self.reads.contains_key(*k),
+                false => true,
+            })
+            .collect();
+        let mut stored: HashMap<Vec<u8>, Option<(Bytes, i64)>> = HashMap::with_capacity(wanted.len());
+        for chunk in wanted.chunks(MAX_TXN_OPS) {
+            let found: Vec<Option<(Bytes, i64)>> = if let [key] = chunk {
+                let resp = self.kv.get(key.as_slice(), Some(self.options())).await.map_err(err)?;
+                self.note_revision(resp.header());
+                vec![resp.kvs().first().map(|kv| (Bytes::copy_from_slice(kv.value()), kv.mod_revision()))]
+            } else {
+                let ops: Vec<TxnOp> = chunk.iter().map(|k| TxnOp::get(k.to_vec(), Some(self.options()))).collect();
+                let resp = self.kv.txn(Txn::new().and_then(ops)).await.map_err(err)?;
+                self.note_revision(resp.header());
+                resp.op_responses()
+                    .into_iter()
+                    .map(|r| match r {
+                        TxnOpResponse::Get(g) => {
+                            Ok(g.kvs().first().map(|kv| (Bytes::copy_from_slice(kv.value()), kv.mod_revision())))
+                        }
+                        _ => {
+                            Err(MetaError::backend(BACKEND, std::io::Error::other("etcd answered a read with a write")))
+                        }
+                    })
+                    .collect::<Result<_, _>>()?
+            };
+            for (key, found) in chunk.iter().zip(found) {
+                stored.insert(key.to_vec(), found);
+            }
         }
-        let options = self.options();
-        let resp = self.kv.get(key, Some(options)).await.map_err(err)?;
-        self.note_revision(resp.header());
-        let found = resp.kvs().first();
-        if for_update {
-            self.reads.entry(key.to_vec()).or_insert(found.map_or(0, |kv| kv.mod_revision()));
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let found = stored.get(key).cloned().flatten();
+            if for_update {
+                if let Some(seen) = stored.get(key) {
+                    self.reads.entry(key.clone()).or_insert(seen.as_ref().map_or(0, |(_, rev)| *rev));
+                }
+            }
+            out.push(match self.writes.get(key) {
+                Some(write) => write.clone().map(Bytes::from),
+                None => found.map(|(v, _)| v),
+            });
         }
-        Ok(match buffered {
-            Some(write) => write.map(Bytes::from),
-            None => found.map(|kv| Bytes::copy_from_slice(kv.value())),
-        })
+        Ok(out)
     }
 }
 
 #[async_trait]
 impl Transaction for EtcdTxn {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, MetaError> {
-        self.read(key, false).await
+        Ok(self.read(&[key.to_vec()], false).await?.pop().flatten())
     }
 
     async fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Bytes>, MetaError> {
-        self.read(key, true).await
+        Ok(self.read(&[key.to_vec()], true).await?.pop().flatten())
+    }
+
+    async fn batch_get(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>, MetaError> {
+        self.read(keys, false).await
+    }
+
+    async fn batch_get_for_update(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>, MetaError> {
+        self.read(keys, true).await
     }
 
     async fn scan(

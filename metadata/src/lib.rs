@@ -8,6 +8,7 @@
 //! - [`catalog`]: topics, partitions, leases and the segment index, typed,
 //!   with the whole key layout in one place.
 //! - [`testing`] (feature `testing`): the conformance suite every backend runs.
+//! - [`metered`]: a store wrapper that counts reads, writes and conflicts.
 //! - [`codec`]: the small binary codec the catalog's values use.
 
 pub mod catalog;
@@ -15,6 +16,7 @@ pub mod codec;
 mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod metered;
 pub mod sqlite;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -24,5 +26,6 @@ pub mod tikv;
 
 pub use catalog::Catalog;
 pub use error::{CatalogError, MetaError};
+pub use metered::{MetaStats, MeteredStore};
 pub use sqlite::SqliteStore;
 pub use store::{open, MetaStore, Transaction};

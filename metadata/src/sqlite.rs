@@ -115,39 +115,59 @@ fn read_key(conn: &Connection, key: &[u8]) -> Result<Option<(Vec<u8>, i64)>, Met
 }
 
 impl SqliteTxn {
-    async fn read(&mut self, key: &[u8], for_update: bool) -> Result<Option<Bytes>, MetaError> {
-        let buffered = self.writes.get(key).cloned();
+    /// Reads `keys` in one call to the database; a buffered write wins over
+    /// the stored value. `for_update` notes each key's revision for commit.
+    async fn read(&mut self, keys: &[Vec<u8>], for_update: bool) -> Result<Vec<Option<Bytes>>, MetaError> {
         let need_rev = self.start_rev.is_none();
-        let k = key.to_vec();
-        let (row, rev) = blocking(&self.conn, move |conn| {
-            let rev = if need_rev { Some(current_rev(conn)?) } else { None };
-            Ok((read_key(conn, &k)?, rev))
-        })
-        .await?;
+        let wanted: Vec<Vec<u8>> =
+            keys.iter().filter(|k| for_update || !self.writes.contains_key(*k)).cloned().collect();
+        let (rows, rev) = if wanted.is_empty() && !need_rev {
+            (Vec::new(), None)
+        } else {
+            blocking(&self.conn, move |conn| {
+                let rev = if need_rev { Some(current_rev(conn)?) } else { None };
+                let rows =
+                    wanted.into_iter().map(|k| Ok((read_key(conn, &k)?, k))).collect::<Result<Vec<_>, MetaError>>()?;
+                Ok((rows, rev))
+            })
+            .await?
+        };
         if rev.is_some() {
             self.start_rev = rev;
         }
-        if for_update {
-            self.reads.entry(key.to_vec()).or_insert(row.as_ref().map(|(_, rev)| *rev));
+        let mut stored: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::with_capacity(rows.len());
+        for (row, key) in rows {
+            if for_update {
+                self.reads.entry(key.clone()).or_insert(row.as_ref().map(|(_, rev)| *rev));
+            }
+            stored.insert(key, row.map(|(value, _)| value));
         }
-        match buffered {
-            Some(write) => Ok(write.map(Bytes::from)),
-            None => Ok(row.map(|(value, _)| Bytes::from(value))),
-        }
+        Ok(keys
+            .iter()
+            .map(|k| match self.writes.get(k) {
+                Some(write) => write.clone().map(Bytes::from),
+                None => stored.get(k).cloned().flatten().map(Bytes::from),
+            })
+            .collect())
     }
 }
 
 #[async_trait]
 impl Transaction for SqliteTxn {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, MetaError> {
-        if let Some(write) = self.writes.get(key) {
-            return Ok(write.clone().map(Bytes::from));
-        }
-        self.read(key, false).await
+        Ok(self.read(&[key.to_vec()], false).await?.pop().flatten())
     }
 
     async fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Bytes>, MetaError> {
-        self.read(key, true).await
+        Ok(self.read(&[key.to_vec()], true).await?.pop().flatten())
+    }
+
+    async fn batch_get(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>, MetaError> {
+        self.read(keys, false).await
+    }
+
+    async fn batch_get_for_update(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>, MetaError> {
+        self.read(keys, true).await
     }
 
     async fn scan(

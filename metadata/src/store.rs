@@ -32,6 +32,11 @@ pub trait MetaStore: Send + Sync + 'static {
     fn max_txn_keys(&self) -> usize {
         usize::MAX
     }
+
+    /// What has passed through this store, when it counts (a [`crate::MeteredStore`]).
+    fn stats(&self) -> Option<crate::MetaStats> {
+        None
+    }
 }
 
 #[async_trait]
@@ -41,10 +46,21 @@ pub trait Transaction: Send {
     /// Reads `key` and makes the commit fail if another transaction changes it first.
     async fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Bytes>, MetaError>;
 
+    /// Reads several keys; values come in the order of `keys`.
     async fn batch_get(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>, MetaError> {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`Transaction::get_for_update`] of several keys, in one round trip
+    /// where the backend allows; values come in the order of `keys`.
+    async fn batch_get_for_update(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>, MetaError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get_for_update(key).await?);
         }
         Ok(out)
     }

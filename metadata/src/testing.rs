@@ -97,6 +97,23 @@ pub async fn conformance(store: &dyn MetaStore) {
     assert!(matches!(t1.commit().await, Err(MetaError::Conflict)));
     assert_eq!(get(store, b"conf/new").await.as_deref(), Some(&b"theirs"[..]));
 
+    // Batch reads for update keep the order asked for, and a later commit
+    // of any key read, even one absent then, makes the commit fail.
+    put(store, b"conf/bu1", b"1").await;
+    let mut t1 = store.begin().await.unwrap();
+    let got = t1.batch_get_for_update(&[b"conf/bu-none".to_vec(), b"conf/bu1".to_vec()]).await.unwrap();
+    assert_eq!(got, vec![None, Some(bytes::Bytes::from_static(b"1"))]);
+    put(store, b"conf/bu-none", b"now").await;
+    t1.put(b"conf/bu-out".to_vec(), b"x".to_vec());
+    assert!(matches!(t1.commit().await, Err(MetaError::Conflict)));
+    assert_eq!(get(store, b"conf/bu-out").await, None);
+    let mut t1 = store.begin().await.unwrap();
+    t1.put(b"conf/bu1".to_vec(), b"mine".to_vec());
+    let got = t1.batch_get_for_update(&[b"conf/bu1".to_vec(), b"conf/bu-none".to_vec()]).await.unwrap();
+    assert_eq!(got[0].as_deref(), Some(&b"mine"[..]), "a batch read sees the transaction's own writes");
+    put(store, b"conf/bu1", b"theirs").await;
+    assert!(matches!(t1.commit().await, Err(MetaError::Conflict)));
+
     // Write-write: two transactions that read and then write the same key; the second loses.
     let mut t1 = store.begin().await.unwrap();
     let mut t2 = store.begin().await.unwrap();
@@ -191,8 +208,8 @@ impl Drop for EtcdServer {
 }
 
 /// The catalog on a topic with more partitions than one transaction of a
-/// store like etcd (128 keys by default) may touch: create, lease, renew,
-/// commit a flush over every partition with producer states, delete.
+/// store like etcd (128 keys by default) may touch: create, lease, commit a
+/// flush over every partition with producer states, release, take over, delete.
 pub async fn catalog_at_scale(store: std::sync::Arc<dyn MetaStore>) {
     use crate::catalog::{BatchMeta, FlushEntry, ProducerState, Segment};
     const P: u32 = 300;
@@ -200,12 +217,14 @@ pub async fn catalog_at_scale(store: std::sync::Arc<dyn MetaStore>) {
     let t = c.create_topic("wide", P, 0).await.unwrap();
     assert!(matches!(c.create_topic("wide", 1, 0).await, Err(crate::CatalogError::TopicExists(_))));
     assert_eq!(c.partitions(&t).await.unwrap().len(), P as usize);
-    let mut held = Vec::new();
-    for p in 0..P {
-        let (lease, _) = c.acquire_lease(t.id, p, "a", "x", 0, 60_000).await.unwrap();
-        held.push((t.id, p, lease.epoch));
-    }
-    assert!(c.renew_leases("a", &held, 10, 60_000).await.unwrap().is_empty());
+    let ids: Vec<(u64, u32)> = (0..P).map(|p| (t.id, p)).collect();
+    c.heartbeat("a", "x", 0, 0, 60_000).await.unwrap();
+    let acquired = c.acquire_leases("a", "x", &ids, 0).await.unwrap();
+    assert_eq!(acquired.taken.len(), P as usize);
+    let held: Vec<(u64, u32, u64)> = acquired.taken.iter().map(|((t, p), l, _)| (*t, *p, l.epoch)).collect();
+    // Another agent finds every lease held, and the holder sees them all.
+    assert_eq!(c.acquire_leases("b", "y", &ids, 10).await.unwrap().held.len(), P as usize);
+    assert_eq!(c.leases().await.unwrap().len(), P as usize);
     let state = |offset| ProducerState {
         epoch: 0,
         updated_ms: 1,
@@ -234,6 +253,10 @@ pub async fn catalog_at_scale(store: std::sync::Arc<dyn MetaStore>) {
     assert_eq!(c.commit_flush("a", &entries).await.unwrap(), Default::default());
     assert!(c.partitions(&t).await.unwrap().iter().all(|(s, _)| s.high_watermark == 10));
     assert_eq!(c.producers(t.id, P - 1).await.unwrap().len(), 2);
+    // Released in as many transactions as it takes, and taken by another.
+    assert_eq!(c.release_leases("a", &held).await.unwrap().len(), P as usize);
+    let taken = c.acquire_leases("b", "y", &ids, 20).await.unwrap().taken;
+    assert!(taken.len() == P as usize && taken.iter().all(|(_, l, s)| l.epoch == 2 && s.high_watermark == 10));
     c.delete_topic("wide").await.unwrap();
     assert!(c.list_topics().await.unwrap().is_empty());
     assert!(c.segments(t.id, P - 1, 0, 10).await.unwrap().is_empty());

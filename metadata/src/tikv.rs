@@ -72,6 +72,26 @@ struct TikvTxn {
     writes: Writes,
 }
 
+impl TikvTxn {
+    /// Values for `keys`, in their order: buffered writes first, then what
+    /// TiKV returned.
+    fn merge(&self, keys: &[Vec<u8>], pairs: Vec<tikv_client::KvPair>) -> Vec<Option<Bytes>> {
+        let stored: std::collections::HashMap<Vec<u8>, Vec<u8>> = pairs
+            .into_iter()
+            .map(|kv| {
+                let (k, v): (Key, Vec<u8>) = kv.into();
+                (Vec::<u8>::from(k), v)
+            })
+            .collect();
+        keys.iter()
+            .map(|k| match self.writes.get(k) {
+                Some(write) => write.clone().map(Bytes::from),
+                None => stored.get(k).cloned().map(Bytes::from),
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 impl Transaction for TikvTxn {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, MetaError> {
@@ -87,6 +107,16 @@ impl Transaction for TikvTxn {
             Some(write) => write.clone().map(Bytes::from),
             None => stored.map(Bytes::from),
         })
+    }
+
+    async fn batch_get(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>, MetaError> {
+        let pairs: Vec<tikv_client::KvPair> = self.txn.batch_get(keys.to_vec()).await.map_err(err)?.collect();
+        Ok(self.merge(keys, pairs))
+    }
+
+    async fn batch_get_for_update(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>, MetaError> {
+        let pairs = self.txn.batch_get_for_update(keys.to_vec()).await.map_err(err)?;
+        Ok(self.merge(keys, pairs))
     }
 
     async fn scan(

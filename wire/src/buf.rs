@@ -11,6 +11,9 @@ pub enum DecodeError {
     Invalid { what: &'static str, detail: String },
     #[error("{0} trailing bytes after the message")]
     Trailing(usize),
+    /// A message kind this build does not know (a newer peer's).
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
 }
 
 impl DecodeError {

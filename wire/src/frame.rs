@@ -12,6 +12,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub const VERSION: u8 = 1;
+/// The ALPN protocol name silt's QUIC connections negotiate.
+pub const ALPN: &[u8] = b"silt/1";
 pub const PREFIX_LEN: usize = 4;
 /// Version and kind.
 pub const HEAD_LEN: usize = 2;

@@ -20,5 +20,5 @@ pub use batch::{
 };
 pub use buf::DecodeError;
 pub use code::ErrorCode;
-pub use frame::{Frame, FrameError};
+pub use frame::{Frame, FrameError, ALPN};
 pub use message::{Acks, AgentInfo, PartitionInfo, Request, Response, TopicDescription, PRODUCER_WINDOW};

@@ -281,7 +281,7 @@ impl Request {
                 max_bytes: r.u32("max bytes")?,
                 max_wait_ms: r.u32("max wait")?,
             },
-            other => return Err(DecodeError::invalid("request kind", other.to_string())),
+            other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
         Ok(request)
@@ -444,7 +444,7 @@ impl Response {
             kind::ERROR => {
                 Response::Error { code: ErrorCode::from_u16(r.u16("error code")?), message: r.string("message")? }
             }
-            other => return Err(DecodeError::invalid("response kind", other.to_string())),
+            other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
         Ok(response)

@@ -11,6 +11,7 @@
 //! 0x07 committed offset  (reserved)
 //! 0x08 object liveness   (reserved)
 //! 0x09 producer state    0x09 | topic id | partition | producer id u64 -> producer::ProducerState
+//! 0x0a change marker     0x0a | writer id                              -> change token u64
 //! 0x0f counter           0x0f | name                                   -> u64
 //! ```
 //!
@@ -23,6 +24,7 @@ pub const SEGMENT: u8 = 0x03;
 pub const LEASE: u8 = 0x04;
 pub const AGENT: u8 = 0x05;
 pub const PRODUCER: u8 = 0x09;
+pub const CHANGE: u8 = 0x0a;
 pub const COUNTER: u8 = 0x0f;
 
 /// `kind | topic id | partition`, the prefix of every per-partition key.

@@ -9,8 +9,12 @@
 use bytes::BufMut;
 
 use crate::codec::{CodecError, Reader};
+use crate::CatalogError;
 
-use super::keys;
+use super::partition::partition_of;
+use super::{corrupt, keys, next_counter, scan_prefix, scan_range, Catalog};
+
+const PRODUCER_ID_COUNTER: &[u8] = b"producer-id";
 
 /// One batch an idempotent producer wrote: its sequence and offset ranges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,9 +92,76 @@ impl ProducerState {
     }
 }
 
+impl Catalog {
+    /// A producer id never handed out before.
+    pub async fn allocate_producer_id(&self) -> Result<i64, CatalogError> {
+        let id = transact!(self, |t| next_counter(t, PRODUCER_ID_COUNTER).await)?;
+        i64::try_from(id).map_err(|_| CatalogError::Corrupt {
+            key: "producer-id counter".into(),
+            source: CodecError::Invalid("producer id past i64::MAX"),
+        })
+    }
+
+    /// Every idempotent producer a partition remembers, by producer id.
+    pub async fn producers(&self, topic_id: u64, partition: u32) -> Result<Vec<(i64, ProducerState)>, CatalogError> {
+        read_only!(self, |t| {
+            scan_prefix(t, &prefix(topic_id, partition))
+                .await?
+                .into_iter()
+                .map(|(k, v)| {
+                    let id = producer_id(&k).map_err(|e| corrupt(&k, e))?;
+                    Ok((id, ProducerState::decode(&v).map_err(|e| corrupt(&k, e))?))
+                })
+                .collect()
+        })
+    }
+
+    /// The producers of partitions `first..=last` of a topic, by partition:
+    /// one range scan, for an agent taking many partitions over at once.
+    pub async fn producers_of(
+        &self,
+        topic_id: u64,
+        first: u32,
+        last: u32,
+    ) -> Result<std::collections::HashMap<u32, Vec<(i64, ProducerState)>>, CatalogError> {
+        read_only!(self, |t| {
+            let end = keys::prefix_end(&prefix(topic_id, last));
+            let mut out: std::collections::HashMap<u32, Vec<(i64, ProducerState)>> = Default::default();
+            for (k, v) in scan_range(t, &prefix(topic_id, first), &end).await? {
+                let p = partition_of(&k).ok_or_else(|| corrupt(&k, CodecError::Invalid("producer key")))?;
+                let id = producer_id(&k).map_err(|e| corrupt(&k, e))?;
+                out.entry(p).or_default().push((id, ProducerState::decode(&v).map_err(|e| corrupt(&k, e))?));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Forgets producers of a partition (those idle past their expiry).
+    pub async fn forget_producers(&self, topic_id: u64, partition: u32, ids: &[i64]) -> Result<(), CatalogError> {
+        for chunk in ids.chunks(self.budget()) {
+            transact!(self, |t| {
+                for id in chunk {
+                    t.delete(key(topic_id, partition, *id));
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::tests::catalog;
+
+    #[tokio::test]
+    async fn producer_ids_are_never_reused() {
+        let (_d, c) = catalog().await;
+        let a = c.allocate_producer_id().await.unwrap();
+        let b = c.allocate_producer_id().await.unwrap();
+        assert!(a > 0 && b > a);
+    }
 
     #[test]
     fn round_trips_and_rejects_bad_counts() {

@@ -4,9 +4,43 @@
 //! `offset` is the segment that contains it.
 
 use crate::codec::{ordered_i64, CodecError, Reader, Writer};
-use bytes::BufMut;
+use crate::CatalogError;
+use bytes::{BufMut, Bytes};
 
-use super::keys;
+use super::{
+    corrupt, keys, lease, partition, producer, Catalog, Lease, PartitionId, PartitionState, ProducerState, Txn,
+};
+
+/// What one flush commits for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushEntry {
+    pub topic_id: u64,
+    pub partition: u32,
+    /// The lease epoch the data was written under.
+    pub epoch: u64,
+    pub segment: Segment,
+    /// The state of every idempotent producer with batches in the segment,
+    /// as of the segment's end.
+    pub producers: Vec<(i64, ProducerState)>,
+    /// Producers idle past their expiry, to forget.
+    pub expired: Vec<i64>,
+}
+
+impl FlushEntry {
+    /// Keys the entry's commit reads for update and writes.
+    fn keys(&self) -> usize {
+        3 + self.producers.len() + self.expired.len()
+    }
+}
+
+/// The outcome of a flush commit, per partition that did not commit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlushOutcome {
+    /// Partitions whose topic was deleted; their entries were dropped.
+    pub deleted: Vec<PartitionId>,
+    /// Partitions whose lease the committer no longer holds; not committed.
+    pub fenced: Vec<PartitionId>,
+}
 
 /// Where a run of one partition's batches lives in an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +93,280 @@ impl Segment {
     }
 }
 
+impl Catalog {
+    /// Up to `limit` index entries of a partition, in offset order, starting
+    /// with the one that holds `offset`.
+    pub async fn segments(
+        &self,
+        topic_id: u64,
+        partition: u32,
+        offset: i64,
+        limit: usize,
+    ) -> Result<Vec<Segment>, CatalogError> {
+        read_only!(self, |t| {
+            let end = keys::prefix_end(&prefix(topic_id, partition));
+            let rows = t.scan(&key(topic_id, partition, offset), &end, limit, false).await?;
+            rows.into_iter().map(|(k, v)| Segment::decode(&v).map_err(|e| corrupt(&k, e))).collect()
+        })
+    }
+
+    /// Records one flush: for every entry, in one transaction, checks that
+    /// `owner` still holds the partition's lease at the entry's epoch, adds the
+    /// segment to the index and advances the high watermark past it.
+    /// Partitions that are fenced or deleted are reported and left out.
+    ///
+    /// Entries are committed in order, as many per transaction as the
+    /// store's budget allows (each partition's own keys always together).
+    pub async fn commit_flush(&self, owner: &str, entries: &[FlushEntry]) -> Result<FlushOutcome, CatalogError> {
+        let mut outcome = FlushOutcome::default();
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let mut keys = 0;
+            let n = rest
+                .iter()
+                .take_while(|e| {
+                    keys += e.keys();
+                    keys <= self.budget()
+                })
+                .count()
+                .max(1);
+            let part = transact!(self, |t| commit_some(t, owner, &rest[..n]).await)?;
+            outcome.deleted.extend(part.deleted);
+            outcome.fenced.extend(part.fenced);
+            rest = &rest[n..];
+        }
+        Ok(outcome)
+    }
+}
+
+async fn commit_some(t: &mut Txn, owner: &str, entries: &[FlushEntry]) -> Result<FlushOutcome, CatalogError> {
+    // Every entry's lease and state, read for update in one request.
+    let mut keys = Vec::with_capacity(entries.len() * 2);
+    for e in entries {
+        keys.push(lease::key(e.topic_id, e.partition));
+        keys.push(partition::key(e.topic_id, e.partition));
+    }
+    let raw: Vec<Option<Bytes>> = t.batch_get_for_update(&keys).await?;
+    let mut states: std::collections::HashMap<PartitionId, (Option<Lease>, Option<PartitionState>)> =
+        Default::default();
+    for (i, e) in entries.iter().enumerate() {
+        let lease =
+            raw[2 * i].as_ref().map(|v| Lease::decode(v).map_err(|err| corrupt(&keys[2 * i], err))).transpose()?;
+        let state = raw[2 * i + 1]
+            .as_ref()
+            .map(|v| PartitionState::decode(v).map_err(|err| corrupt(&keys[2 * i + 1], err)))
+            .transpose()?;
+        states.entry((e.topic_id, e.partition)).or_insert((lease, state));
+    }
+    let mut outcome = FlushOutcome::default();
+    for e in entries {
+        let id = (e.topic_id, e.partition);
+        if outcome.deleted.contains(&id) || outcome.fenced.contains(&id) {
+            continue;
+        }
+        let (lease, state) = states.get_mut(&id).expect("read above");
+        let Some(state) = state.as_mut() else {
+            outcome.deleted.push(id);
+            continue;
+        };
+        if !matches!(lease, Some(l) if l.owner == owner && l.epoch == e.epoch) {
+            outcome.fenced.push(id);
+            continue;
+        }
+        if e.segment.last_offset < state.high_watermark {
+            // A commit that went through although its caller saw an
+            // error (a timeout, a lost connection): already done.
+            let key = key(e.topic_id, e.partition, e.segment.last_offset);
+            if t.get(&key).await?.is_some_and(|raw| raw[..] == e.segment.encode()[..]) {
+                continue;
+            }
+        }
+        if e.segment.base_offset != state.high_watermark {
+            // The owner assigns offsets contiguously; anything else is a bug
+            // that must not reach the index.
+            return Err(CatalogError::Corrupt {
+                key: format!("{:02x?}", partition::key(e.topic_id, e.partition)),
+                source: CodecError::Invalid("segment does not start at the high watermark"),
+            });
+        }
+        state.high_watermark = e.segment.last_offset + 1;
+        t.put(key(e.topic_id, e.partition, e.segment.last_offset), e.segment.encode());
+        t.put(partition::key(e.topic_id, e.partition), state.encode());
+        for (id, p) in &e.producers {
+            t.put(producer::key(e.topic_id, e.partition, *id), p.encode());
+        }
+        for id in &e.expired {
+            t.delete(producer::key(e.topic_id, e.partition, *id));
+        }
+    }
+    Ok(outcome)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::tests::catalog;
+    use crate::catalog::BatchMeta;
+
+    fn seg(base: i64, last: i64) -> Segment {
+        Segment {
+            base_offset: base,
+            last_offset: last,
+            object: format!("o/{base}"),
+            start: 0,
+            len: 10,
+            max_timestamp: 0,
+        }
+    }
+
+    /// Takes a partition's lease for `owner`.
+    async fn take(c: &Catalog, owner: &str, id: PartitionId, now_ms: i64) -> Lease {
+        let got = c.acquire_leases(owner, "addr", &[id], now_ms).await.unwrap();
+        got.taken.into_iter().next().expect("the lease is free").1
+    }
+
+    fn producer_state(base_sequence: i32, last_sequence: i32, base_offset: i64) -> ProducerState {
+        let last_offset = base_offset + i64::from(last_sequence - base_sequence);
+        ProducerState {
+            epoch: 0,
+            updated_ms: 5,
+            batches: vec![BatchMeta { base_sequence, last_sequence, base_offset, last_offset }],
+        }
+    }
+
+    #[tokio::test]
+    async fn flush_commits_advance_the_watermark_and_index() {
+        let (_d, c) = catalog().await;
+        let t = c.create_topic("t", 2, 0).await.unwrap();
+        let lease = take(&c, "agent-1", (t.id, 0), 0).await;
+        let out = c
+            .commit_flush(
+                "agent-1",
+                &[
+                    FlushEntry {
+                        topic_id: t.id,
+                        partition: 0,
+                        epoch: lease.epoch,
+                        segment: seg(0, 9),
+                        producers: vec![(7, producer_state(0, 9, 0))],
+                        expired: vec![],
+                    },
+                    FlushEntry {
+                        topic_id: t.id,
+                        partition: 0,
+                        epoch: lease.epoch,
+                        segment: seg(10, 14),
+                        producers: vec![(7, producer_state(10, 14, 10)), (8, producer_state(0, 0, 12))],
+                        expired: vec![],
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, FlushOutcome::default());
+        let states = c.partitions(&t).await.unwrap();
+        assert_eq!(states[0].0.high_watermark, 15);
+        assert_eq!(states[1].0.high_watermark, 0);
+        assert_eq!(c.segments(t.id, 0, 0, 10).await.unwrap(), vec![seg(0, 9), seg(10, 14)]);
+        assert_eq!(c.segments(t.id, 0, 9, 10).await.unwrap(), vec![seg(0, 9), seg(10, 14)]);
+        assert_eq!(c.segments(t.id, 0, 10, 10).await.unwrap(), vec![seg(10, 14)]);
+        assert!(c.segments(t.id, 0, 15, 10).await.unwrap().is_empty());
+        // Each producer's latest state, by id; none for the other partition.
+        assert_eq!(
+            c.producers(t.id, 0).await.unwrap(),
+            vec![(7, producer_state(10, 14, 10)), (8, producer_state(0, 0, 12))]
+        );
+        assert!(c.producers(t.id, 1).await.unwrap().is_empty());
+        let both = c.producers_of(t.id, 0, 1).await.unwrap();
+        assert_eq!(both.len(), 1);
+        assert_eq!(both[&0], c.producers(t.id, 0).await.unwrap());
+        c.forget_producers(t.id, 0, &[7]).await.unwrap();
+        assert_eq!(c.producers(t.id, 0).await.unwrap(), vec![(8, producer_state(0, 0, 12))]);
+        // A flush commit forgets expired producers too.
+        let last = FlushEntry {
+            topic_id: t.id,
+            partition: 0,
+            epoch: lease.epoch,
+            segment: seg(15, 15),
+            producers: vec![],
+            expired: vec![8],
+        };
+        c.commit_flush("agent-1", &[last]).await.unwrap();
+        assert!(c.producers(t.id, 0).await.unwrap().is_empty());
+        c.delete_topic("t").await.unwrap();
+        assert!(c.producers(t.id, 0).await.unwrap().is_empty(), "deleting the topic forgets its producers");
+    }
+
+    #[tokio::test]
+    async fn a_flush_committed_twice_is_committed_once() {
+        let (_d, c) = catalog().await;
+        let t = c.create_topic("t", 1, 0).await.unwrap();
+        let lease = take(&c, "a", (t.id, 0), 0).await;
+        let entry = |s| FlushEntry {
+            topic_id: t.id,
+            partition: 0,
+            epoch: lease.epoch,
+            segment: s,
+            producers: vec![(7, producer_state(0, 4, 0))],
+            expired: vec![],
+        };
+        // The caller of the first commit saw an error and tries again.
+        c.commit_flush("a", &[entry(seg(0, 4))]).await.unwrap();
+        assert_eq!(c.commit_flush("a", &[entry(seg(0, 4))]).await.unwrap(), FlushOutcome::default());
+        assert_eq!(c.segments(t.id, 0, 0, 10).await.unwrap(), vec![seg(0, 4)]);
+        assert_eq!(c.partitions(&t).await.unwrap()[0].0.high_watermark, 5);
+        // A different segment over committed offsets is still refused.
+        let other = Segment { object: "elsewhere".into(), ..seg(0, 4) };
+        assert!(matches!(c.commit_flush("a", &[entry(other)]).await, Err(CatalogError::Corrupt { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_stale_epoch_is_fenced_and_writes_nothing() {
+        let (_d, c) = catalog().await;
+        let t = c.create_topic("t", 1, 0).await.unwrap();
+        c.heartbeat("agent-1", "a1", 0, 0, 100).await.unwrap();
+        let old = take(&c, "agent-1", (t.id, 0), 0).await;
+        assert_eq!(c.acquire_leases("agent-2", "a2", &[(t.id, 0)], 50).await.unwrap().held, vec![(t.id, 0)]);
+        let new = take(&c, "agent-2", (t.id, 0), 200).await;
+        assert_eq!(new.epoch, old.epoch + 1);
+        let entry = FlushEntry {
+            topic_id: t.id,
+            partition: 0,
+            epoch: old.epoch,
+            segment: seg(0, 4),
+            producers: vec![(3, producer_state(0, 4, 0))],
+            expired: vec![],
+        };
+        let out = c.commit_flush("agent-1", &[entry]).await.unwrap();
+        assert_eq!(out.fenced, vec![(t.id, 0)]);
+        assert!(c.segments(t.id, 0, 0, 10).await.unwrap().is_empty());
+        assert_eq!(c.partitions(&t).await.unwrap()[0].0.high_watermark, 0);
+        assert!(c.producers(t.id, 0).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn flushes_for_a_deleted_topic_are_dropped() {
+        let (_d, c) = catalog().await;
+        let t = c.create_topic("t", 1, 0).await.unwrap();
+        let l = take(&c, "a", (t.id, 0), 0).await;
+        c.delete_topic("t").await.unwrap();
+        let out = c
+            .commit_flush(
+                "a",
+                &[FlushEntry {
+                    topic_id: t.id,
+                    partition: 0,
+                    epoch: l.epoch,
+                    segment: seg(0, 0),
+                    producers: vec![],
+                    expired: vec![],
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.deleted, vec![(t.id, 0)]);
+        assert!(c.segments(t.id, 0, 0, 10).await.unwrap().is_empty());
+    }
 
     #[test]
     fn round_trips_and_keys_sort_by_last_offset() {

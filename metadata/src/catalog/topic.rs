@@ -1,9 +1,12 @@
 //! Topic records: `0x01 | name -> Topic`.
 
 use crate::codec::{CodecError, Reader};
+use crate::CatalogError;
 use bytes::BufMut;
 
-use super::keys;
+use super::{change, corrupt, keys, next_counter, partition, read, scan_prefix, Catalog, PartitionState};
+
+const TOPIC_ID_COUNTER: &[u8] = b"topic-id";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topic {
@@ -48,9 +51,146 @@ impl Topic {
     }
 }
 
+impl Catalog {
+    /// Creates a topic with `partitions` partitions, all empty. The topic
+    /// appears at once, with all its partitions: when they are too many for
+    /// one transaction, they are written first, under a fresh topic id, and
+    /// the topic last.
+    pub async fn create_topic(&self, name: &str, partitions: u32, now_ms: i64) -> Result<Topic, CatalogError> {
+        let in_one = partitions as usize + 3 <= self.budget();
+        let early_id = match in_one {
+            true => None,
+            false => {
+                let id = transact!(self, |t| next_counter(t, TOPIC_ID_COUNTER).await)?;
+                let keys: Vec<Vec<u8>> = (0..partitions).map(|p| partition::key(id, p)).collect();
+                for chunk in keys.chunks(self.budget()) {
+                    transact!(self, |t| {
+                        for k in chunk {
+                            t.put(k.clone(), PartitionState::default().encode());
+                        }
+                        Ok(())
+                    })?;
+                }
+                Some(id)
+            }
+        };
+        let created = transact!(self, |t| {
+            let key = key(name);
+            if t.get_for_update(&key).await?.is_some() {
+                return Err(CatalogError::TopicExists(name.into()));
+            }
+            let id = match early_id {
+                Some(id) => id,
+                None => next_counter(t, TOPIC_ID_COUNTER).await?,
+            };
+            let topic = Topic { name: name.into(), id, partitions, created_ms: now_ms };
+            t.put(key, topic.encode());
+            if in_one {
+                for p in 0..partitions {
+                    t.put(partition::key(id, p), PartitionState::default().encode());
+                }
+            }
+            change::mark(t, &self.writer);
+            Ok(topic)
+        });
+        if let (Err(CatalogError::TopicExists(_)), Some(id)) = (&created, early_id) {
+            self.delete_topic_keys(id).await?;
+        }
+        created
+    }
+
+    /// Deletes every per-partition key of a topic id, a budget's worth per
+    /// transaction. Safe to repeat: ids are never reused.
+    async fn delete_topic_keys(&self, topic_id: u64) -> Result<(), CatalogError> {
+        let page = self.budget().min(4096);
+        for kind in [keys::PARTITION, keys::LEASE, keys::SEGMENT, keys::PRODUCER] {
+            let prefix = keys::topic_prefix(kind, topic_id);
+            let end = keys::prefix_end(&prefix);
+            loop {
+                let done = transact!(self, |t| {
+                    let rows = t.scan(&prefix, &end, page, false).await?;
+                    let done = rows.len() < page;
+                    for (k, _) in rows {
+                        t.delete(k);
+                    }
+                    Ok(done)
+                })?;
+                if done {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a topic and its partitions' state, leases, segment index and
+    /// producer states. The objects it referenced are left to object garbage
+    /// collection.
+    ///
+    /// The topic and its partitions' state go in one transaction when they
+    /// fit in one, so no agent commits to a partition of a deleted topic; the
+    /// rest follows in transactions of their own.
+    pub async fn delete_topic(&self, name: &str) -> Result<Topic, CatalogError> {
+        let topic = transact!(self, |t| {
+            let key = key(name);
+            let Some(topic) = read(t, &key, true, |v| Topic::decode(name, v)).await? else {
+                return Err(CatalogError::UnknownTopic(name.into()));
+            };
+            t.delete(key);
+            if (topic.partitions as usize) + 2 < self.budget() {
+                for p in 0..topic.partitions {
+                    t.delete(partition::key(topic.id, p));
+                }
+            }
+            change::mark(t, &self.writer);
+            Ok(topic)
+        })?;
+        self.delete_topic_keys(topic.id).await?;
+        Ok(topic)
+    }
+
+    pub async fn topic(&self, name: &str) -> Result<Option<Topic>, CatalogError> {
+        read_only!(self, |t| read(t, &key(name), false, |v| Topic::decode(name, v)).await)
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<Topic>, CatalogError> {
+        read_only!(self, |t| list(t).await)
+    }
+}
+
+/// Every topic, by name.
+pub(crate) async fn list(t: &mut super::Txn) -> Result<Vec<Topic>, CatalogError> {
+    scan_prefix(t, &[keys::TOPIC])
+        .await?
+        .into_iter()
+        .map(|(k, v)| {
+            let name = name_from_key(&k).ok_or_else(|| corrupt(&k, CodecError::Invalid("topic name")))?;
+            Topic::decode(name, &v).map_err(|e| corrupt(&k, e))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::tests::catalog;
+
+    #[tokio::test]
+    async fn topics_are_created_listed_and_deleted() {
+        let (_d, c) = catalog().await;
+        let a = c.create_topic("a", 3, 1).await.unwrap();
+        assert!(matches!(c.create_topic("a", 1, 2).await, Err(CatalogError::TopicExists(_))));
+        let b = c.create_topic("b", 1, 3).await.unwrap();
+        assert_ne!(a.id, b.id);
+        let names: Vec<_> = c.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, vec!["a", "b"]);
+        assert_eq!(c.partitions(&a).await.unwrap().len(), 3);
+        c.delete_topic("a").await.unwrap();
+        assert!(matches!(c.delete_topic("a").await, Err(CatalogError::UnknownTopic(_))));
+        assert_eq!(c.topic("a").await.unwrap(), None);
+        let again = c.create_topic("a", 1, 4).await.unwrap();
+        assert!(again.id > b.id, "ids are never reused");
+    }
 
     #[test]
     fn round_trips() {

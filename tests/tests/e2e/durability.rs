@@ -118,7 +118,7 @@ fn a_corrupted_object_is_reported_never_returned() {
     objects.sort();
     let path = &objects[0];
     let mut bytes = std::fs::read(path).unwrap();
-    let entries = silt_agent::object::read_footer(&bytes).unwrap();
+    let entries = silt_agent::format::object::read_footer(&bytes).unwrap();
     let at = entries[0].start as usize + 20;
     bytes[at] ^= 0x01;
     std::fs::write(path, &bytes).unwrap();

@@ -42,7 +42,7 @@ async fn one_object_per_flush_holds_every_partition() {
     }
     let files = objects(agent.dir.path());
     assert_eq!(files.len(), 1, "one flush, one object: {files:?}");
-    let entries = silt_agent::object::read_footer(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let entries = silt_agent::format::object::read_footer(&std::fs::read(&files[0]).unwrap()).unwrap();
     let mut partitions: Vec<_> = entries.iter().map(|e| (e.partition, e.base_offset, e.last_offset)).collect();
     partitions.sort();
     assert_eq!(partitions, vec![(0, 0, 9), (1, 0, 9), (2, 0, 9)]);

@@ -31,7 +31,7 @@ pub(crate) async fn raw_connection_to(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"silt/1".to_vec()];
+    tls.alpn_protocols = vec![silt_wire::ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
@@ -68,10 +68,15 @@ async fn garbage_streams_are_closed_and_the_connection_lives_on() {
     assert_eq!(error_code(exchange(&conn, b"\xff\xff\xff\xffgarbage").await), Some(ErrorCode::MalformedFrame));
     // A frame shorter than its head.
     assert_eq!(error_code(exchange(&conn, &[0, 0, 0, 1, 1]).await), Some(ErrorCode::MalformedFrame));
-    // A frame with an unknown version.
-    assert_eq!(error_code(exchange(&conn, &[0, 0, 0, 2, 9, 3]).await), Some(ErrorCode::MalformedFrame));
-    // A well-framed request of an unknown kind.
-    assert_eq!(error_code(exchange(&conn, &Frame::encode(0x42, b"?")).await), Some(ErrorCode::MalformedFrame));
+    // A frame of a version this agent does not speak (a newer client's).
+    assert_eq!(error_code(exchange(&conn, &[0, 0, 0, 2, 9, 3]).await), Some(ErrorCode::UnsupportedVersion));
+    // A well-framed request of a kind this agent does not know (a newer client's).
+    assert_eq!(error_code(exchange(&conn, &Frame::encode(0x42, b"?")).await), Some(ErrorCode::UnknownRequest));
+    // A known kind whose body does not parse.
+    assert_eq!(
+        error_code(exchange(&conn, &Frame::encode(Request::ListTopics.kind(), b"extra")).await),
+        Some(ErrorCode::MalformedFrame)
+    );
     // A produce whose batch is garbage is rejected whole.
     let produce = Request::Produce {
         topic: "t".into(),

@@ -182,7 +182,7 @@ async fn a_corrupted_object_in_s3_is_reported_never_returned() {
     let objects: Vec<_> = store.list(Some(&ObjectPath::from("corrupt/data"))).try_collect().await.unwrap();
     let first = objects.iter().min_by_key(|o| o.location.to_string()).unwrap().location.clone();
     let mut bytes = object_store::ObjectStoreExt::get(&store, &first).await.unwrap().bytes().await.unwrap().to_vec();
-    let entries = silt_agent::object::read_footer(&bytes).unwrap();
+    let entries = silt_agent::format::object::read_footer(&bytes).unwrap();
     bytes[entries[0].start as usize + 20] ^= 0x01;
     object_store::ObjectStoreExt::put(&store, &first, PutPayload::from(bytes)).await.unwrap();
 

@@ -31,9 +31,9 @@ pub struct ReadStats {
 
 pub struct ReadCache {
     cache: HybridCache<String, Bytes>,
-    pub(crate) gets: AtomicU64,
-    pub(crate) hits: AtomicU64,
-    pub(crate) recent_hits: AtomicU64,
+    gets: AtomicU64,
+    hits: AtomicU64,
+    recent_hits: AtomicU64,
 }
 
 impl ReadCache {
@@ -45,6 +45,7 @@ impl ReadCache {
                 let device = std::fs::create_dir_all(&path).map_err(|e| e.to_string()).and_then(|_| {
                     FsDeviceBuilder::new(&path).with_capacity(disk_bytes).build().map_err(|e| e.to_string())
                 });
+                // (Logged here, with its reason, and left out.)
                 match device {
                     Ok(d) => devices.push(d),
                     Err(e) => tracing::error!(dir = %path.display(), error = %e,
@@ -60,7 +61,7 @@ impl ReadCache {
                     .into_iter()
                     .fold(CombinedDeviceBuilder::new(), |b, d| b.with_device(d))
                     .build()
-                    .map_err(|e| AgentError::Cache(e.to_string()))?,
+                    .map_err(|e| AgentError::Cache(Box::new(e)))?,
             ),
         };
         let storage = HybridCacheBuilder::new()
@@ -76,7 +77,7 @@ impl ReadCache {
             Some(device) => storage.with_engine_config(BlockEngineConfig::new(device)),
             None => storage,
         };
-        let cache = storage.build().await.map_err(|e| AgentError::Cache(e.to_string()))?;
+        let cache = storage.build().await.map_err(|e| AgentError::Cache(Box::new(e)))?;
         Ok(Arc::new(ReadCache {
             cache,
             gets: AtomicU64::new(0),
@@ -97,6 +98,16 @@ impl ReadCache {
                 None
             }
         }
+    }
+
+    /// A GET sent to the object store.
+    pub fn count_get(&self) {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A read served from the recently written objects.
+    pub fn count_recent_hit(&self) {
+        self.recent_hits.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn insert(&self, key: String, value: Bytes) {

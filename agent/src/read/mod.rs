@@ -1,60 +1,30 @@
 //! The read path: find the index entry holding an offset (in memory, else
 //! in the metadata store), read its byte range (recent objects from memory,
-//! else a ranged GET), and return whole, CRC-checked batches.
+//! else the read cache, else a ranged GET), and return whole, CRC-checked
+//! batches.
+//!
+//! - [`index`]: each partition's cache of its segment index.
+//! - [`recent`]: recently written objects, whole, in memory.
+//! - [`cache`]: the foyer read cache (memory + cache-dir disks).
+//!
+//! The log below writes into these as it commits (new index entries, new
+//! objects); readers only read.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+pub mod cache;
+pub mod index;
+pub mod recent;
+
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use object_store::{path::Path, ObjectStore, ObjectStoreExt};
 use silt_metadata::catalog::Segment;
 use silt_metadata::Catalog;
 
-use crate::cache::ReadCache;
 use crate::error::ServiceError;
-use crate::partition::Partition;
-
-/// Recently written objects, kept whole in memory up to a byte budget:
-/// consumers near the tail read from here instead of the object store.
-pub struct RecentObjects {
-    inner: Mutex<Recent>,
-    capacity: usize,
-}
-
-#[derive(Default)]
-struct Recent {
-    objects: HashMap<String, Bytes>,
-    order: VecDeque<String>,
-    bytes: usize,
-}
-
-impl RecentObjects {
-    pub fn new(capacity: usize) -> Self {
-        RecentObjects { inner: Default::default(), capacity }
-    }
-
-    pub fn insert(&self, name: String, data: Bytes) {
-        if data.len() > self.capacity {
-            return;
-        }
-        let mut r = self.inner.lock().expect("recent objects lock");
-        r.bytes += data.len();
-        r.objects.insert(name.clone(), data);
-        r.order.push_back(name);
-        while r.bytes > self.capacity {
-            let Some(old) = r.order.pop_front() else {
-                break;
-            };
-            if let Some(d) = r.objects.remove(&old) {
-                r.bytes -= d.len();
-            }
-        }
-    }
-
-    pub fn get(&self, name: &str) -> Option<Bytes> {
-        self.inner.lock().expect("recent objects lock").objects.get(name).cloned()
-    }
-}
+pub use cache::{ReadCache, ReadStats};
+pub use index::SegmentIndex;
+pub use recent::RecentObjects;
 
 pub struct ReadPath {
     pub store: Arc<dyn ObjectStore>,
@@ -71,7 +41,7 @@ impl ReadPath {
     /// `max_bytes` in all (at least one batch when any is readable).
     pub async fn read(
         &self,
-        part: &Partition,
+        part: &SegmentIndex,
         offset: i64,
         max_bytes: usize,
         high_watermark: i64,
@@ -125,18 +95,16 @@ impl ReadPath {
         Ok(out.freeze())
     }
 
-    async fn segment(&self, part: &Partition, offset: i64) -> Result<Segment, ServiceError> {
-        if let Some(s) = part.cached_segment(offset) {
+    async fn segment(&self, index: &SegmentIndex, offset: i64) -> Result<Segment, ServiceError> {
+        if let Some(s) = index.cached(offset) {
             return Ok(s);
         }
-        let found = self.catalog.segments(part.topic_id, part.partition, offset, INDEX_PAGE).await?;
+        let (topic_id, partition) = index.id();
+        let found = self.catalog.segments(topic_id, partition, offset, INDEX_PAGE).await?;
         let first = found.first().cloned().filter(|s| s.base_offset <= offset);
-        part.remember(found);
+        index.remember(found);
         first.ok_or_else(|| {
-            ServiceError::Corrupt(format!(
-                "the index has no entry for {}/{} offset {offset}",
-                part.topic, part.partition
-            ))
+            ServiceError::Corrupt(format!("the index has no entry for {} offset {offset}", index.name()))
         })
     }
 
@@ -145,7 +113,7 @@ impl ReadPath {
         let (start, end) = (s.start, s.start + s.len);
         if let Some(obj) = self.recent.get(&s.object) {
             if end as usize <= obj.len() {
-                self.cache.recent_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.cache.count_recent_hit();
                 return Ok((obj.slice(start as usize..end as usize), None));
             }
         }
@@ -158,12 +126,12 @@ impl ReadPath {
 
     /// A ranged GET, remembered in the read cache.
     async fn fetch(&self, s: &Segment, key: String) -> Result<Bytes, ServiceError> {
-        self.cache.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.cache.count_get();
         let data = self
             .store
             .get_range(&Path::from(s.object.as_str()), s.start..s.start + s.len)
             .await
-            .map_err(ServiceError::Storage)?;
+            .map_err(|e| ServiceError::Storage(Arc::new(e)))?;
         self.cache.insert(key, data.clone());
         Ok(data)
     }

@@ -1,9 +1,10 @@
 //! The one place where the agent's errors become wire error codes.
 
-use silt_wire::ErrorCode;
+use silt_wire::{DecodeError, ErrorCode, FrameError};
 
+use super::StreamError;
+use crate::core::producers::SequenceError;
 use crate::error::ServiceError;
-use crate::producers::SequenceError;
 
 pub fn code_of(e: &ServiceError) -> ErrorCode {
     match e {
@@ -33,14 +34,35 @@ pub fn code_of(e: &ServiceError) -> ErrorCode {
     }
 }
 
-/// The message sent with the code: the error and its sources, in words.
-pub fn message_of(e: &ServiceError) -> String {
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
+/// The code a stream that carried no valid request is closed with: a newer
+/// client can tell an older agent (unknown request, unsupported version)
+/// from a broken frame.
+pub fn code_of_stream(e: &StreamError) -> ErrorCode {
+    match e {
+        StreamError::Frame(FrameError::Version(_)) => ErrorCode::UnsupportedVersion,
+        StreamError::Request(DecodeError::UnknownKind(_)) => ErrorCode::UnknownRequest,
+        StreamError::Timeout => ErrorCode::Timeout,
+        StreamError::ShuttingDown => ErrorCode::ShuttingDown,
+        _ => ErrorCode::MalformedFrame,
     }
-    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_clients_request_is_told_apart_from_a_broken_frame() {
+        let cases = [
+            (StreamError::Frame(FrameError::Version(2)), ErrorCode::UnsupportedVersion),
+            (StreamError::Request(DecodeError::UnknownKind(99)), ErrorCode::UnknownRequest),
+            (StreamError::Frame(FrameError::TooShort(1)), ErrorCode::MalformedFrame),
+            (StreamError::Request(DecodeError::Trailing(3)), ErrorCode::MalformedFrame),
+            (StreamError::Timeout, ErrorCode::Timeout),
+        ];
+        for (e, code) in cases {
+            assert_eq!(code_of_stream(&e), code, "{e}");
+        }
+        assert!(code_of(&ServiceError::Fenced { topic: "t".into(), partition: 0 }).is_retriable());
+    }
 }

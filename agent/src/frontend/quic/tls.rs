@@ -16,7 +16,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use crate::config::TlsSource;
 use crate::error::AgentError;
 
-pub const ALPN: &[u8] = b"silt/1";
 pub const CA_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca-key.pem";
 const CA_NAME: &str = "silt local CA";
@@ -26,8 +25,12 @@ pub struct Material {
     pub key: PrivateKeyDer<'static>,
 }
 
-fn tls_err(what: &str, e: impl std::fmt::Display) -> AgentError {
-    AgentError::Tls(format!("{what}: {e}"))
+fn tls_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> AgentError {
+    AgentError::Tls { what: what.to_string(), source: Some(Box::new(e)) }
+}
+
+fn tls_fail(what: String) -> AgentError {
+    AgentError::Tls { what, source: None }
 }
 
 pub fn load(source: &TlsSource, names: &[String]) -> Result<Material, AgentError> {
@@ -37,7 +40,7 @@ pub fn load(source: &TlsSource, names: &[String]) -> Result<Material, AgentError
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| tls_err(&format!("reading certificate {}", cert.display()), e))?;
             if chain.is_empty() {
-                return Err(AgentError::Tls(format!("{} holds no certificate", cert.display())));
+                return Err(tls_fail(format!("{} holds no certificate", cert.display())));
             }
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| tls_err(&format!("reading private key {}", key.display()), e))?;
@@ -117,7 +120,7 @@ fn load_or_create_ca(dir: &Path) -> Result<(CertificateParams, KeyPair), AgentEr
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(AgentError::Tls(format!("{} has {CA_KEY_FILE} but no {CA_FILE}", dir.display())))
+    Err(tls_fail(format!("{} has {CA_KEY_FILE} but no {CA_FILE}", dir.display())))
 }
 
 fn write_temp(dir: &Path, contents: &str) -> Result<PathBuf, AgentError> {
@@ -139,7 +142,7 @@ pub fn server_config(material: Material, max_streams: u32) -> Result<quinn::Serv
         .with_no_client_auth()
         .with_single_cert(material.chain, material.key)
         .map_err(|e| tls_err("certificate and key do not match", e))?;
-    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    crypto.alpn_protocols = vec![silt_wire::ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).map_err(|e| tls_err("QUIC TLS", e))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();

@@ -1,64 +1,56 @@
 //! The write path's second half: buffered batches from every owned
 //! partition become one object, one PUT and one metadata transaction.
 //!
-//! [`Policy`] decides when (plain, clock passed in); [`Queue`] holds what
-//! waits; [`run`] is the loop that drives them.
+//! `core::flush::Policy` decides when; [`Queue`] holds what waits; [`run`]
+//! is the loop that drives them. Each partition hears how its batches went
+//! through its mailbox ([`Report`]); the flusher never calls into it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::{path::Path, ObjectStore, PutMode, PutOptions, PutPayload};
-use silt_metadata::catalog::{FlushEntry, Segment};
+use silt_metadata::catalog::{FlushEntry, PartitionId, ProducerState, Segment};
 use silt_metadata::{Catalog, CatalogError};
 use silt_wire::Batch;
-use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::partition::{settle_without_actor, PartitionRef, Report, Settled};
+use super::Replies;
+use crate::clock::SharedClock;
+use crate::core::flush::Policy;
 use crate::error::ServiceError;
-use crate::object;
-use crate::partition::Partition;
+use crate::format::object;
+use crate::metrics::{self, Metrics};
 use crate::read::RecentObjects;
-
-/// When to flush: at `max_bytes` buffered, or `interval` after the oldest
-/// buffered batch arrived, whichever comes first.
-#[derive(Debug, Clone, Copy)]
-pub struct Policy {
-    pub max_bytes: usize,
-    pub interval: Duration,
-}
-
-impl Policy {
-    /// The instant the buffer is due, or None when it is empty.
-    pub fn due(&self, bytes: usize, oldest: Option<Instant>) -> Option<Instant> {
-        let oldest = oldest?;
-        Some(if bytes >= self.max_bytes { oldest } else { oldest + self.interval })
-    }
-}
 
 /// A batch with its offsets assigned, waiting to be flushed.
 pub struct Pending {
-    pub partition: Arc<Partition>,
+    pub part: PartitionRef,
     pub batch: Batch,
-    /// Resolved once the batch is durable (None: acks=none, already answered).
-    pub done: Option<oneshot::Sender<Result<(i64, i64), ServiceError>>>,
-    /// acks=local: resolved once the batch is committed (`done` may resolve
-    /// earlier, from the WAL).
-    pub committed: Option<oneshot::Sender<Result<(i64, i64), ServiceError>>>,
-    /// Holds the batch's share of the in-flight byte limit until it is durable.
-    pub permit: OwnedSemaphorePermit,
-    /// Keeps the batch's WAL file until the batch is committed.
-    pub wal: Option<crate::wal::Hold>,
+    pub replies: Replies,
+    /// An idempotent batch's producer, with its state as of this batch.
+    pub producer: Option<(i64, ProducerState)>,
+    /// Producers idle past their expiry, to forget with this batch's commit.
+    pub expired: Vec<i64>,
+}
+
+impl Pending {
+    fn settle(self) -> Settled {
+        Settled { offsets: (self.batch.header().base_offset, self.batch.last_offset()), replies: self.replies }
+    }
 }
 
 #[derive(Default)]
 struct Buffer {
     batches: Vec<Pending>,
     bytes: usize,
-    oldest: Option<Instant>,
+    oldest: Option<std::time::Instant>,
 }
 
 pub struct Queue {
@@ -78,7 +70,7 @@ impl Queue {
         b.bytes += pending.batch.bytes().len();
         b.batches.push(pending);
         if was_empty {
-            b.oldest = Some(Instant::now());
+            b.oldest = Some(std::time::Instant::now());
         }
         if was_empty || b.bytes >= self.policy.max_bytes {
             self.wake.notify_one();
@@ -87,7 +79,7 @@ impl Queue {
 
     fn due(&self) -> Option<Instant> {
         let b = self.buffer.lock().expect("flush buffer lock");
-        self.policy.due(b.bytes, b.oldest)
+        self.policy.due(b.bytes, b.oldest).map(Instant::from_std)
     }
 
     fn take(&self) -> (Vec<Pending>, usize) {
@@ -103,7 +95,8 @@ pub struct Flusher {
     pub agent_id: String,
     pub recent: Arc<RecentObjects>,
     pub seq: std::sync::atomic::AtomicU64,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
 }
 
 /// Flushes until `stop` is cancelled, then flushes what is left once more.
@@ -191,9 +184,9 @@ impl Flusher {
         }
         // Group by partition, keeping each partition's offset order.
         let mut runs: Vec<Vec<Pending>> = Vec::new();
-        let mut index: std::collections::HashMap<(u64, u32), usize> = Default::default();
+        let mut index: HashMap<PartitionId, usize> = HashMap::new();
         for p in batches {
-            let id = p.partition.id();
+            let id = p.part.id;
             let slot = *index.entry(id).or_insert_with(|| {
                 runs.push(Vec::new());
                 runs.len() - 1
@@ -203,12 +196,12 @@ impl Flusher {
         let mut builder = object::Builder::with_capacity(bytes);
         for run in &runs {
             for p in run {
-                builder.push(p.partition.topic_id, p.partition.partition, &p.batch);
+                builder.push(p.part.id.0, p.part.id.1, &p.batch);
             }
         }
         let (data, entries) = builder.finish();
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let prepared = Prepared { name: object_name(&self.agent_id, seq), data, entries, runs };
+        let prepared = Prepared { name: object_name(&self.agent_id, self.clock.now_ms(), seq), data, entries, runs };
         let (this, stop) = (self.clone(), stop.clone());
         Some(tokio::spawn(
             async move {
@@ -216,7 +209,7 @@ impl Flusher {
                     Ok(()) => Some(prepared),
                     Err(e) => {
                         tracing::error!(object = %prepared.name, error = %e, "giving up on a flush; its producers get an error");
-                        fail_all(prepared.runs, || ServiceError::Storage(clone_store_error(&e)));
+                        fail_all(prepared.runs, ServiceError::Storage(Arc::new(e)));
                         None
                     }
                 }
@@ -225,77 +218,48 @@ impl Flusher {
         ))
     }
 
-    /// Commits an uploaded object's index entries and answers its producers.
+    /// Commits an uploaded object's index entries and reports to each partition.
     async fn finish(&self, uploaded: Uploaded, stop: &CancellationToken) {
-        let Some(Prepared { name, data, entries, runs: order }) = uploaded else { return };
+        let Some(Prepared { name, data, entries, runs }) = uploaded else { return };
         // One footer entry per partition run: the pairing below relies on it.
-        if entries.len() != order.len() {
-            tracing::error!(object = %name, entries = entries.len(), runs = order.len(),
+        if entries.len() != runs.len() {
+            tracing::error!(object = %name, entries = entries.len(), runs = runs.len(),
                 "an object's runs do not match its partitions; failing its batches");
-            fail_all(order, || ServiceError::Corrupt(format!("object {name} was built with non-contiguous offsets")));
+            fail_all(runs, ServiceError::Corrupt(format!("object {name} was built with non-contiguous offsets")));
             return;
         }
-        crate::metrics::add(&self.metrics.objects_written, 1);
-        crate::metrics::add(&self.metrics.object_bytes_written, data.len() as u64);
+        metrics::add(&self.metrics.objects_written, 1);
+        metrics::add(&self.metrics.object_bytes_written, data.len() as u64);
         self.recent.insert(name.clone(), data);
-        let mut flush_entries = Vec::with_capacity(entries.len());
-        for (e, run) in entries.iter().zip(&order) {
-            let (producers, expired) = run[0].partition.producers_after(run.iter().map(|p| p.batch.header()));
-            flush_entries.push(FlushEntry {
-                topic_id: e.topic_id,
-                partition: e.partition,
-                epoch: run[0].partition.epoch,
-                segment: Segment {
-                    base_offset: e.base_offset,
-                    last_offset: e.last_offset,
-                    object: name.clone(),
-                    start: e.start,
-                    len: e.len,
-                    max_timestamp: e.max_timestamp,
-                },
-                producers,
-                expired,
-            });
-        }
+        let flush_entries: Vec<FlushEntry> =
+            entries.iter().zip(&runs).map(|(e, run)| flush_entry(&name, e, run)).collect();
         let outcome = match self.commit(&flush_entries, stop).await {
             Ok(o) => {
-                crate::metrics::add(&self.metrics.index_commits, 1);
+                metrics::add(&self.metrics.index_commits, 1);
                 o
             }
             Err(e) => {
-                tracing::error!(object = %name, error = %e, "giving up on an index commit; its producers get an error");
-                let message = e.to_string();
-                fail_all(order, || ServiceError::NotCommitted(message.clone()));
+                tracing::error!(object = %name, error = %crate::error::describe(&e), "giving up on an index commit; its producers get an error");
+                fail_all(runs, ServiceError::NotCommitted(Arc::new(e)));
                 return;
             }
         };
-        for (entry, run) in flush_entries.into_iter().zip(order) {
-            let part = run[0].partition.clone();
-            let id = part.id();
-            if outcome.fenced.contains(&id) {
-                tracing::warn!(topic = %part.topic, partition = part.partition, "lease lost; failing unflushed batches");
-                part.fence();
-                fail_all(vec![run], || ServiceError::Fenced { topic: part.topic.clone(), partition: part.partition });
-                continue;
-            }
-            if outcome.deleted.contains(&id) {
-                fail_all(vec![run], || ServiceError::UnknownTopic(part.topic.clone()));
-                continue;
-            }
-            part.producers_committed(entry.producers);
-            part.committed(entry.segment);
-            for p in run {
-                let h = p.batch.header();
-                let offsets = (h.base_offset, p.batch.last_offset());
-                if let Some(done) = p.done {
-                    let _ = done.send(Ok(offsets));
+        for (entry, run) in flush_entries.into_iter().zip(runs) {
+            let part = run[0].part.clone();
+            let batches: Vec<Settled> = run.into_iter().map(Pending::settle).collect();
+            let report = if outcome.fenced.contains(&part.id) {
+                tracing::warn!(topic = %part.topic, partition = part.id.1, "lease lost; failing unflushed batches");
+                Report::Failed {
+                    error: ServiceError::Fenced { topic: part.topic.to_string(), partition: part.id.1 },
+                    batches,
                 }
-                if let Some(committed) = p.committed {
-                    let _ = committed.send(Ok(offsets));
-                }
-                if let Some(hold) = p.wal {
-                    hold.release();
-                }
+            } else if outcome.deleted.contains(&part.id) {
+                Report::Failed { error: ServiceError::UnknownTopic(part.topic.to_string()), batches }
+            } else {
+                Report::Committed { segment: entry.segment, batches }
+            };
+            if let Err(report) = part.report(report) {
+                settle_without_actor(report);
             }
         }
     }
@@ -347,28 +311,53 @@ impl Flusher {
     }
 }
 
-fn fail_all(runs: Vec<Vec<Pending>>, error: impl Fn() -> ServiceError) {
+/// Tells each run's partition that its batches will not be committed.
+fn fail_all(runs: Vec<Vec<Pending>>, error: ServiceError) {
     for run in runs {
-        for p in run {
-            if let Some(done) = p.done {
-                let _ = done.send(Err(error()));
-            }
-            if let Some(committed) = p.committed {
-                let _ = committed.send(Err(error()));
-            }
+        let part = run[0].part.clone();
+        let report = Report::Failed { error: error.clone(), batches: run.into_iter().map(Pending::settle).collect() };
+        if let Err(report) = part.report(report) {
+            settle_without_actor(report);
         }
     }
 }
 
-fn clone_store_error(e: &object_store::Error) -> object_store::Error {
-    object_store::Error::Generic { store: "object store", source: e.to_string().into() }
+/// What a run's commit writes: its segment and, for each idempotent
+/// producer in it, its state as of the run's end.
+fn flush_entry(object: &str, e: &object::Entry, run: &[Pending]) -> FlushEntry {
+    let mut producers: Vec<(i64, ProducerState)> = Vec::new();
+    let mut expired = Vec::new();
+    for p in run {
+        if let Some((id, state)) = &p.producer {
+            match producers.iter_mut().find(|(pid, _)| pid == id) {
+                Some(slot) => slot.1 = state.clone(),
+                None => producers.push((*id, state.clone())),
+            }
+        }
+        expired.extend(&p.expired);
+    }
+    FlushEntry {
+        topic_id: e.topic_id,
+        partition: e.partition,
+        epoch: run[0].part.epoch,
+        segment: Segment {
+            base_offset: e.base_offset,
+            last_offset: e.last_offset,
+            object: object.to_string(),
+            start: e.start,
+            len: e.len,
+            max_timestamp: e.max_timestamp,
+        },
+        producers,
+        expired,
+    }
 }
 
 /// Object names are unique for all time: agent id, wall-clock time and a
 /// sequence number, behind a short hash prefix that spreads keys across an
 /// S3 bucket's partitions.
-fn object_name(agent_id: &str, seq: u64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+fn object_name(agent_id: &str, now_ms: i64, seq: u64) -> String {
+    let now = now_ms.max(0);
     let suffix: u32 = rand::random();
     let stem = format!("{agent_id}-{now:013}-{seq:010}-{suffix:08x}");
     let spread = crc32c::crc32c(stem.as_bytes()) & 0xffff;
@@ -380,18 +369,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn policy_flushes_at_size_or_interval() {
-        let p = Policy { max_bytes: 100, interval: Duration::from_millis(250) };
-        let t0 = Instant::now();
-        assert_eq!(p.due(0, None), None);
-        assert_eq!(p.due(10, Some(t0)), Some(t0 + Duration::from_millis(250)));
-        assert_eq!(p.due(100, Some(t0)), Some(t0));
-    }
-
-    #[test]
     fn object_names_are_unique_and_spread() {
-        let a = object_name("agent", 1);
-        let b = object_name("agent", 1);
+        let a = object_name("agent", 5, 1);
+        let b = object_name("agent", 5, 1);
         assert_ne!(a, b);
         assert!(a.starts_with("data/") && a.ends_with(".silt"));
     }

@@ -7,8 +7,9 @@
 //! (group commit), then hands the batches to the flush queue in the same
 //! order: `acks=local` is answered there, before the object exists.
 //!
-//! Entry layout: `length u32 | CRC32C u32 (of the body) | body`, body =
-//! `topic id u64 | partition u32 | batch` (with its base offset stamped).
+//! Entries are laid out as `format::wal` says. After the fsync, each
+//! batch's partition hears of it ([`Report::Logged`], which carries the
+//! acks=local answer; or [`Report::Unlogged`] when it bypassed the log).
 //!
 //! Files roll at [`FILE_BYTES`]; a file is deleted once every entry in it
 //! is committed to the index. An entry that never commits (a failed flush,
@@ -33,14 +34,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::flush::{Pending, Queue};
+use super::flush::{Pending, Queue};
+use super::partition::Report;
+use crate::format::wal as layout;
 use crate::metrics::Metrics;
 
 pub const FILE_BYTES: u64 = 64 << 20;
 const RETRY: Duration = Duration::from_secs(10);
 const GROUP_BYTES: usize = 8 << 20;
-const ENTRY_HEAD: usize = 8;
-const BODY_HEAD: usize = 12;
 
 /// One WAL file's bookkeeping: entries not yet committed, and whether the
 /// writer has moved on from it.
@@ -168,9 +169,9 @@ impl Wal {
 
     /// Hands a batch to its partition's stripe.
     pub async fn write(&self, w: Write) -> Result<(), Write> {
-        let p = &w.pending.partition;
-        let stripe = ((p.topic_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(p.partition))
-            % self.stripes.len() as u64) as usize;
+        let (topic_id, partition) = w.pending.part.id;
+        let stripe = ((topic_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(partition)) % self.stripes.len() as u64)
+            as usize;
         self.stripes[stripe].send(w).await.map_err(|e| e.0)
     }
 }
@@ -199,25 +200,14 @@ fn read_file(path: &Path, replay: &mut Replay) {
         return;
     }
     let state = FileState::new(path.to_path_buf(), true);
-    let mut pos = 0usize;
-    let mut count = 0;
-    while pos + ENTRY_HEAD <= data.len() {
-        let len = u32::from_be_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_be_bytes(data[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        let Some(body) = data.get(pos + ENTRY_HEAD..pos + ENTRY_HEAD + len) else { break };
-        if len < BODY_HEAD || crc32c::crc32c(body) != crc {
-            break;
-        }
-        let topic_id = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
-        let partition = u32::from_be_bytes(body[8..12].try_into().expect("4 bytes"));
-        let Ok(batch) = Batch::validate(bytes::Bytes::copy_from_slice(&body[BODY_HEAD..])) else { break };
-        replay.entry((topic_id, partition)).or_default().push((batch, state.hold()));
-        count += 1;
-        pos += ENTRY_HEAD + len;
+    let (entries, valid) = layout::decode(&data);
+    let count = entries.len();
+    for e in entries {
+        replay.entry((e.topic_id, e.partition)).or_default().push((e.batch, state.hold()));
     }
-    if pos < data.len() {
-        tracing::warn!(file = %path.display(), kept = pos, cut = data.len() - pos, "cut a torn or corrupt WAL tail");
-        if let Err(e) = std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(pos as u64)) {
+    if valid < data.len() {
+        tracing::warn!(file = %path.display(), kept = valid, cut = data.len() - valid, "cut a torn or corrupt WAL tail");
+        if let Err(e) = std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(valid as u64)) {
             tracing::warn!(file = %path.display(), error = %e, "cannot truncate the WAL tail");
         }
     }
@@ -274,8 +264,8 @@ impl Writer {
     }
 
     fn pass_through(&self, w: Write) {
-        let p = &w.pending.partition;
-        p.wal_gap(w.pending.batch.last_offset());
+        // A stopped actor has nothing left to acknowledge locally.
+        let _ = w.pending.part.report(Report::Unlogged(w.pending.batch.last_offset()));
         self.queue.push(w.pending);
     }
 
@@ -283,17 +273,11 @@ impl Writer {
         let usable = self.ensure_file();
         let result = match (usable, self.file.as_mut()) {
             (true, Some(f)) => {
-                let mut buf = Vec::with_capacity(group.iter().map(|w| w.pending.batch.bytes().len() + 20).sum());
+                let mut buf =
+                    Vec::with_capacity(group.iter().map(|w| layout::entry_len(w.pending.batch.bytes().len())).sum());
                 for w in group.iter() {
-                    let p = &w.pending.partition;
-                    let body_len = BODY_HEAD + w.pending.batch.bytes().len();
-                    let mut body = Vec::with_capacity(body_len);
-                    body.extend_from_slice(&p.topic_id.to_be_bytes());
-                    body.extend_from_slice(&p.partition.to_be_bytes());
-                    body.extend_from_slice(w.pending.batch.bytes());
-                    buf.extend_from_slice(&(body_len as u32).to_be_bytes());
-                    buf.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-                    buf.extend_from_slice(&body);
+                    let (topic_id, partition) = w.pending.part.id;
+                    layout::encode(topic_id, partition, w.pending.batch.bytes(), &mut buf);
                 }
                 let mut file = f.file.try_clone();
                 let len = buf.len() as u64;
@@ -318,13 +302,16 @@ impl Writer {
                 let state = self.file.as_ref().expect("a file was written").state.clone();
                 for w in group.drain(..) {
                     let mut pending = w.pending;
-                    pending.wal = Some(state.hold());
-                    let p = pending.partition.clone();
-                    // After an unlogged batch, a local ack must wait until the
-                    // gap is committed: a replay could not bridge it.
-                    if w.local_ack && p.wal_safe() {
-                        if let Some(done) = pending.done.take() {
-                            let _ = done.send(Ok((pending.batch.header().base_offset, pending.batch.last_offset())));
+                    pending.replies.wal = Some(state.hold());
+                    // The partition acknowledges locally, unless a batch before
+                    // this one bypassed the log (then once that is committed).
+                    if let Some(local_ack) = pending.replies.done.take().filter(|_| w.local_ack) {
+                        let offsets = (pending.batch.header().base_offset, pending.batch.last_offset());
+                        if let Err(Report::Logged { local_ack, .. }) =
+                            pending.part.report(Report::Logged { offsets, local_ack })
+                        {
+                            // Its actor stopped: the answer waits for the commit.
+                            pending.replies.done = Some(local_ack);
                         }
                     }
                     self.queue.push(pending);
@@ -398,13 +385,8 @@ mod tests {
         let mut b = BatchBuilder::new(Compression::None);
         b.push(0, None, format!("v{base}").as_bytes(), &[]);
         let batch = b.build().unwrap().with_base_offset(base);
-        let mut body = Vec::new();
-        body.extend_from_slice(&topic_id.to_be_bytes());
-        body.extend_from_slice(&partition.to_be_bytes());
-        body.extend_from_slice(batch.bytes());
-        let mut out = (body.len() as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-        out.extend_from_slice(&body);
+        let mut out = Vec::new();
+        layout::encode(topic_id, partition, batch.bytes(), &mut out);
         out
     }
 

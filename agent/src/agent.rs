@@ -1,0 +1,227 @@
+//! The agent's lifecycle: [`Agent::start`] opens the stores and wires the
+//! layers together, bottom up; [`Agent::shutdown`] stops them top down, so
+//! that everything accepted is flushed, committed and handed over.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use silt_metadata::{Catalog, MeteredStore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::clock::{self, SharedClock};
+use crate::cluster::{Cluster, Identity};
+use crate::config::{Config, TlsSource};
+use crate::core::flush::Policy;
+use crate::error::AgentError;
+use crate::frontend::quic::{tls, Listener};
+use crate::log::flush::{self, Flusher, Queue};
+use crate::log::partition::Sink;
+use crate::log::storage;
+use crate::log::wal::{Replay, Wal};
+use crate::metrics::Metrics;
+use crate::read::{ReadCache, ReadPath, ReadStats, RecentObjects};
+use crate::service::{Limits, Service};
+
+/// How long shutdown waits for in-flight requests before flushing anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running agent.
+pub struct Agent {
+    listener: Listener,
+    agent_id: String,
+    ca_path: Option<PathBuf>,
+    cluster: Arc<Cluster>,
+    service_stop: CancellationToken,
+    wal_stop: CancellationToken,
+    wal_tasks: TaskTracker,
+    cache: Arc<ReadCache>,
+    flush_stop: CancellationToken,
+    /// Partition actors and the cluster's tasks.
+    background: TaskTracker,
+    flusher: TaskTracker,
+}
+
+fn agent_id(data_dir: &Path) -> Result<String, AgentError> {
+    let path = data_dir.join("agent-id");
+    let io = |source| AgentError::DataDir { path: path.display().to_string(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(_) => Err(io(std::io::Error::other("agent-id is empty"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = format!("agent-{:016x}", rand::random::<u64>());
+            std::fs::write(&path, format!("{id}\n")).map_err(io)?;
+            Ok(id)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+impl Agent {
+    /// Opens storage, takes this agent's share of the partitions and starts serving.
+    pub async fn start(config: Config) -> Result<Agent, AgentError> {
+        Self::start_with_clock(config, clock::system()).await
+    }
+
+    /// [`Agent::start`] with the clock its decisions read.
+    pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Agent, AgentError> {
+        let data_dir = &config.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| AgentError::DataDir { path: data_dir.display().to_string(), source })?;
+        let agent_id = agent_id(data_dir)?;
+        let metastore = Arc::new(MeteredStore::new(silt_metadata::open(&config.metadata_url).await?));
+        let catalog = Catalog::new(metastore).with_writer(&agent_id);
+        let store = storage::open(&config.object_store_url, &config.s3)?;
+        storage::check(store.as_ref(), &config.object_store_url, config.s3.endpoint.as_deref(), &agent_id).await?;
+        let listener = Listener::bind(&config)?;
+        let local_addr = listener.local_addr();
+        let address = config.advertise.clone().unwrap_or_else(|| local_addr.to_string());
+
+        let metrics = Arc::new(Metrics::default());
+        let queue = Arc::new(Queue::new(Policy { max_bytes: config.flush_bytes, interval: config.flush_interval }));
+        let recent = Arc::new(RecentObjects::new(config.recent_cache_bytes));
+        let cache = ReadCache::open(&config.cache_dirs, config.cache_memory, config.cache_disk).await?;
+        let read =
+            ReadPath { store: store.clone(), catalog: catalog.clone(), recent: recent.clone(), cache: cache.clone() };
+
+        // The flusher runs first: replaying the WAL feeds it.
+        let flush_stop = CancellationToken::new();
+        let flusher = TaskTracker::new();
+        let f = Arc::new(Flusher {
+            queue: queue.clone(),
+            store,
+            catalog: catalog.clone(),
+            agent_id: agent_id.clone(),
+            recent,
+            seq: Default::default(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+        });
+        flusher.spawn(flush::run(f, flush_stop.clone(), config.max_uploads).instrument(tracing::info_span!("flusher")));
+
+        let wal_stop = CancellationToken::new();
+        let wal_tasks = TaskTracker::new();
+        let (wal, replay) = if config.cache_dirs.is_empty() {
+            (None, Replay::new())
+        } else {
+            let (wal, replay) =
+                Wal::open(&config.cache_dirs, queue.clone(), metrics.clone(), &wal_tasks, wal_stop.clone());
+            (Some(Arc::new(wal)), replay)
+        };
+        let has_wal = wal.is_some();
+        let service_stop = CancellationToken::new();
+        let background = TaskTracker::new();
+        let inflight = Arc::new(Semaphore::new(config.max_inflight_bytes));
+        let identity = Identity { agent_id: agent_id.clone(), address: address.clone(), lease_ttl: config.lease_ttl };
+        let cluster = Cluster::start(
+            catalog.clone(),
+            clock,
+            identity,
+            Sink { queue, wal },
+            replay,
+            inflight.clone(),
+            background.clone(),
+            service_stop.clone(),
+        )
+        .await?;
+        let limits = Limits {
+            max_record_bytes: config.max_record_bytes,
+            max_batch_bytes: config.max_frame_bytes - 1024,
+            max_inflight_bytes: config.max_inflight_bytes,
+            throttle_wait: config.throttle_wait,
+        };
+        let service = Arc::new(Service::new(
+            cluster.clone(),
+            catalog,
+            read,
+            inflight,
+            limits,
+            metrics,
+            has_wal,
+            service_stop.clone(),
+        ));
+        listener.serve(service, &config);
+        let ca_path = match &config.tls {
+            TlsSource::LocalCa(dir) => Some(dir.join(tls::CA_FILE)),
+            TlsSource::Files { .. } => None,
+        };
+        tracing::info!(%local_addr, %address, agent_id, metadata = %config.metadata_url, objects = %config.object_store_url, "agent started");
+        Ok(Agent {
+            listener,
+            agent_id,
+            ca_path,
+            cluster,
+            service_stop,
+            wal_stop,
+            wal_tasks,
+            cache,
+            flush_stop,
+            background,
+            flusher,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr()
+    }
+
+    /// GETs sent to the object store and reads served from caches.
+    pub fn read_stats(&self) -> ReadStats {
+        self.cache.stats()
+    }
+
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    /// The CA clients should trust, when the agent uses its local CA.
+    pub fn ca_path(&self) -> Option<&Path> {
+        self.ca_path.as_deref()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, flushes what was
+    /// accepted, releases the partitions and closes the listener.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.cluster.stop_accepting();
+        self.listener.stop_accepting();
+        // In-flight produces finish when the flusher commits them; fetches
+        // waiting on the tail return when the service stops.
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            // The WAL hands what it holds to the flush queue, then the final flush takes it.
+            self.wal_stop.cancel();
+            self.wal_tasks.close();
+            self.wal_tasks.wait().await;
+            self.flush_stop.cancel();
+            self.flusher.close();
+            self.flusher.wait().await;
+            // Everything accepted is committed: let the next owners take over now.
+            self.cluster.release_all().await;
+            self.service_stop.cancel();
+            self.listener.drained().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("in-flight requests did not finish in time");
+        }
+        self.wal_stop.cancel();
+        self.flush_stop.cancel();
+        self.service_stop.cancel();
+        self.flusher.close();
+        self.flusher.wait().await;
+        self.wal_tasks.close();
+        self.wal_tasks.wait().await;
+        self.background.close();
+        self.background.wait().await;
+        if tokio::time::timeout(Duration::from_secs(5), self.cache.close()).await.is_err() {
+            tracing::warn!("the read cache did not close in time");
+        }
+        self.listener.close().await;
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,19 @@
+//! Pure decisions: no tokio, no I/O. Each module is a plain function or a
+//! state machine that takes the state and the time (milliseconds from the
+//! injected clock) and returns what to do; the layers above drive them.
+//!
+//! - [`ownership`]: which partitions this agent should own (sticky, even shares).
+//! - [`session`]: when to renew the agent's session, and what leaders do when it lapses.
+//! - [`handover`]: when a partition being given up may be released.
+//! - [`producers`]: idempotent producers' sequences, so a re-sent batch is written once.
+//! - [`waiters`]: replies that wait until an offset is committed.
+//! - [`flush`]: when buffered batches are due to be flushed.
+//! - [`replay`]: which write-ahead-log entries continue a partition's log.
+
+pub mod flush;
+pub mod handover;
+pub mod ownership;
+pub mod producers;
+pub mod replay;
+pub mod session;
+pub mod waiters;

@@ -1,0 +1,334 @@
+//! silt's protocol over QUIC.
+//!
+//! One accept loop; one task per connection (capped by a semaphore); one
+//! task per bidirectional stream, which carries exactly one request and its
+//! response frames. A cancellation token stops accepting; the agent then
+//! waits for in-flight requests before it flushes and closes the endpoint.
+//!
+//! - [`codes`]: the agent's errors as wire error codes.
+//! - [`tls`]: certificates (the local CA, or given files).
+//! - `handle` (here): requests mapped onto the service, answers onto frames.
+
+pub mod codes;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use silt_wire::frame::{self, Frame};
+use silt_wire::{DecodeError, FrameError, Request, Response};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::error::{describe, AgentError, ServiceError};
+use crate::service::{self, Service};
+
+/// How long a client may take to send one request frame.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest long-poll a fetch may ask for.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+
+/// Why a stream carried no request.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("reading the frame length")]
+    Prefix(#[source] quinn::ReadExactError),
+    #[error("reading a {len}-byte frame")]
+    Body {
+        len: usize,
+        #[source]
+        source: quinn::ReadError,
+    },
+    #[error("the stream ended {got} bytes into a {len}-byte frame")]
+    Ended { got: usize, len: usize },
+    #[error("bad frame")]
+    Frame(#[from] FrameError),
+    #[error("malformed request")]
+    Request(#[source] DecodeError),
+    #[error("no whole request frame in time")]
+    Timeout,
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+}
+
+/// The QUIC listener.
+pub struct Listener {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    stop: CancellationToken,
+    connections: TaskTracker,
+}
+
+struct Context {
+    service: Arc<Service>,
+    max_frame_bytes: usize,
+    /// Bytes of request frames being read, across all connections: a frame's
+    /// buffer is allocated only once its length fits, so clients that
+    /// declare large frames and stall cannot grow the agent's memory.
+    read_budget: Arc<Semaphore>,
+    stop: CancellationToken,
+}
+
+impl Listener {
+    /// Binds the endpoint `config.listen` names (TLS from `config.tls`).
+    pub fn bind(config: &Config) -> Result<Listener, AgentError> {
+        let advertise_hint = config.advertise.clone().unwrap_or_else(|| config.listen.to_string());
+        let material = tls::load(&config.tls, &tls::default_names(&advertise_hint))?;
+        let server_config = tls::server_config(material, config.max_streams)?;
+        let endpoint = quinn::Endpoint::server(server_config, config.listen)
+            .map_err(|source| AgentError::Bind { addr: config.listen.to_string(), source })?;
+        let local_addr =
+            endpoint.local_addr().map_err(|source| AgentError::Bind { addr: config.listen.to_string(), source })?;
+        Ok(Listener { endpoint, local_addr, stop: CancellationToken::new(), connections: TaskTracker::new() })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Starts accepting connections for `service`.
+    pub fn serve(&self, service: Arc<Service>, config: &Config) {
+        let ctx = Arc::new(Context {
+            service,
+            max_frame_bytes: config.max_frame_bytes,
+            read_budget: Arc::new(Semaphore::new(config.max_inflight_bytes)),
+            stop: self.stop.clone(),
+        });
+        let slots = Arc::new(Semaphore::new(config.max_connections as usize));
+        let (endpoint, tasks) = (self.endpoint.clone(), self.connections.clone());
+        self.connections.spawn(accept_loop(endpoint, ctx, slots, tasks).instrument(tracing::info_span!("accept")));
+    }
+
+    /// Stops accepting connections and new requests on open ones.
+    pub fn stop_accepting(&self) {
+        self.stop.cancel();
+        self.connections.close();
+    }
+
+    /// Waits until every connection's requests are answered.
+    pub async fn drained(&self) {
+        self.connections.wait().await;
+    }
+
+    /// Closes the endpoint, giving peers a moment to hear it.
+    pub async fn close(&self) {
+        self.endpoint.close(0u32.into(), b"agent shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Context>, slots: Arc<Semaphore>, tasks: TaskTracker) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+            _ = ctx.stop.cancelled() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(remote = %incoming.remote_address(), "connection limit reached; refusing");
+            incoming.refuse();
+            continue;
+        };
+        let span = tracing::debug_span!("connection", remote = %incoming.remote_address());
+        let ctx = ctx.clone();
+        tasks.spawn(
+            async move {
+                let _slot = slot;
+                match incoming.await {
+                    Ok(conn) => serve_connection(conn, ctx).await,
+                    Err(e) => tracing::debug!(error = %e, "handshake failed"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn serve_connection(conn: quinn::Connection, ctx: Arc<Context>) {
+    let streams = TaskTracker::new();
+    loop {
+        let (send, recv) = tokio::select! {
+            s = conn.accept_bi() => match s {
+                Ok(s) => s,
+                Err(e) => { tracing::debug!(reason = %e, "connection closed"); break }
+            },
+            _ = ctx.stop.cancelled() => break,
+        };
+        streams.spawn(serve_stream(send, recv, ctx.clone()).in_current_span());
+    }
+    streams.close();
+    streams.wait().await;
+}
+
+async fn read_frame(recv: &mut quinn::RecvStream, max: usize, budget: &Semaphore) -> Result<Frame, StreamError> {
+    let mut prefix = [0u8; frame::PREFIX_LEN];
+    recv.read_exact(&mut prefix).await.map_err(StreamError::Prefix)?;
+    let len = frame::parse_length(prefix, max)?;
+    // The body grows as bytes arrive, each chunk taking its share of the
+    // agent-wide read budget: a client that declares a large frame and
+    // stalls costs nothing, and buffered request bytes stay bounded. The
+    // budget is held until the request is decoded; produce then accounts
+    // for the batch under its own in-flight limit.
+    let mut body = BytesMut::with_capacity(len.min(64 << 10));
+    let mut held: Option<tokio::sync::SemaphorePermit<'_>> = None;
+    while body.len() < len {
+        let chunk = recv
+            .read_chunk(len - body.len(), true)
+            .await
+            .map_err(|source| StreamError::Body { len, source })?
+            .ok_or(StreamError::Ended { got: body.len(), len })?;
+        let permit = budget.acquire_many(chunk.bytes.len() as u32).await.map_err(|_| StreamError::ShuttingDown)?;
+        match held.as_mut() {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        body.extend_from_slice(&chunk.bytes);
+    }
+    Ok(Frame::decode(body.freeze())?)
+}
+
+async fn reply(send: &mut quinn::SendStream, response: &Response) -> bool {
+    send.write_all(&response.encode()).await.is_ok()
+}
+
+fn error_response(e: &ServiceError) -> Response {
+    Response::error(codes::code_of(e), describe(e))
+}
+
+async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, ctx: Arc<Context>) {
+    let read = read_frame(&mut recv, ctx.max_frame_bytes, &ctx.read_budget);
+    let request = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read).await {
+        Ok(Ok(frame)) => Request::decode(&frame).map_err(StreamError::Request),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(StreamError::Timeout),
+    };
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return close_malformed(send, recv, e).await,
+    };
+    tracing::debug!(kind = request.kind(), "request");
+    let response = match handle(&ctx.service, request, &mut send).await {
+        Some(r) => r,
+        None => return, // the client went away mid-answer
+    };
+    let response = response.unwrap_or_else(|e| {
+        tracing::debug!(error = %describe(&e), "request failed");
+        error_response(&e)
+    });
+    if reply(&mut send, &response).await {
+        finish(send).await;
+    }
+}
+
+/// Runs one request. Produce answers in several frames and writes all but
+/// the last itself; None when the client went away.
+async fn handle(
+    service: &Service,
+    request: Request,
+    send: &mut quinn::SendStream,
+) -> Option<Result<Response, ServiceError>> {
+    Some(match request {
+        Request::CreateTopic { name, partitions } => {
+            service.create_topic(&name, partitions).await.map(|_| Response::Done)
+        }
+        Request::DeleteTopic { name } => service.delete_topic(&name).await.map(|_| Response::Done),
+        Request::ListTopics => service.list_topics().await.map(Response::Topics),
+        Request::Stats => Ok(Response::Stats(service.stats())),
+        Request::ListAgents => {
+            service.list_agents().await.map(|a| Response::Agents(a.into_iter().map(agent_info).collect()))
+        }
+        Request::InitProducer => {
+            service.init_producer().await.map(|producer_id| Response::ProducerId { producer_id, epoch: 0 })
+        }
+        Request::DescribeTopic { name } => {
+            service.describe_topic(&name).await.map(|t| Response::Topic(topic_description(t)))
+        }
+        Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
+            let wait = Duration::from_millis(max_wait_ms.into()).min(MAX_FETCH_WAIT);
+            service.fetch(&topic, partition, offset, max_bytes as usize, wait).await.map(|f| Response::Fetched {
+                high_watermark: f.high_watermark,
+                log_start: f.log_start,
+                batches: f.batches,
+            })
+        }
+        Request::Produce { topic, partition, acks, batch } => {
+            let ticket = match service.produce(&topic, partition, acks_of(acks), batch).await {
+                Ok(t) => t,
+                Err(e) => return Some(Err(e)),
+            };
+            if !reply(send, &Response::ProduceAssigned { base_offset: ticket.base_offset }).await {
+                return None;
+            }
+            let outcome = |r: Result<crate::log::Outcome, _>| r.unwrap_or(Err(ServiceError::ShuttingDown));
+            match (outcome(ticket.done.await), ticket.committed) {
+                (Ok((base_offset, last_offset)), Some(committed)) => {
+                    // acks=local: answered from the WAL; the commit follows.
+                    if !reply(send, &Response::Produced { base_offset, last_offset }).await {
+                        return None;
+                    }
+                    outcome(committed.await)
+                        .map(|(base_offset, last_offset)| Response::Committed { base_offset, last_offset })
+                }
+                (Ok((base_offset, last_offset)), None) => Ok(Response::Produced { base_offset, last_offset }),
+                (Err(e), _) => Err(e),
+            }
+        }
+    })
+}
+
+fn acks_of(acks: silt_wire::Acks) -> service::Acks {
+    match acks {
+        silt_wire::Acks::None => service::Acks::None,
+        silt_wire::Acks::Local => service::Acks::Local,
+        silt_wire::Acks::Durable => service::Acks::Durable,
+    }
+}
+
+fn agent_info(a: service::AgentInfo) -> silt_wire::AgentInfo {
+    silt_wire::AgentInfo { id: a.id, address: a.address, partitions: a.partitions, heartbeat_ms: a.heartbeat_ms }
+}
+
+fn topic_description(t: service::TopicInfo) -> silt_wire::TopicDescription {
+    silt_wire::TopicDescription {
+        name: t.name,
+        id: t.id,
+        max_record_bytes: t.max_record_bytes,
+        partitions: t
+            .partitions
+            .into_iter()
+            .map(|p| silt_wire::PartitionInfo {
+                partition: p.partition,
+                owner: p.owner,
+                epoch: p.epoch,
+                log_start: p.log_start,
+                high_watermark: p.high_watermark,
+            })
+            .collect(),
+    }
+}
+
+/// Ends a stream and waits (briefly) until the peer has all of it: the
+/// connection may close right after this task ends, which would discard
+/// data still in flight.
+async fn finish(mut send: quinn::SendStream) {
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+    }
+}
+
+/// Answers a stream that did not carry a valid request with an error frame,
+/// then closes both directions with the error code. The connection and
+/// every other stream carry on.
+async fn close_malformed(mut send: quinn::SendStream, mut recv: quinn::RecvStream, e: StreamError) {
+    let code = codes::code_of_stream(&e);
+    let reason = describe(&e);
+    tracing::debug!(%code, %reason, "closing a stream");
+    let _ = recv.stop(quinn::VarInt::from(u32::from(code.as_u16())));
+    if reply(&mut send, &Response::error(code, reason)).await {
+        finish(send).await;
+    }
+}

@@ -1,0 +1,128 @@
+//! Topics, agents, producer ids and counters.
+
+use std::collections::HashMap;
+
+use super::{AgentInfo, PartitionInfo, Service, TopicInfo, MAX_PARTITIONS};
+use crate::error::ServiceError;
+
+/// Topic names follow Kafka's rules, so the same names work in both.
+pub fn validate_topic_name(name: &str) -> Result<(), ServiceError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > 249 {
+        "it is longer than 249 characters"
+    } else if name == "." || name == ".." {
+        "it cannot be '.' or '..'"
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        "only ASCII letters, digits, '.', '_' and '-' are allowed"
+    } else {
+        return Ok(());
+    };
+    Err(ServiceError::InvalidTopicName { name: name.into(), reason })
+}
+
+impl Service {
+    /// The agent's counters, by name (stable names: tools read them).
+    pub fn stats(&self) -> Vec<(String, u64)> {
+        let mut out = self.metrics.snapshot(self.read.cache.stats());
+        let meta = self.catalog.stats().unwrap_or_default();
+        out.extend([
+            ("metadata_reads".to_string(), meta.reads),
+            ("metadata_writes".to_string(), meta.writes),
+            ("metadata_conflicts".to_string(), meta.conflicts),
+        ]);
+        out
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<(), ServiceError> {
+        validate_topic_name(name)?;
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            return Err(ServiceError::InvalidPartitions(partitions));
+        }
+        self.catalog.create_topic(name, partitions, self.cluster.clock().now_ms()).await?;
+        // Take this agent's share now rather than at the next round.
+        self.cluster.round_now().await?;
+        Ok(())
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ServiceError> {
+        self.catalog.delete_topic(name).await?;
+        self.cluster.table.remove(name);
+        Ok(())
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<String>, ServiceError> {
+        Ok(self.catalog.list_topics().await?.into_iter().map(|t| t.name).collect())
+    }
+
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ServiceError> {
+        let topic = self.catalog.topic(name).await?.ok_or_else(|| ServiceError::UnknownTopic(name.into()))?;
+        let agents = self.catalog.agents().await?;
+        let now = self.cluster.clock().now_ms();
+        let partitions = self
+            .catalog
+            .partitions(&topic)
+            .await?
+            .into_iter()
+            .enumerate()
+            .map(|(p, (state, lease))| PartitionInfo {
+                partition: p as u32,
+                owner: lease
+                    .as_ref()
+                    .and_then(|l| l.holder(&agents, now))
+                    .map(|r| r.address.clone())
+                    .unwrap_or_default(),
+                epoch: lease.map_or(0, |l| l.epoch),
+                log_start: state.log_start,
+                high_watermark: state.high_watermark,
+            })
+            .collect();
+        Ok(TopicInfo {
+            name: topic.name,
+            id: topic.id,
+            max_record_bytes: self.limits.max_record_bytes as u32,
+            partitions,
+        })
+    }
+
+    /// The registered agents, with the partitions each holds a live lease on.
+    pub async fn list_agents(&self) -> Result<Vec<AgentInfo>, ServiceError> {
+        let agents = self.catalog.agents().await?;
+        let now = self.cluster.clock().now_ms();
+        let mut held: HashMap<String, u32> = HashMap::new();
+        for (_, lease) in self.catalog.leases().await? {
+            if let Some(r) = lease.holder(&agents, now) {
+                *held.entry(r.id.clone()).or_default() += 1;
+            }
+        }
+        Ok(agents
+            .into_iter()
+            .map(|a| AgentInfo {
+                partitions: held.get(&a.id).copied().unwrap_or(0),
+                id: a.id,
+                address: a.address,
+                heartbeat_ms: a.heartbeat_ms,
+            })
+            .collect())
+    }
+
+    /// A producer id for an idempotent producer, never handed out before.
+    pub async fn init_producer(&self) -> Result<i64, ServiceError> {
+        Ok(self.catalog.allocate_producer_id().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        for ok in ["hello", "a.b_c-D9", &"x".repeat(249)] {
+            assert!(validate_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "has space", "slash/", "é", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+}

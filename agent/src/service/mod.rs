@@ -1,0 +1,94 @@
+//! What the agent does for a request, independent of how it arrived: the
+//! QUIC front end maps frames onto these calls (and a Kafka listener can
+//! map its own protocol onto the same ones). Requests and answers are the
+//! service's own [`types`].
+//!
+//! - [`admin`]: topics, agents, producer ids, stats.
+//! - [`produce`]: appending batches.
+//! - [`fetch`]: reading from an offset, long-polling at the end.
+
+pub mod admin;
+pub mod fetch;
+pub mod produce;
+pub mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use silt_metadata::Catalog;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{Cluster, TopicState};
+use crate::error::ServiceError;
+use crate::log::partition::Partition;
+use crate::metrics::Metrics;
+use crate::read::ReadPath;
+pub use types::{Acks, AgentInfo, Fetched, PartitionInfo, Ticket, TopicInfo};
+
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_record_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub max_inflight_bytes: usize,
+    /// How long a producer waits for room under the in-flight limit before THROTTLED.
+    pub throttle_wait: Duration,
+}
+
+pub struct Service {
+    cluster: Arc<Cluster>,
+    catalog: Catalog,
+    read: ReadPath,
+    /// Bytes accepted and not yet durable, across all producers.
+    inflight: Arc<Semaphore>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    /// Whether the agent has a write-ahead log (acks=local).
+    wal: bool,
+    stop: CancellationToken,
+}
+
+impl Service {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cluster: Arc<Cluster>,
+        catalog: Catalog,
+        read: ReadPath,
+        inflight: Arc<Semaphore>,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        wal: bool,
+        stop: CancellationToken,
+    ) -> Service {
+        Service { cluster, catalog, read, inflight, limits, metrics, wal, stop }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// A topic this agent knows, or one another agent created since the
+    /// last ownership round (then followed until the next round).
+    async fn topic_state(&self, name: &str) -> Result<Arc<TopicState>, ServiceError> {
+        if let Some(t) = self.cluster.table.get(name) {
+            return Ok(t);
+        }
+        let topic = self.catalog.topic(name).await?.ok_or_else(|| ServiceError::UnknownTopic(name.into()))?;
+        Ok(self.cluster.adopt(topic).await?)
+    }
+
+    async fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, ServiceError> {
+        let t = self.topic_state(topic).await?;
+        t.get(partition).ok_or(ServiceError::UnknownPartition {
+            topic: topic.into(),
+            partition,
+            count: t.topic.partitions,
+        })
+    }
+}

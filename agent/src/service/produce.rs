@@ -1,0 +1,45 @@
+//! Appending a batch to a partition this agent leads.
+
+use bytes::Bytes;
+use silt_wire::Batch;
+
+use super::{Acks, Service, Ticket};
+use crate::error::ServiceError;
+use crate::metrics;
+
+impl Service {
+    /// Validates a batch and appends it. Returns once its offsets are
+    /// assigned; the ticket resolves once it is as durable as `acks` asks.
+    pub async fn produce(&self, topic: &str, partition: u32, acks: Acks, batch: Bytes) -> Result<Ticket, ServiceError> {
+        if acks == Acks::Local && !self.wal {
+            return Err(ServiceError::AcksUnsupported);
+        }
+        let part = self.partition(topic, partition).await?;
+        if batch.len() > self.limits.max_batch_bytes {
+            return Err(ServiceError::BatchTooLarge { size: batch.len(), max: self.limits.max_batch_bytes });
+        }
+        let batch = Batch::validate(batch)?;
+        metrics::add(&self.metrics.produced_batches, 1);
+        metrics::add(&self.metrics.produced_records, u64::from(batch.header().record_count));
+        metrics::add(&self.metrics.produced_bytes, batch.bytes().len() as u64);
+        let need = u32::try_from(batch.bytes().len()).unwrap_or(u32::MAX);
+        let permit = tokio::select! {
+            p = self.inflight.clone().acquire_many_owned(need) => p.map_err(|_| ServiceError::ShuttingDown)?,
+            _ = tokio::time::sleep(self.limits.throttle_wait) => return Err(ServiceError::Throttled(self.limits.max_inflight_bytes)),
+            _ = self.stop.cancelled() => return Err(ServiceError::ShuttingDown),
+        };
+        let assigned = match part.append(batch, acks, permit).await {
+            // Name the owner as the metadata store has it now: the one seen
+            // at the last ownership round may be gone or not known yet.
+            Err(ServiceError::NotOwner { topic, partition, .. }) => {
+                self.cluster.refresh_follower(&part).await?;
+                return Err(ServiceError::NotOwner { topic, partition, owner: part.owner() });
+            }
+            other => other?,
+        };
+        if assigned.duplicate {
+            metrics::add(&self.metrics.duplicate_batches, 1);
+        }
+        Ok(Ticket { base_offset: assigned.base_offset, done: assigned.done, committed: assigned.committed })
+    }
+}

@@ -1,0 +1,65 @@
+//! The service's own types: what a request asks and what it gets back,
+//! independent of any protocol. The QUIC front end maps them to `silt_wire`
+//! messages; a Kafka front end would map them to its own.
+
+use bytes::Bytes;
+
+use crate::log::Done;
+
+/// How durable a batch must be before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// Once offsets are assigned.
+    None,
+    /// Once written to the agent's local write-ahead log (fsynced).
+    Local,
+    /// Once the object is stored and its index committed.
+    #[default]
+    Durable,
+}
+
+/// A topic and its partitions as the metadata store has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: u64,
+    /// The largest record producers may send.
+    pub max_record_bytes: u32,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// The owner's address while its lease is live, else empty.
+    pub owner: String,
+    pub epoch: u64,
+    pub log_start: i64,
+    pub high_watermark: i64,
+}
+
+/// A registered agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub id: String,
+    pub address: String,
+    /// Partitions it holds a live lease on.
+    pub partitions: u32,
+    pub heartbeat_ms: i64,
+}
+
+/// A produce that has its offsets; `done` resolves when it is acknowledged.
+pub struct Ticket {
+    pub base_offset: i64,
+    pub done: Done,
+    /// acks=local: resolves once the batch is committed (after `done`).
+    pub committed: Option<Done>,
+}
+
+/// What a fetch read.
+pub struct Fetched {
+    pub high_watermark: i64,
+    pub log_start: i64,
+    /// Whole record batches, as stored.
+    pub batches: Bytes,
+}
