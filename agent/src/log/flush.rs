@@ -41,7 +41,7 @@ pub struct Pending {
 }
 
 impl Pending {
-    fn settle(self) -> Settled {
+    pub(crate) fn settle(self) -> Settled {
         Settled { offsets: (self.batch.header().base_offset, self.batch.last_offset()), replies: self.replies }
     }
 }
@@ -82,7 +82,7 @@ impl Queue {
         self.policy.due(b.bytes, b.oldest).map(Instant::from_std)
     }
 
-    fn take(&self) -> (Vec<Pending>, usize) {
+    pub(crate) fn take(&self) -> (Vec<Pending>, usize) {
         let b = std::mem::take(&mut *self.buffer.lock().expect("flush buffer lock"));
         (b.batches, b.bytes)
     }

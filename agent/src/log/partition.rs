@@ -509,6 +509,8 @@ impl Actor {
                 for b in batches {
                     b.replies.fail(&error);
                 }
+                // Repeats waiting on these batches (or later ones) wait in vain.
+                self.fail_waiters(&error);
                 // Offsets were given out that will never be committed here: a
                 // new epoch (here or elsewhere) starts again from the high watermark.
                 self.status.send_modify(|s| {
@@ -560,5 +562,181 @@ pub fn settle_without_actor(report: Report) {
         // Nobody may acknowledge from the WAL for a partition no longer led
         // here: its producer hears when the batch is committed, or not.
         Report::Logged { .. } | Report::Unlogged(_) | Report::Fence | Report::Resume => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The actor, driven step by step: appends in, reports in, answers out.
+    //! Time comes from a manual clock; nothing sleeps.
+
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::core::flush::Policy;
+    use crate::log::Outcome;
+    use silt_wire::{BatchBuilder, Compression};
+
+    struct Harness {
+        part: Arc<Partition>,
+        queue: Arc<Queue>,
+        permits: Arc<Semaphore>,
+        _tasks: TaskTracker,
+    }
+
+    fn batch(producer: Option<(i64, i32)>, records: usize) -> Batch {
+        let mut b = BatchBuilder::new(Compression::None);
+        if let Some((id, seq)) = producer {
+            b = b.with_producer(id, 0, seq);
+        }
+        for i in 0..records {
+            b.push(0, None, format!("r{i}").as_bytes(), &[]);
+        }
+        b.build().unwrap()
+    }
+
+    fn harness() -> Harness {
+        let queue = Arc::new(Queue::new(Policy { max_bytes: 1 << 20, interval: Duration::from_secs(60) }));
+        let tasks = TaskTracker::new();
+        let start = Start {
+            topic: "t".into(),
+            id: (1, 0),
+            epoch: 1,
+            high_watermark: 0,
+            log_start: 0,
+            producers: Producers::default(),
+            replay: Vec::new(),
+        };
+        let sink = Sink { queue: queue.clone(), wal: None };
+        let part = Partition::lead(start, sink, ManualClock::new(1_000), &tasks, CancellationToken::new());
+        Harness { part, queue, permits: Arc::new(Semaphore::new(1 << 30)), _tasks: tasks }
+    }
+
+    impl Harness {
+        async fn append(&self, b: Batch, acks: Acks) -> Result<Assigned, ServiceError> {
+            let permit = self.permits.clone().acquire_many_owned(1).await.unwrap();
+            self.part.append(b, acks, permit).await
+        }
+
+        /// Takes what the actor handed to the flush queue.
+        fn pending(&self) -> Vec<Pending> {
+            self.queue.take().0
+        }
+
+        /// Reports `batches` committed as one segment.
+        fn commit(&self, batches: Vec<Pending>) {
+            let (base, last) = (batches[0].batch.header().base_offset, batches.last().unwrap().batch.last_offset());
+            let segment =
+                Segment { base_offset: base, last_offset: last, object: "o".into(), start: 0, len: 1, max_timestamp: 0 };
+            let batches = batches.into_iter().map(Pending::settle).collect();
+            self.part.tell(Report::Committed { segment, batches });
+        }
+
+        async fn status(&self, what: &str, check: impl Fn(&Status) -> bool) {
+            let mut rx = self.part.subscribe();
+            tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| check(s)))
+                .await
+                .unwrap_or_else(|_| panic!("status never became {what}: {:?}", self.part.status()))
+                .unwrap();
+        }
+    }
+
+    fn answered(done: &mut Done) -> Option<Outcome> {
+        done.try_recv().ok()
+    }
+
+    async fn settled(done: Done) -> Outcome {
+        tokio::time::timeout(Duration::from_secs(5), done).await.expect("answered").unwrap_or(Err(ServiceError::ShuttingDown))
+    }
+
+    #[tokio::test]
+    async fn a_resent_batch_waits_for_its_first_copy_then_gets_its_offsets() {
+        let h = harness();
+        let first = h.append(batch(Some((7, 0)), 2), Acks::Durable).await.unwrap();
+        assert_eq!((first.base_offset, first.duplicate), (0, false));
+        let mut again = h.append(batch(Some((7, 0)), 2), Acks::Durable).await.unwrap();
+        assert_eq!((again.base_offset, again.duplicate), (0, true), "answered with its first offsets");
+        assert!(answered(&mut again.done).is_none(), "not before the first copy is committed");
+        let pending = h.pending();
+        assert_eq!(pending.len(), 1, "written once");
+        h.commit(pending);
+        assert_eq!(settled(first.done).await.unwrap(), (0, 1));
+        assert_eq!(settled(again.done).await.unwrap(), (0, 1));
+        // Once committed, a repeat is answered at once; the next batch follows on.
+        let mut late = h.append(batch(Some((7, 0)), 2), Acks::Durable).await.unwrap();
+        assert_eq!(answered(&mut late.done).map(|o| o.unwrap()), Some((0, 1)));
+        assert_eq!(h.append(batch(Some((7, 2)), 1), Acks::Durable).await.unwrap().base_offset, 2);
+    }
+
+    #[tokio::test]
+    async fn a_fenced_owners_pending_commit_fails_and_so_do_repeats_waiting_on_it() {
+        let h = harness();
+        let first = h.append(batch(Some((7, 0)), 1), Acks::Durable).await.unwrap();
+        let again = h.append(batch(Some((7, 0)), 1), Acks::Durable).await.unwrap();
+        let pending = h.pending();
+        // The commit finds another owner's epoch on the lease.
+        let error = ServiceError::Fenced { topic: "t".into(), partition: 0 };
+        h.part.tell(Report::Failed { error, batches: pending.into_iter().map(Pending::settle).collect() });
+        assert!(matches!(settled(first.done).await, Err(ServiceError::Fenced { .. })));
+        assert!(matches!(settled(again.done).await, Err(ServiceError::Fenced { .. })));
+        h.status("lost", |s| s.lost && !s.accepting).await;
+        assert!(matches!(h.append(batch(None, 1), Acks::Durable).await, Err(ServiceError::Fenced { .. })));
+        // A resume (a renewed session) does not bring a lost partition back.
+        h.part.tell(Report::Resume);
+        assert!(matches!(h.append(batch(None, 1), Acks::Durable).await, Err(ServiceError::Fenced { .. })));
+    }
+
+    #[tokio::test]
+    async fn the_session_lapses_during_a_flush() {
+        let h = harness();
+        let a = h.append(batch(None, 3), Acks::Durable).await.unwrap();
+        let in_flight = h.pending();
+        // The session lapses: no more appends, but what is on its way still commits.
+        h.part.tell(Report::Fence);
+        h.status("fenced", |s| !s.accepting).await;
+        assert!(matches!(h.append(batch(None, 1), Acks::Durable).await, Err(ServiceError::Fenced { .. })));
+        h.commit(in_flight);
+        assert_eq!(settled(a.done).await.unwrap(), (0, 2));
+        h.status("drained", |s| s.drained() && s.high_watermark == 3).await;
+        // Renewed, and the lease is still ours: carry on where the log ends.
+        h.part.tell(Report::Resume);
+        h.status("accepting", |s| s.accepting).await;
+        assert_eq!(h.append(batch(None, 1), Acks::Durable).await.unwrap().base_offset, 3);
+    }
+
+    #[tokio::test]
+    async fn a_local_ack_waits_for_an_unlogged_batch_before_it() {
+        let h = harness();
+        let a = h.append(batch(None, 1), Acks::Durable).await.unwrap();
+        let mut b = h.append(batch(None, 1), Acks::Local).await.unwrap();
+        let mut pending = h.pending();
+        // a bypassed the WAL; b was logged.
+        h.part.tell(Report::Unlogged(0));
+        let local_ack = pending[1].replies.done.take().unwrap();
+        h.part.tell(Report::Logged { offsets: (1, 1), local_ack });
+        tokio::task::yield_now().await;
+        assert!(answered(&mut b.done).is_none(), "a replay could not bridge offset 0");
+        let first = pending.remove(0);
+        h.commit(vec![first]);
+        assert_eq!(settled(a.done).await.unwrap(), (0, 0));
+        assert_eq!(settled(b.done).await.unwrap(), (1, 1), "acknowledged once the gap is committed");
+        assert!(answered(b.committed.as_mut().unwrap()).is_none(), "b itself is not committed yet");
+        h.commit(pending);
+        assert_eq!(settled(b.committed.unwrap()).await.unwrap(), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn sequence_errors_write_nothing() {
+        let h = harness();
+        h.append(batch(Some((7, 0)), 2), Acks::Durable).await.unwrap();
+        let gap = h.append(batch(Some((7, 5)), 1), Acks::Durable).await;
+        assert!(matches!(gap, Err(ServiceError::Sequence { .. })), "a gap is refused");
+        let unknown = h.append(batch(Some((8, 3)), 1), Acks::Durable).await;
+        assert!(matches!(unknown, Err(ServiceError::Sequence { .. })), "an unknown producer starts at 0");
+        assert_eq!(h.pending().len(), 1);
+        assert_eq!(h.part.status().next_offset, 2);
     }
 }
