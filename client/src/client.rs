@@ -93,6 +93,15 @@ fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, ClientError
     Ok(tls)
 }
 
+/// Whether a handshake failed because the agent's certificate is not trusted.
+fn is_certificate_error(e: &quinn::ConnectionError) -> bool {
+    match e {
+        quinn::ConnectionError::TransportError(t) => t.to_string().contains("certificate"),
+        quinn::ConnectionError::ConnectionClosed(c) => c.to_string().contains("certificate"),
+        _ => false,
+    }
+}
+
 fn host_of(agent: &str) -> &str {
     agent.rsplit_once(':').map_or(agent, |(h, _)| h).trim_matches(['[', ']'])
 }
@@ -115,7 +124,7 @@ impl Client {
                     return Ok(c);
                 }
                 // A certificate the CA does not vouch for is not a reason to try the next.
-                Err(e @ ClientError::Config(_)) => return Err(e),
+                Err(e @ (ClientError::Config(_) | ClientError::Untrusted { .. })) => return Err(e),
                 Err(e) => last = Some(e),
             }
         }
@@ -146,30 +155,21 @@ impl Client {
             .send_window(64 << 20);
         client_config.transport_config(Arc::new(transport));
         let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("valid bind address");
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect {
-            addr: addr_text.clone(),
-            hint: "",
-            source: Arc::new(e),
-        })?;
+        let mut endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| ClientError::Connect { addr: addr_text.clone(), source: Arc::new(e) })?;
         endpoint.set_default_client_config(client_config);
         let server_name = config.server_name.clone().unwrap_or_else(|| host_of(&addr_text).to_string());
-        let connecting = endpoint.connect(addr, &server_name).map_err(|e| ClientError::Connect {
-            addr: addr_text.clone(),
-            hint: "",
-            source: Arc::new(e),
-        })?;
+        let connecting = endpoint
+            .connect(addr, &server_name)
+            .map_err(|e| ClientError::Connect { addr: addr_text.clone(), source: Arc::new(e) })?;
         let conn = match tokio::time::timeout(config.connect_timeout, connecting).await {
             Err(_) => {
                 return Err(ClientError::ConnectTimeout { addr: addr_text, secs: config.connect_timeout.as_secs() })
             }
-            Ok(Err(e)) => {
-                let hint = if e.to_string().contains("certificate") {
-                    ": its certificate is not signed by the CA this client trusts (check --ca / SILT_CA)"
-                } else {
-                    ""
-                };
-                return Err(ClientError::Connect { addr: addr_text, hint, source: Arc::new(e) });
+            Ok(Err(e)) if is_certificate_error(&e) => {
+                return Err(ClientError::Untrusted { addr: addr_text, source: Arc::new(e) })
             }
+            Ok(Err(e)) => return Err(ClientError::Connect { addr: addr_text, source: Arc::new(e) }),
             Ok(Ok(c)) => c,
         };
         Ok(Client {

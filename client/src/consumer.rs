@@ -150,7 +150,7 @@ impl Fetcher {
                 // A passing fault (the store or the metadata is briefly away, a
                 // slow answer, the agent went away): try again, backing off,
                 // through another agent of the list if need be.
-                Err(e) if (e.is_retriable() || matches!(e, ClientError::Connect { .. })) && failures < MAX_RETRIES => {
+                Err(e) if e.is_retriable() && failures < MAX_RETRIES => {
                     failures += 1;
                     tracing::warn!(partition = self.partition, error = %e, failures, "fetch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(30)))).await;

@@ -18,10 +18,17 @@ pub enum ClientError {
     },
     #[error("cannot reach the agent at {addr}: no answer within {secs}s (is `silt agent` running there?)")]
     ConnectTimeout { addr: String, secs: u64 },
-    #[error("cannot connect to the agent at {addr}{hint}")]
+    #[error("cannot connect to the agent at {addr}")]
     Connect {
         addr: String,
-        hint: &'static str,
+        #[source]
+        source: Source,
+    },
+    /// The agent's certificate is not one this client trusts: trying again
+    /// (or another agent with the same CA) will not help.
+    #[error("cannot connect to the agent at {addr}: its certificate is not signed by the CA this client trusts (check --ca / SILT_CA)")]
+    Untrusted {
+        addr: String,
         #[source]
         source: Source,
     },
@@ -57,12 +64,51 @@ impl ClientError {
         }
     }
 
-    /// Whether the same call may succeed if made again later.
+    /// Whether the same call may succeed if made again later (perhaps on
+    /// another agent): the one definition every part of the client uses.
+    /// An agent's answer is retriable as its code says
+    /// ([`ErrorCode::is_retriable`], shared with the agent); a connection
+    /// that could not be made, broke or went silent is, since the agent may
+    /// have died and another may own the partition now.
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Server { code, .. } => code.is_retriable(),
-            ClientError::ConnectTimeout { .. } | ClientError::Connection { .. } | ClientError::Timeout { .. } => true,
+            ClientError::ConnectTimeout { .. }
+            | ClientError::Connect { .. }
+            | ClientError::Connection { .. }
+            | ClientError::Timeout { .. } => true,
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_definition_of_retriable() {
+        let io = || -> Source { Arc::new(std::io::Error::other("x")) };
+        let retriable = [
+            ClientError::Server { code: ErrorCode::NotOwner, message: String::new() },
+            ClientError::Server { code: ErrorCode::Throttled, message: String::new() },
+            ClientError::ConnectTimeout { addr: "a".into(), secs: 1 },
+            ClientError::Connect { addr: "a".into(), source: io() },
+            ClientError::Connection { addr: "a".into(), source: io() },
+            ClientError::Timeout { addr: "a".into(), secs: 1 },
+        ];
+        for e in &retriable {
+            assert!(e.is_retriable(), "{e}");
+        }
+        let final_ = [
+            ClientError::Server { code: ErrorCode::InvalidBatch, message: String::new() },
+            ClientError::Server { code: ErrorCode::OutOfOrderSequence, message: String::new() },
+            ClientError::Untrusted { addr: "a".into(), source: io() },
+            ClientError::Config("x".into()),
+            ClientError::Closed,
+        ];
+        for e in &final_ {
+            assert!(!e.is_retriable(), "{e}");
         }
     }
 }

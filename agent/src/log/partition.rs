@@ -629,8 +629,14 @@ mod tests {
         /// Reports `batches` committed as one segment.
         fn commit(&self, batches: Vec<Pending>) {
             let (base, last) = (batches[0].batch.header().base_offset, batches.last().unwrap().batch.last_offset());
-            let segment =
-                Segment { base_offset: base, last_offset: last, object: "o".into(), start: 0, len: 1, max_timestamp: 0 };
+            let segment = Segment {
+                base_offset: base,
+                last_offset: last,
+                object: "o".into(),
+                start: 0,
+                len: 1,
+                max_timestamp: 0,
+            };
             let batches = batches.into_iter().map(Pending::settle).collect();
             self.part.tell(Report::Committed { segment, batches });
         }
@@ -649,7 +655,10 @@ mod tests {
     }
 
     async fn settled(done: Done) -> Outcome {
-        tokio::time::timeout(Duration::from_secs(5), done).await.expect("answered").unwrap_or(Err(ServiceError::ShuttingDown))
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("answered")
+            .unwrap_or(Err(ServiceError::ShuttingDown))
     }
 
     #[tokio::test]
