@@ -17,6 +17,8 @@ pub struct Metrics {
     pub object_bytes_written: AtomicU64,
     /// Metadata transactions that committed a flush's index entries.
     pub index_commits: AtomicU64,
+    /// Records committed to the index (durable and readable).
+    pub committed_records: AtomicU64,
     pub wal_fsyncs: AtomicU64,
     pub wal_bytes: AtomicU64,
 }
@@ -36,6 +38,7 @@ impl Metrics {
             ("objects_written", get(&self.objects_written)),
             ("object_bytes_written", get(&self.object_bytes_written)),
             ("index_commits", get(&self.index_commits)),
+            ("committed_records", get(&self.committed_records)),
             ("wal_fsyncs", get(&self.wal_fsyncs)),
             ("wal_bytes", get(&self.wal_bytes)),
             ("object_gets", read.gets),

@@ -256,6 +256,10 @@ impl Flusher {
             } else if outcome.deleted.contains(&part.id) {
                 Report::Failed { error: ServiceError::UnknownTopic(part.topic.to_string()), batches }
             } else {
+                metrics::add(
+                    &self.metrics.committed_records,
+                    (entry.segment.last_offset - entry.segment.base_offset + 1) as u64,
+                );
                 Report::Committed { segment: entry.segment, batches }
             };
             if let Err(report) = part.report(report) {

@@ -126,6 +126,13 @@ pub struct Delivery {
     index: i64,
 }
 
+impl Delivery {
+    /// The partition the record went to.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+}
+
 impl IntoFuture for Delivery {
     type Output = Result<RecordMetadata, ClientError>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;

@@ -1,11 +1,8 @@
 //! kill -9 at any moment loses no acknowledged record, duplicates none,
 //! and moves none to another offset.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
-
-use futures::StreamExt;
-use silt_client::{Client, ClientConfig, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord};
 
 use crate::harness::*;
 
@@ -38,68 +35,26 @@ fn records_survive_kill_9_at_the_same_offsets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_kill_9_mid_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("s1");
-    let mut agent = AgentProcess::start(&data, &["--flush-interval", "30ms"]);
-    agent.ok(&["topic", "create", "m", "--partitions", "3"], None);
-    let config = ClientConfig { agent: agent.addr.clone(), ca: Some(agent.ca.clone()), ..Default::default() };
-    let client = Client::connect(config.clone()).await.unwrap();
-    let producer = Producer::new(client, "m", ProducerConfig::default()).await.unwrap();
-
+    let mut c = TestCluster::builder().flush_interval("30ms").start().await;
+    c.client().await.create_topic("m", 3).await.unwrap();
     // Produce continuously, remembering every acknowledgement, and kill the
     // agent while records are in flight.
-    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut waiters = tokio::task::JoinSet::new();
-    let mut sent = 0u64;
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_millis(1500) {
-        for _ in 0..50 {
-            let value = format!("v{sent}");
-            let d = producer.send(ProducerRecord::new(value.clone())).await.unwrap();
-            let tx = acked_tx.clone();
-            waiters.spawn(async move {
-                if let Ok(meta) = d.await {
-                    let _ = tx.send((meta.partition, meta.offset, value));
-                }
-            });
-            sent += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    agent.kill9();
-    drop(producer);
+    let sender = Background::start(c.config(), "m", 3, Plan::default());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let in_flight = sender.tally.total_in_flight();
+    c.kill9(0);
+    assert!(in_flight > 0, "records were in flight at the kill");
     // Records not acknowledged by now never will be: the agent is gone, and
     // only acknowledged records are promised.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async { while waiters.join_next().await.is_some() {} }).await;
-    waiters.abort_all();
-    drop(acked_tx);
-    let mut acked = BTreeMap::new();
-    while let Some((p, o, v)) = acked_rx.recv().await {
-        assert!(acked.insert((p, o), v).is_none(), "two records acknowledged at one offset");
-    }
-    assert!(acked.len() > 100, "the test produced while the agent was up ({} acked of {sent})", acked.len());
+    let produced = sender.abandon().await;
+    let acked = produced.by_offset(0);
+    assert!(acked.len() > 100, "the test produced while the agent was up ({} acked of {})", acked.len(), produced.sent);
 
-    let addr = agent.addr.clone();
-    drop(agent);
-    let agent = tokio::task::spawn_blocking(move || AgentProcess::start_on(&data, &addr, &[])).await.unwrap();
-    let client = Client::connect(config).await.unwrap();
-    let d = client.describe_topic("m").await.unwrap();
-    let total: i64 = d.partitions.iter().map(|p| p.high_watermark).sum();
-    let consumer = Consumer::new(client, "m", ConsumerConfig::default()).await.unwrap();
-    let mut stream =
-        consumer.stream(&[(0, Offset::Earliest), (1, Offset::Earliest), (2, Offset::Earliest)]).await.unwrap();
-    let mut log = BTreeMap::new();
-    let mut values = BTreeSet::new();
-    for _ in 0..total {
-        let r = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
-        let v = String::from_utf8(r.value.to_vec()).unwrap();
-        assert!(values.insert(v.clone()), "{v} is in the log twice");
-        log.insert((r.partition, r.offset), v);
-    }
+    c.launch(0);
+    let log = c.log("m", 3).await;
     for (at, v) in &acked {
         assert_eq!(log.get(at), Some(v), "acknowledged record {v} at {at:?} is missing or moved");
     }
-    drop(agent);
 }
 
 /// Flips one byte of a stored object: reads report corruption, and never

@@ -6,6 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+pub mod stream;
+
+pub use cluster::TestCluster;
+pub use stream::{Background, Plan};
+
 use silt_agent::{Agent, Args};
 use silt_client::{Client, ClientConfig};
 
