@@ -9,6 +9,18 @@ use crate::error::AgentError;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7447";
 pub const DEFAULT_DATA_DIR: &str = "silt-data";
+/// The most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// S3 settings beside the URL.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Allow credentials from the EC2/ECS instance metadata service when no
+    /// `AWS_*` credentials are set.
+    pub instance_credentials: bool,
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -117,7 +129,7 @@ pub struct Config {
     pub advertise: Option<String>,
     pub metadata_url: String,
     pub object_store_url: String,
-    pub s3: crate::log::storage::S3Options,
+    pub s3: S3Options,
     pub tls: TlsSource,
     pub flush_bytes: usize,
     pub flush_interval: Duration,
@@ -197,7 +209,7 @@ impl Args {
                 .object_store
                 .clone()
                 .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display())),
-            s3: crate::log::storage::S3Options {
+            s3: S3Options {
                 endpoint: self.s3_endpoint.clone(),
                 region: self.s3_region.clone().or_else(|| std::env::var("AWS_REGION").ok()),
                 instance_credentials: self.s3_instance_credentials,

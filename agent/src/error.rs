@@ -7,8 +7,6 @@ use std::sync::Arc;
 use silt_metadata::{CatalogError, MetaError};
 use silt_wire::BatchError;
 
-use crate::core::producers::SequenceError;
-
 type Source = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why the agent could not start or keep running.
@@ -67,8 +65,8 @@ pub enum ServiceError {
     TopicExists(String),
     #[error("invalid topic name {name:?}: {reason}")]
     InvalidTopicName { name: String, reason: &'static str },
-    #[error("invalid partition count {0}: a topic needs between 1 and {max} partitions", max = crate::service::MAX_PARTITIONS)]
-    InvalidPartitions(u32),
+    #[error("invalid partition count {count}: a topic needs between 1 and {max} partitions")]
+    InvalidPartitions { count: u32, max: u32 },
     #[error("topic {topic:?} has no partition {partition} (it has {count}: 0 to {last})", last = count.saturating_sub(1))]
     UnknownPartition { topic: String, partition: u32, count: u32 },
     #[error("offset {offset} is out of range for {topic}/{partition}: it holds offsets {log_start} to {high_watermark} (exclusive); reading at {high_watermark} waits for new records")]
@@ -114,6 +112,21 @@ impl From<CatalogError> for ServiceError {
             other => ServiceError::Metadata(Arc::new(other)),
         }
     }
+}
+
+/// Why a batch is refused (nothing is written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    #[error(
+        "producer {producer_id}: expected sequence {expected} (epoch {epoch}), got {got}; an earlier batch is missing"
+    )]
+    OutOfOrder { producer_id: i64, epoch: i16, expected: i32, got: i32 },
+    #[error("producer {producer_id}: sequence {got} was written before, too long ago to know its offsets")]
+    Duplicate { producer_id: i64, got: i32 },
+    #[error("producer {producer_id}: epoch {got} is older than its current epoch {current}")]
+    Fenced { producer_id: i64, got: i16, current: i16 },
+    #[error("producer {producer_id} (epoch {epoch}) is not known here and its sequence starts at {got}, not 0")]
+    Unknown { producer_id: i64, epoch: i16, got: i32 },
 }
 
 /// An error and its sources, in words: what the agent sends with an error code.

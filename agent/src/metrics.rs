@@ -3,7 +3,16 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::read::ReadStats;
+/// What the read path has asked of the object store and of the cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Ranged GETs sent to the object store.
+    pub gets: u64,
+    /// Reads served by the read cache (memory or disk).
+    pub cache_hits: u64,
+    /// Reads served by the recently-written objects kept in memory.
+    pub recent_hits: u64,
+}
 
 #[derive(Debug, Default)]
 pub struct Metrics {

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use silt_metadata::catalog::{BatchMeta, ProducerState};
 use silt_wire::{advance_sequence, BatchHeader, PRODUCER_WINDOW};
 
+pub use crate::error::SequenceError;
+
 /// A producer idle this long is forgotten, as in Kafka
 /// (`producer.id.expiration.ms`); it then starts a new epoch.
 pub const EXPIRY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -22,21 +24,6 @@ pub enum Verdict {
     Append,
     /// Written before, at these offsets: answer with them, write nothing.
     Duplicate { base_offset: i64, last_offset: i64 },
-}
-
-/// Why a batch is refused (nothing is written).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SequenceError {
-    #[error(
-        "producer {producer_id}: expected sequence {expected} (epoch {epoch}), got {got}; an earlier batch is missing"
-    )]
-    OutOfOrder { producer_id: i64, epoch: i16, expected: i32, got: i32 },
-    #[error("producer {producer_id}: sequence {got} was written before, too long ago to know its offsets")]
-    Duplicate { producer_id: i64, got: i32 },
-    #[error("producer {producer_id}: epoch {got} is older than its current epoch {current}")]
-    Fenced { producer_id: i64, got: i16, current: i16 },
-    #[error("producer {producer_id} (epoch {epoch}) is not known here and its sequence starts at {got}, not 0")]
-    Unknown { producer_id: i64, epoch: i16, got: i32 },
 }
 
 /// Checks a batch against what is known of its producer.

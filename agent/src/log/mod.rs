@@ -21,6 +21,18 @@ use tokio::sync::oneshot;
 
 use crate::error::ServiceError;
 
+/// How durable a batch must be before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// Once offsets are assigned.
+    None,
+    /// Once written to the agent's local write-ahead log (fsynced).
+    Local,
+    /// Once the object is stored and its index committed.
+    #[default]
+    Durable,
+}
+
 /// Where a batch landed, or why it did not.
 pub type Outcome = Result<(i64, i64), ServiceError>;
 /// Answers a producer.

@@ -21,13 +21,12 @@ use tracing::Instrument;
 
 use super::flush::{Pending, Queue};
 use super::wal::{Hold, Wal, Write};
-use super::{Done, Replies, Reply};
+use super::{Acks, Done, Replies, Reply};
 use crate::clock::SharedClock;
 use crate::core::producers::{Producers, Verdict};
 use crate::core::waiters::Waiters;
 use crate::error::ServiceError;
 use crate::read::SegmentIndex;
-use crate::service::Acks;
 
 const MAILBOX: usize = 1024;
 /// How often an owner forgets idle producers in the metadata store.

@@ -17,17 +17,8 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 
+use crate::config::S3Options;
 use crate::error::AgentError;
-
-/// S3 settings beside the URL.
-#[derive(Debug, Clone, Default)]
-pub struct S3Options {
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    /// Allow credentials from the EC2/ECS instance metadata service when no
-    /// `AWS_*` credentials are set.
-    pub instance_credentials: bool,
-}
 
 /// Whether the environment names credentials the S3 client can use
 /// without asking the instance metadata service.

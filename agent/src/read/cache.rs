@@ -17,17 +17,7 @@ use foyer::{
 };
 
 use crate::error::AgentError;
-
-/// What the read path has asked of the object store and of the cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReadStats {
-    /// Ranged GETs sent to the object store.
-    pub gets: u64,
-    /// Reads served by the read cache (memory or disk).
-    pub cache_hits: u64,
-    /// Reads served by the recently-written objects kept in memory.
-    pub recent_hits: u64,
-}
+use crate::metrics::ReadStats;
 
 pub struct ReadCache {
     cache: HybridCache<String, Bytes>,

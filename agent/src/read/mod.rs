@@ -22,7 +22,8 @@ use silt_metadata::catalog::Segment;
 use silt_metadata::Catalog;
 
 use crate::error::ServiceError;
-pub use cache::{ReadCache, ReadStats};
+pub use crate::metrics::ReadStats;
+pub use cache::ReadCache;
 pub use index::SegmentIndex;
 pub use recent::RecentObjects;
 

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use super::{AgentInfo, PartitionInfo, Service, TopicInfo, MAX_PARTITIONS};
+use super::{AgentInfo, PartitionInfo, Service, TopicInfo};
+use crate::config::MAX_PARTITIONS;
 use crate::error::ServiceError;
 
 /// Topic names follow Kafka's rules, so the same names work in both.
@@ -37,7 +38,7 @@ impl Service {
     pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<(), ServiceError> {
         validate_topic_name(name)?;
         if partitions == 0 || partitions > MAX_PARTITIONS {
-            return Err(ServiceError::InvalidPartitions(partitions));
+            return Err(ServiceError::InvalidPartitions { count: partitions, max: MAX_PARTITIONS });
         }
         self.catalog.create_topic(name, partitions, self.cluster.clock().now_ms()).await?;
         // Take this agent's share now rather than at the next round.

@@ -26,8 +26,6 @@ use crate::metrics::Metrics;
 use crate::read::ReadPath;
 pub use types::{Acks, AgentInfo, Fetched, PartitionInfo, Ticket, TopicInfo};
 
-pub const MAX_PARTITIONS: u32 = 10_000;
-
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_record_bytes: usize,

@@ -4,19 +4,8 @@
 
 use bytes::Bytes;
 
+pub use crate::log::Acks;
 use crate::log::Done;
-
-/// How durable a batch must be before it is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Acks {
-    /// Once offsets are assigned.
-    None,
-    /// Once written to the agent's local write-ahead log (fsynced).
-    Local,
-    /// Once the object is stored and its index committed.
-    #[default]
-    Durable,
-}
 
 /// A topic and its partitions as the metadata store has them.
 #[derive(Debug, Clone, PartialEq, Eq)]

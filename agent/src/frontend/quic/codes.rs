@@ -11,7 +11,7 @@ pub fn code_of(e: &ServiceError) -> ErrorCode {
         ServiceError::UnknownTopic(_) => ErrorCode::UnknownTopic,
         ServiceError::TopicExists(_) => ErrorCode::TopicExists,
         ServiceError::InvalidTopicName { .. } => ErrorCode::InvalidRequest,
-        ServiceError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+        ServiceError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
         ServiceError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
         ServiceError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         ServiceError::InvalidBatch(_) => ErrorCode::InvalidBatch,
