@@ -197,6 +197,11 @@ impl EtcdServer {
         }
         panic!("etcd did not start");
     }
+
+    /// Its process id (to pause it, as an unreachable store would be).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 #[cfg(feature = "etcd")]

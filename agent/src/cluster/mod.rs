@@ -42,6 +42,11 @@ const HANDOVER_DRAIN_MS: i64 = 10_000;
 /// How often an agent looks for changes: released partitions are taken
 /// within about this long. A round with nothing changed reads two key ranges.
 const ROUND_EVERY: Duration = Duration::from_millis(500);
+/// How often the session checks whether it lapsed.
+const SESSION_TICK: Duration = Duration::from_millis(100);
+
+/// A session renewal in flight.
+type Renewal<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CatalogError>> + Send + 'a>>;
 
 /// Who this agent is and how it reaches the metadata store.
 pub struct Identity {
@@ -146,19 +151,34 @@ impl Cluster {
         lease.holder(&self.agents(), self.clock.now_ms()).map(|r| r.address.clone()).unwrap_or_default()
     }
 
-    /// Renews the session every quarter TTL.
+    /// Renews the session every quarter TTL, and checks ten times a second
+    /// whether it lapsed, even while a renewal hangs on an unreachable store.
     async fn renewals(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SESSION_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renewal: Option<Renewal<'_>> = None;
         loop {
-            let every = Duration::from_millis((self.session.lock().expect("session lock").ttl_ms() / 4) as u64);
             tokio::select! {
-                _ = tokio::time::sleep(every.max(Duration::from_millis(50))) => {}
+                _ = tick.tick() => {}
+                r = async { renewal.as_mut().expect("polled only when some").await }, if renewal.is_some() => {
+                    renewal = None;
+                    if let Err(e) = r {
+                        tracing::warn!(error = %crate::error::describe(&e), "could not renew this agent's session; retrying");
+                    }
+                }
                 _ = self.stop.cancelled() => return,
             }
             if self.leaving.load(Ordering::SeqCst) {
                 return;
             }
-            if let Err(e) = self.renew().await {
-                tracing::warn!(error = %crate::error::describe(&e), "could not renew this agent's session; retrying");
+            let now = self.clock.now_ms();
+            let (action, due) = {
+                let mut s = self.session.lock().expect("session lock");
+                (s.tick(now), s.due(now))
+            };
+            self.act(action);
+            if due && renewal.is_none() {
+                renewal = Some(Box::pin(self.renew()));
             }
         }
     }
@@ -210,9 +230,6 @@ impl Cluster {
                 _ = tokio::time::sleep(ROUND_EVERY) => {}
                 _ = self.stop.cancelled() => return,
             }
-            // Time alone can lapse the session (a renewal that hangs).
-            let action = self.session.lock().expect("session lock").tick(self.clock.now_ms());
-            self.act(action);
             if let Err(e) = self.round().await {
                 tracing::warn!(error = %crate::error::describe(&e), "ownership round failed; retrying at the next");
             }

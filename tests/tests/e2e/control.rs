@@ -40,3 +40,71 @@ async fn an_idle_agents_metadata_reads_do_not_grow_with_its_partitions() {
     assert_eq!(conflicts, 0);
     agent.stop().await;
 }
+
+/// A raw produce of one record with acks=none: the agent's answer code, or
+/// None when it took the batch.
+#[cfg(feature = "etcd")]
+async fn produce_code(c: &TestCluster, value: &str) -> Option<silt_wire::ErrorCode> {
+    let mut b = silt_wire::BatchBuilder::new(silt_wire::Compression::None);
+    b.push(0, None, value.as_bytes(), &[]);
+    let batch = b.build().unwrap().into_bytes();
+    let request = silt_wire::Request::Produce { topic: "s".into(), partition: 0, acks: silt_wire::Acks::None, batch };
+    let (_ep, conn) = crate::protocol::raw_connection_to(c.addrs[0].parse().unwrap(), &c.ca()).await;
+    match tokio::time::timeout(Duration::from_secs(5), crate::protocol::exchange(&conn, &request.encode())).await {
+        Ok(Some(silt_wire::Response::Error { code, .. })) => Some(code),
+        Ok(Some(silt_wire::Response::ProduceAssigned { .. })) => None,
+        other => panic!("unexpected answer: {other:?}"),
+    }
+}
+
+/// The metadata store goes silent for longer than the lease TTL: the
+/// agent cannot tell whether another has taken its partitions, so it stops
+/// taking writes (a retriable FENCED) until it renews its session, then
+/// carries on with the leases it still holds; nothing is lost.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_session_lapses_takes_no_writes_until_it_is_renewed() {
+    let c = TestCluster::builder().etcd().start().await;
+    let client = c.client().await;
+    client.create_topic("s", 1).await.unwrap();
+    c.agent(0).ok(&["produce", "s"], Some(b"before\n"));
+    assert_eq!(produce_code(&c, "taken").await, None);
+    let etcd = c.etcd_pid().unwrap();
+    // Each probe is a record of its own; which were taken and which refused.
+    let (taken, refused) = (std::sync::Mutex::new(vec!["taken".to_string()]), std::sync::Mutex::new(Vec::new()));
+    let n = std::sync::atomic::AtomicU32::new(0);
+    let probe = async |want_taken: bool| {
+        let v = format!("probe-{}", n.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let code = produce_code(&c, &v).await;
+        match code {
+            None => taken.lock().unwrap().push(v),
+            Some(silt_wire::ErrorCode::Fenced) => refused.lock().unwrap().push(v),
+            Some(other) => panic!("{v}: {other}"),
+        }
+        code.is_none() == want_taken
+    };
+    signal(etcd, "STOP");
+    let paused = std::time::Instant::now();
+    // The lease TTL is 2 s: within it (less a margin) the agent fences itself.
+    TestCluster::wait_for("the agent to fence itself", Duration::from_secs(10), || probe(false)).await;
+    let fenced_after = paused.elapsed();
+    signal(etcd, "CONT");
+    let resumed = std::time::Instant::now();
+    TestCluster::wait_for("the agent to take writes again", Duration::from_secs(30), || probe(true)).await;
+    eprintln!(
+        "fenced {fenced_after:?} after the store went silent; writing again {:?} after it came back",
+        resumed.elapsed()
+    );
+    assert!(fenced_after < Duration::from_secs(5), "fenced only after {fenced_after:?}");
+    let log_text = std::fs::read_to_string(c.log_file(0)).unwrap();
+    assert!(log_text.contains("session may have lapsed"), "{log_text}");
+    assert!(log_text.contains("session renewed"), "{log_text}");
+    // Everything taken is in the log, once, in order; nothing refused is.
+    c.agent(0).ok(&["produce", "s"], Some(b"last\n"));
+    let log: Vec<String> = c.log("s", 1).await.into_values().collect();
+    let mut want = vec!["before".to_string()];
+    want.extend(taken.into_inner().unwrap());
+    want.push("last".into());
+    assert_eq!(log, want);
+    assert!(!refused.into_inner().unwrap().is_empty());
+}

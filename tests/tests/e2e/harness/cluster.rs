@@ -190,6 +190,12 @@ impl TestCluster {
         tokio::task::block_in_place(|| a.child.wait().unwrap())
     }
 
+    /// The etcd server's process id, when the cluster runs on etcd.
+    #[cfg(feature = "etcd")]
+    pub fn etcd_pid(&self) -> Option<u32> {
+        self._etcd.as_ref().map(|e| e.pid())
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.dir.path().join("tls").join("ca.pem")
     }
