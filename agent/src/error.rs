@@ -85,6 +85,12 @@ pub enum ServiceError {
     NotCommitted(#[source] Arc<CatalogError>),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("stored data is corrupt: {at}")]
+    CorruptBatch {
+        at: String,
+        #[source]
+        source: BatchError,
+    },
     #[error("metadata store error")]
     Metadata(#[source] Arc<CatalogError>),
     #[error("this agent does not own {topic}/{partition}; its owner is {}", if owner.is_empty() { "not known yet" } else { owner.as_str() })]

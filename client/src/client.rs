@@ -65,8 +65,9 @@ fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, ClientError
     let mut roots = rustls::RootCertStore::empty();
     let mut pems: Vec<Vec<u8>> = Vec::new();
     if let Some(path) = &config.ca {
-        let pem = std::fs::read(path).map_err(|e| {
-            ClientError::Config(format!("cannot read CA file {}: {e} (pass --ca or set SILT_CA)", path.display()))
+        let pem = std::fs::read(path).map_err(|e| ClientError::Tls {
+            what: format!("cannot read CA file {} (pass --ca or set SILT_CA)", path.display()),
+            source: Arc::new(e),
         })?;
         pems.push(pem);
     }
@@ -76,8 +77,11 @@ fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, ClientError
     }
     for pem in pems {
         for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| ClientError::Config(format!("CA file is not PEM: {e}")))?;
-            roots.add(cert).map_err(|e| ClientError::Config(format!("CA certificate rejected: {e}")))?;
+            let cert =
+                cert.map_err(|e| ClientError::Tls { what: "the CA file is not PEM".into(), source: Arc::new(e) })?;
+            roots
+                .add(cert)
+                .map_err(|e| ClientError::Tls { what: "CA certificate rejected".into(), source: Arc::new(e) })?;
         }
     }
     if roots.is_empty() {
@@ -86,7 +90,7 @@ fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, ClientError
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| ClientError::Config(format!("TLS: {e}")))?
+        .map_err(|e| ClientError::Tls { what: "TLS versions".into(), source: Arc::new(e) })?
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![silt_wire::ALPN.to_vec()];
@@ -124,7 +128,9 @@ impl Client {
                     return Ok(c);
                 }
                 // A certificate the CA does not vouch for is not a reason to try the next.
-                Err(e @ (ClientError::Config(_) | ClientError::Untrusted { .. })) => return Err(e),
+                Err(e @ (ClientError::Config(_) | ClientError::Tls { .. } | ClientError::Untrusted { .. })) => {
+                    return Err(e)
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -143,7 +149,7 @@ impl Client {
             })?;
         let tls = tls_config(&config)?;
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-            .map_err(|e| ClientError::Config(format!("TLS for QUIC: {e}")))?;
+            .map_err(|e| ClientError::Tls { what: "TLS for QUIC".into(), source: Arc::new(e) })?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
         let mut transport = quinn::TransportConfig::default();
         transport
@@ -245,12 +251,11 @@ impl ResponseStream {
     pub async fn next(&mut self) -> Result<Response, ClientError> {
         let mut prefix = [0u8; frame::PREFIX_LEN];
         self.recv.read_exact(&mut prefix).await.map_err(|e| self.client.lost(e))?;
-        let len = frame::parse_length(prefix, self.client.config.max_frame_bytes)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let len = frame::parse_length(prefix, self.client.config.max_frame_bytes)?;
         let mut body = BytesMut::zeroed(len);
         self.recv.read_exact(&mut body).await.map_err(|e| self.client.lost(e))?;
-        let frame = Frame::decode(body.freeze()).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        match Response::decode(&frame).map_err(|e| ClientError::Protocol(e.to_string()))? {
+        let frame = Frame::decode(body.freeze())?;
+        match Response::decode(&frame)? {
             Response::Error { code, message } => Err(ClientError::Server { code, message }),
             other => Ok(other),
         }

@@ -10,6 +10,13 @@ type Source = Arc<dyn std::error::Error + Send + Sync>;
 pub enum ClientError {
     #[error("invalid client setting: {0}")]
     Config(String),
+    /// The TLS setup (CA file, certificates) could not be used.
+    #[error("invalid client setting: {what}")]
+    Tls {
+        what: String,
+        #[source]
+        source: Source,
+    },
     #[error("cannot resolve agent address {addr}")]
     Resolve {
         addr: String,
@@ -42,6 +49,10 @@ pub enum ClientError {
     Timeout { addr: String, secs: u64 },
     #[error("the agent sent something this client does not understand: {0}")]
     Protocol(String),
+    #[error("the agent sent something this client does not understand")]
+    Frame(#[from] silt_wire::FrameError),
+    #[error("the agent sent something this client does not understand")]
+    Decode(#[from] silt_wire::DecodeError),
     /// The agent answered with an error.
     #[error("{message} ({code})")]
     Server { code: ErrorCode, message: String },

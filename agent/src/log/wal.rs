@@ -279,10 +279,10 @@ impl Writer {
                     let (topic_id, partition) = w.pending.part.id;
                     layout::encode(topic_id, partition, w.pending.batch.bytes(), &mut buf);
                 }
-                let mut file = f.file.try_clone();
+                let file = f.file.try_clone();
                 let len = buf.len() as u64;
                 let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                    let file = file.as_mut().map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+                    let mut file = file?;
                     file.write_all(&buf)?;
                     file.sync_data()
                 })

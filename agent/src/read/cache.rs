@@ -32,13 +32,12 @@ impl ReadCache {
         if disk_bytes > 0 {
             for dir in dirs {
                 let path = dir.join("cache");
-                let device = std::fs::create_dir_all(&path).map_err(|e| e.to_string()).and_then(|_| {
-                    FsDeviceBuilder::new(&path).with_capacity(disk_bytes).build().map_err(|e| e.to_string())
-                });
-                // (Logged here, with its reason, and left out.)
+                let device = std::fs::create_dir_all(&path)
+                    .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
+                    .and_then(|_| Ok(FsDeviceBuilder::new(&path).with_capacity(disk_bytes).build()?));
                 match device {
                     Ok(d) => devices.push(d),
-                    Err(e) => tracing::error!(dir = %path.display(), error = %e,
+                    Err(e) => tracing::error!(dir = %path.display(), error = %crate::error::describe(e.as_ref()),
                         "cannot keep a read cache here; reading through the other cache dirs or the object store"),
                 }
             }

@@ -61,17 +61,13 @@ impl ReadPath {
                     data = self.fetch(&segment, key).await?;
                 }
             }
-            let corrupt = |what: String| {
-                ServiceError::Corrupt(format!(
-                    "object {} bytes {}+{}: {what}",
-                    segment.object, segment.start, segment.len
-                ))
-            };
+            let place = || format!("object {} bytes {}+{}", segment.object, segment.start, segment.len);
+            let corrupt = |what: String| ServiceError::Corrupt(format!("{}: {what}", place()));
             // The CRC does not cover a batch's base offset, so check that the
             // run starts where the index says and has no gap or overlap.
             let mut expected = segment.base_offset;
             for batch in silt_wire::batch::split(&data) {
-                let batch = batch.map_err(|e| corrupt(e.to_string()))?;
+                let batch = batch.map_err(|source| ServiceError::CorruptBatch { at: place(), source })?;
                 if batch.header().base_offset != expected {
                     let base = batch.header().base_offset;
                     return Err(corrupt(format!("a batch starts at offset {base} where {expected} was due")));

@@ -18,7 +18,7 @@ pub fn code_of(e: &ServiceError) -> ErrorCode {
         ServiceError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
         ServiceError::AcksUnsupported => ErrorCode::InvalidRequest,
         ServiceError::Storage(_) => ErrorCode::StorageUnavailable,
-        ServiceError::Corrupt(_) => ErrorCode::Internal,
+        ServiceError::Corrupt(_) | ServiceError::CorruptBatch { .. } => ErrorCode::Internal,
         ServiceError::NotCommitted(_) => ErrorCode::MetadataUnavailable,
         ServiceError::Metadata(_) => ErrorCode::MetadataUnavailable,
         ServiceError::Fenced { .. } => ErrorCode::Fenced,
