@@ -42,6 +42,9 @@ const HANDOVER_DRAIN_MS: i64 = 10_000;
 /// How often an agent looks for changes: released partitions are taken
 /// within about this long. A round with nothing changed reads two key ranges.
 const ROUND_EVERY: Duration = Duration::from_millis(500);
+/// Registrations that lapsed this long ago are removed (with their change
+/// markers), so agents that are gone for good stop being listed and read.
+const FORGET_AGENTS_AFTER_MS: i64 = 60 * 60 * 1000;
 /// How often the session checks whether it lapsed.
 const SESSION_TICK: Duration = Duration::from_millis(100);
 
@@ -253,6 +256,10 @@ impl Cluster {
         let now = self.clock.now_ms();
         let mut live: Vec<String> = view.agents.iter().filter(|a| a.is_live(now)).map(|a| a.id.clone()).collect();
         live.sort();
+        for gone in view.agents.iter().filter(|a| a.expires_ms.saturating_add(FORGET_AGENTS_AFTER_MS) < now) {
+            tracing::info!(agent = %gone.id, "forgetting an agent gone for over an hour");
+            self.catalog.deregister(&gone.id).await?;
+        }
         *self.agents.write().expect("agents lock") = Arc::new(view.agents);
         // A partition whose flush was fenced or given up stops here now.
         let lost = self.demote_lost();

@@ -108,3 +108,26 @@ async fn an_agent_whose_session_lapses_takes_no_writes_until_it_is_renewed() {
     assert_eq!(log, want);
     assert!(!refused.into_inner().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_gone_for_over_an_hour_are_forgotten() {
+    let agent = TestAgent::start().await;
+    // An agent that died long ago, as its registration says.
+    let store =
+        silt_metadata::open(&format!("sqlite://{}", agent.dir.path().join("metadata.db").display())).await.unwrap();
+    let catalog = silt_metadata::Catalog::new(store);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let two_hours = 2 * 60 * 60 * 1000;
+    catalog.heartbeat("agent-long-gone", "127.0.0.1:1", now - two_hours, now - two_hours, 10_000).await.unwrap();
+    catalog.heartbeat("agent-just-gone", "127.0.0.1:2", now - 60_000, now - 60_000, 10_000).await.unwrap();
+    let client = agent.client().await;
+    let ids = || async { client.list_agents().await.unwrap().into_iter().map(|a| a.id).collect::<Vec<_>>() };
+    TestCluster::wait_for("the long-gone agent to be forgotten", Duration::from_secs(10), || async {
+        !ids().await.contains(&"agent-long-gone".to_string())
+    })
+    .await;
+    let left = ids().await;
+    assert!(left.contains(&"agent-just-gone".to_string()), "an agent gone a minute is still listed: {left:?}");
+    assert_eq!(left.len(), 2, "{left:?}");
+    agent.stop().await;
+}
