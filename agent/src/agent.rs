@@ -121,7 +121,7 @@ impl Agent {
             catalog.clone(),
             clock,
             identity,
-            Sink { queue, wal },
+            Sink { queue, wal, lost: Arc::default() },
             replay,
             inflight.clone(),
             background.clone(),

@@ -262,7 +262,7 @@ impl Cluster {
         }
         *self.agents.write().expect("agents lock") = Arc::new(view.agents);
         // A partition whose flush was fenced or given up stops here now.
-        let lost = self.demote_lost();
+        let lost = self.sink.lost.take() && self.demote_lost();
         let current = (view.changes, live);
         let changed = self.force.load(Ordering::SeqCst) || lost || seen.as_ref() != Some(&current);
         // While the session may have lapsed, take nothing: others may be taking over.

@@ -111,11 +111,30 @@ struct Append {
     reply: oneshot::Sender<Result<Assigned, ServiceError>>,
 }
 
-/// Where the actor sends batches once their offsets are assigned.
+/// Where the actor sends batches once their offsets are assigned, and
+/// where it says that it can no longer write.
 #[derive(Clone)]
 pub struct Sink {
     pub queue: Arc<Queue>,
     pub wal: Option<Arc<Wal>>,
+    pub lost: Arc<Lost>,
+}
+
+/// Raised when any partition stops being writable here (its lease was
+/// lost, or a flush was given up), so the cluster looks for it then
+/// rather than every round.
+#[derive(Debug, Default)]
+pub struct Lost(std::sync::atomic::AtomicBool);
+
+impl Lost {
+    pub fn raise(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether it was raised since the last look.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// A partition of a topic, led here (with an actor) or followed.
@@ -516,6 +535,7 @@ impl Actor {
                     s.accepting = false;
                     s.lost = true;
                 });
+                self.sink.lost.raise();
             }
             Report::Fence => self.status.send_modify(|s| s.accepting = false),
             Report::Resume => self.status.send_modify(|s| s.accepting = !s.lost),
@@ -609,7 +629,7 @@ mod tests {
             producers: Producers::default(),
             replay: Vec::new(),
         };
-        let sink = Sink { queue: queue.clone(), wal: None };
+        let sink = Sink { queue: queue.clone(), wal: None, lost: Arc::default() };
         let part = Partition::lead(start, sink, ManualClock::new(1_000), &tasks, CancellationToken::new());
         Harness { part, queue, permits: Arc::new(Semaphore::new(1 << 30)), _tasks: tasks }
     }
