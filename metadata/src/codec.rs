@@ -49,6 +49,16 @@ impl<'a> Reader<'a> {
         let len = self.u32(what)? as usize;
         String::from_utf8(self.take(len, what)?.to_vec()).map_err(|_| CodecError::Invalid(what))
     }
+    /// A u32 count of items that take at least `min_item_bytes` each: a
+    /// count the rest of the value cannot hold is an error, not an allocation.
+    pub fn count(&mut self, what: &'static str, min_item_bytes: usize) -> Result<usize, CodecError> {
+        let n = self.u32(what)? as usize;
+        if n.saturating_mul(min_item_bytes.max(1)) > self.0.len() {
+            return Err(CodecError::Invalid(what));
+        }
+        Ok(n)
+    }
+
     pub fn version(&mut self, expected: u8) -> Result<(), CodecError> {
         match self.u8("version")? {
             v if v == expected => Ok(()),

@@ -7,8 +7,8 @@
 //! 0x03 segment index     0x03 | topic id | partition | last offset     -> segment::Segment
 //! 0x04 partition lease   0x04 | topic id | partition                   -> lease::Lease
 //! 0x05 agent             0x05 | agent id                               -> agent::Registration
-//! 0x06 consumer group    (reserved)
-//! 0x07 committed offset  (reserved)
+//! 0x06 consumer group    0x06 | group name                             -> group::GroupRecord
+//! 0x07 committed offset  0x07 | group | 0x00 | topic id | partition   -> offset::OffsetRecord
 //! 0x08 object liveness   (reserved)
 //! 0x09 producer state    0x09 | topic id | partition | producer id u64 -> producer::ProducerState
 //! 0x0a change marker     0x0a | writer id                              -> change token u64
@@ -23,6 +23,8 @@ pub const PARTITION: u8 = 0x02;
 pub const SEGMENT: u8 = 0x03;
 pub const LEASE: u8 = 0x04;
 pub const AGENT: u8 = 0x05;
+pub const GROUP: u8 = 0x06;
+pub const OFFSET: u8 = 0x07;
 pub const PRODUCER: u8 = 0x09;
 pub const CHANGE: u8 = 0x0a;
 pub const COUNTER: u8 = 0x0f;

@@ -5,7 +5,8 @@
 //! - One module per key kind, each with its value type and the operations
 //!   on it: [`topic`], [`partition`], [`segment`] (and flush commits),
 //!   [`lease`], [`agent`], [`producer`], [`change`] (the change markers
-//!   that let agents notice ownership changes without re-reading them).
+//!   that let agents notice ownership changes without re-reading them),
+//!   [`group`] (consumer groups' state) and [`offset`] (committed offsets).
 //!
 //! Every operation that writes runs in `transact!`, which retries a
 //! transaction that lost an optimistic conflict.
@@ -50,8 +51,10 @@ macro_rules! read_only {
 
 pub mod agent;
 pub mod change;
+pub mod group;
 pub mod keys;
 pub mod lease;
+pub mod offset;
 pub mod partition;
 pub mod producer;
 pub mod segment;
@@ -66,7 +69,9 @@ use crate::store::{KeyValue, MetaStore, Transaction};
 use crate::{CatalogError, MetaStats};
 pub use agent::Registration;
 pub use change::ClusterView;
+pub use group::{Fence, GroupRecord, MemberRecord, TopicPartition};
 pub use lease::{Acquired, Lease};
+pub use offset::{OffsetCommit, OffsetRecord};
 pub use partition::PartitionState;
 pub use producer::{BatchMeta, ProducerState};
 pub use segment::{FlushEntry, FlushOutcome, Segment};

@@ -120,6 +120,16 @@ impl Catalog {
                 }
             }
         }
+        // Committed offsets are keyed by group: find the topic's among them.
+        let offsets = read_only!(self, |t| super::offset::of_topic(t, topic_id).await)?;
+        for chunk in offsets.chunks(page) {
+            transact!(self, |t| {
+                for k in chunk {
+                    t.delete(k.clone());
+                }
+                Ok(())
+            })?;
+        }
         Ok(())
     }
 
