@@ -5,12 +5,14 @@
 //! - [`ownership`]: which partitions this agent should own (sticky, even shares).
 //! - [`session`]: when to renew the agent's session, and what leaders do when it lapses.
 //! - [`handover`]: when a partition being given up may be released.
+//! - [`groups`]: consumer groups: membership, a sticky balanced assignment, and moving partitions safely.
 //! - [`producers`]: idempotent producers' sequences, so a re-sent batch is written once.
 //! - [`waiters`]: replies that wait until an offset is committed.
 //! - [`flush`]: when buffered batches are due to be flushed.
 //! - [`replay`]: which write-ahead-log entries continue a partition's log.
 
 pub mod flush;
+pub mod groups;
 pub mod handover;
 pub mod ownership;
 pub mod producers;
