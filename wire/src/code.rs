@@ -44,6 +44,18 @@ pub enum ErrorCode {
     /// epoch), and the batch does not start its sequence at 0. Nothing was
     /// written; the producer starts a new epoch at 0.
     UnknownProducer,
+    /// This agent does not coordinate the group; the message names the one
+    /// that does (retriable there).
+    NotCoordinator,
+    /// The group has no such member (its session ended, or it left): it
+    /// must join again.
+    UnknownMember,
+    /// The member's epoch is stale (it was removed and came back, or its
+    /// coordinator changed): it must join again, giving up its partitions.
+    FencedMemberEpoch,
+    UnknownGroup,
+    /// The group has live members, so it cannot be reset or deleted.
+    GroupNotEmpty,
     /// A code this build does not know (from a newer peer).
     Unknown(u16),
 }
@@ -75,6 +87,11 @@ impl ErrorCode {
             ErrorCode::DuplicateSequence => 21,
             ErrorCode::ProducerFenced => 22,
             ErrorCode::UnknownProducer => 23,
+            ErrorCode::NotCoordinator => 24,
+            ErrorCode::UnknownMember => 25,
+            ErrorCode::FencedMemberEpoch => 26,
+            ErrorCode::UnknownGroup => 27,
+            ErrorCode::GroupNotEmpty => 28,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -104,6 +121,11 @@ impl ErrorCode {
             21 => ErrorCode::DuplicateSequence,
             22 => ErrorCode::ProducerFenced,
             23 => ErrorCode::UnknownProducer,
+            24 => ErrorCode::NotCoordinator,
+            25 => ErrorCode::UnknownMember,
+            26 => ErrorCode::FencedMemberEpoch,
+            27 => ErrorCode::UnknownGroup,
+            28 => ErrorCode::GroupNotEmpty,
             n => ErrorCode::Unknown(n),
         }
     }
@@ -119,6 +141,7 @@ impl ErrorCode {
                 | ErrorCode::Timeout
                 | ErrorCode::Fenced
                 | ErrorCode::ShuttingDown
+                | ErrorCode::NotCoordinator
         )
     }
 
@@ -147,6 +170,11 @@ impl ErrorCode {
             ErrorCode::DuplicateSequence => "DUPLICATE_SEQUENCE",
             ErrorCode::ProducerFenced => "PRODUCER_FENCED",
             ErrorCode::UnknownProducer => "UNKNOWN_PRODUCER",
+            ErrorCode::NotCoordinator => "NOT_COORDINATOR",
+            ErrorCode::UnknownMember => "UNKNOWN_MEMBER",
+            ErrorCode::FencedMemberEpoch => "FENCED_MEMBER_EPOCH",
+            ErrorCode::UnknownGroup => "UNKNOWN_GROUP",
+            ErrorCode::GroupNotEmpty => "GROUP_NOT_EMPTY",
             ErrorCode::Unknown(_) => "UNKNOWN_ERROR",
         }
     }
@@ -168,7 +196,7 @@ mod tests {
     #[test]
     fn every_code_round_trips_and_numbers_are_unique() {
         let mut seen = std::collections::HashSet::new();
-        for n in 1..=23u16 {
+        for n in 1..=28u16 {
             let code = ErrorCode::from_u16(n);
             assert!(!matches!(code, ErrorCode::Unknown(_)), "code {n} is assigned");
             assert_eq!(code.as_u16(), n);

@@ -3,6 +3,7 @@
 //! - [`batch`]: the record-batch format (the unit of storage and transfer).
 //! - [`frame`]: the length-prefixed, versioned frame around every message.
 //! - [`message`]: requests and responses carried in frames.
+//! - [`group`]: the consumer-group messages' bodies.
 //! - [`code`]: the stable numeric error-code table.
 //! - [`buf`]: bounds-checked readers and writers shared by the codecs.
 //!
@@ -13,6 +14,7 @@ pub mod batch;
 pub mod buf;
 pub mod code;
 pub mod frame;
+pub mod group;
 pub mod message;
 
 pub use batch::{
@@ -21,4 +23,8 @@ pub use batch::{
 pub use buf::DecodeError;
 pub use code::ErrorCode;
 pub use frame::{Frame, FrameError, ALPN};
+pub use group::{
+    GroupAssignment, GroupDescription, GroupHeartbeat, GroupInfo, GroupPartition, MemberInfo, OffsetCommit, ResetTo,
+    TopicOffset, TopicPartitions,
+};
 pub use message::{Acks, AgentInfo, PartitionInfo, Request, Response, TopicDescription, PRODUCER_WINDOW};

@@ -12,6 +12,14 @@
 //! 7 Stats          (empty)
 //! 8 ListAgents     (empty)
 //! 9 InitProducer   (empty)
+//! 10 FindCoordinator  group: string
+//! 11 GroupHeartbeat   see `group::GroupHeartbeat`
+//! 12 OffsetCommit     see `group::OffsetCommit`
+//! 13 OffsetFetch      group: string, topics: list of string (empty: every topic)
+//! 14 ListGroups       (empty)
+//! 15 DescribeGroup    group: string
+//! 16 ResetOffsets     group: string, topic: string, to: see `group::ResetTo`
+//! 17 DeleteGroup      group: string
 //! ```
 //!
 //! Response kinds:
@@ -27,6 +35,11 @@
 //! 0x88 Agents            count: u32, (id: string, address: string, partitions: u32, heartbeat_ms: i64)...
 //! 0x89 ProducerId        producer_id: i64, epoch: i16
 //! 0x8a Committed         base_offset: i64, last_offset: i64   (acks=local: now also in the object store)
+//! 0x8b Coordinator       address: string   (the agent coordinating a group)
+//! 0x8c GroupAssignment   see `group::GroupAssignment`
+//! 0x8d Offsets           list of `group::TopicOffset` (committed; none: not listed)
+//! 0x8e Groups            list of `group::GroupInfo`
+//! 0x8f Group             see `group::GroupDescription`
 //! 0xff Error             code: u16, message: string
 //! ```
 //!
@@ -52,6 +65,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::buf::{DecodeError, Reader, WriteExt};
 use crate::code::ErrorCode;
 use crate::frame::Frame;
+use crate::group::{
+    read_offsets, read_strings, GroupAssignment, GroupDescription, GroupHeartbeat, GroupInfo, OffsetCommit, ResetTo,
+    TopicOffset,
+};
 
 /// How durable a record must be before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -127,6 +144,29 @@ pub enum Request {
     ListAgents,
     /// A new producer id, unique for all time, for an idempotent producer.
     InitProducer,
+    /// Which agent coordinates a group.
+    FindCoordinator {
+        group: String,
+    },
+    GroupHeartbeat(GroupHeartbeat),
+    OffsetCommit(OffsetCommit),
+    /// A group's committed offsets for `topics` (all when empty).
+    OffsetFetch {
+        group: String,
+        topics: Vec<String>,
+    },
+    ListGroups,
+    DescribeGroup {
+        group: String,
+    },
+    ResetOffsets {
+        group: String,
+        topic: String,
+        to: ResetTo,
+    },
+    DeleteGroup {
+        group: String,
+    },
 }
 
 /// How many of a producer's latest batches per partition an owner
@@ -176,6 +216,11 @@ pub enum Response {
     Agents(Vec<AgentInfo>),
     ProducerId { producer_id: i64, epoch: i16 },
     Committed { base_offset: i64, last_offset: i64 },
+    Coordinator { address: String },
+    GroupAssignment(GroupAssignment),
+    Offsets(Vec<TopicOffset>),
+    Groups(Vec<GroupInfo>),
+    Group(GroupDescription),
     Error { code: ErrorCode, message: String },
 }
 
@@ -189,6 +234,14 @@ mod kind {
     pub const STATS: u8 = 7;
     pub const LIST_AGENTS: u8 = 8;
     pub const INIT_PRODUCER: u8 = 9;
+    pub const FIND_COORDINATOR: u8 = 10;
+    pub const GROUP_HEARTBEAT: u8 = 11;
+    pub const OFFSET_COMMIT: u8 = 12;
+    pub const OFFSET_FETCH: u8 = 13;
+    pub const LIST_GROUPS: u8 = 14;
+    pub const DESCRIBE_GROUP: u8 = 15;
+    pub const RESET_OFFSETS: u8 = 16;
+    pub const DELETE_GROUP: u8 = 17;
     pub const DONE: u8 = 0x81;
     pub const TOPICS: u8 = 0x82;
     pub const TOPIC: u8 = 0x83;
@@ -199,12 +252,17 @@ mod kind {
     pub const AGENTS: u8 = 0x88;
     pub const PRODUCER_ID: u8 = 0x89;
     pub const COMMITTED: u8 = 0x8a;
+    pub const COORDINATOR: u8 = 0x8b;
+    pub const GROUP_ASSIGNMENT: u8 = 0x8c;
+    pub const OFFSETS: u8 = 0x8d;
+    pub const GROUPS: u8 = 0x8e;
+    pub const GROUP: u8 = 0x8f;
     pub const ERROR: u8 = 0xff;
 }
 
 /// Strings on the wire are at most 65535 bytes; longer ones are cut at a
 /// character boundary rather than refused, since they are only messages.
-fn clip(s: &str) -> &str {
+pub(crate) fn clip(s: &str) -> &str {
     if s.len() <= u16::MAX as usize {
         return s;
     }
@@ -227,6 +285,14 @@ impl Request {
             Request::Stats => kind::STATS,
             Request::ListAgents => kind::LIST_AGENTS,
             Request::InitProducer => kind::INIT_PRODUCER,
+            Request::FindCoordinator { .. } => kind::FIND_COORDINATOR,
+            Request::GroupHeartbeat(_) => kind::GROUP_HEARTBEAT,
+            Request::OffsetCommit(_) => kind::OFFSET_COMMIT,
+            Request::OffsetFetch { .. } => kind::OFFSET_FETCH,
+            Request::ListGroups => kind::LIST_GROUPS,
+            Request::DescribeGroup { .. } => kind::DESCRIBE_GROUP,
+            Request::ResetOffsets { .. } => kind::RESET_OFFSETS,
+            Request::DeleteGroup { .. } => kind::DELETE_GROUP,
         }
     }
 
@@ -239,7 +305,25 @@ impl Request {
                 body.put_u32(*partitions);
             }
             Request::DeleteTopic { name } | Request::DescribeTopic { name } => body.put_string(clip(name)),
-            Request::ListTopics | Request::Stats | Request::ListAgents | Request::InitProducer => {}
+            Request::ListTopics
+            | Request::Stats
+            | Request::ListAgents
+            | Request::InitProducer
+            | Request::ListGroups => {}
+            Request::FindCoordinator { group } | Request::DescribeGroup { group } | Request::DeleteGroup { group } => {
+                body.put_string(clip(group))
+            }
+            Request::GroupHeartbeat(h) => h.put(&mut body),
+            Request::OffsetCommit(c) => c.put(&mut body),
+            Request::OffsetFetch { group, topics } => {
+                body.put_string(clip(group));
+                crate::group::put_strings(&mut body, topics);
+            }
+            Request::ResetOffsets { group, topic, to } => {
+                body.put_string(clip(group));
+                body.put_string(clip(topic));
+                to.put(&mut body);
+            }
             Request::Produce { topic, partition, acks, batch } => {
                 body.put_string(clip(topic));
                 body.put_u32(*partition);
@@ -281,6 +365,20 @@ impl Request {
                 max_bytes: r.u32("max bytes")?,
                 max_wait_ms: r.u32("max wait")?,
             },
+            kind::FIND_COORDINATOR => Request::FindCoordinator { group: r.string("group")? },
+            kind::GROUP_HEARTBEAT => Request::GroupHeartbeat(GroupHeartbeat::read(&mut r)?),
+            kind::OFFSET_COMMIT => Request::OffsetCommit(OffsetCommit::read(&mut r)?),
+            kind::OFFSET_FETCH => {
+                Request::OffsetFetch { group: r.string("group")?, topics: read_strings(&mut r, "topic")? }
+            }
+            kind::LIST_GROUPS => Request::ListGroups,
+            kind::DESCRIBE_GROUP => Request::DescribeGroup { group: r.string("group")? },
+            kind::RESET_OFFSETS => Request::ResetOffsets {
+                group: r.string("group")?,
+                topic: r.string("topic")?,
+                to: ResetTo::read(&mut r)?,
+            },
+            kind::DELETE_GROUP => Request::DeleteGroup { group: r.string("group")? },
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
@@ -305,6 +403,11 @@ impl Response {
             Response::Agents(_) => kind::AGENTS,
             Response::ProducerId { .. } => kind::PRODUCER_ID,
             Response::Committed { .. } => kind::COMMITTED,
+            Response::Coordinator { .. } => kind::COORDINATOR,
+            Response::GroupAssignment(_) => kind::GROUP_ASSIGNMENT,
+            Response::Offsets(_) => kind::OFFSETS,
+            Response::Groups(_) => kind::GROUPS,
+            Response::Group(_) => kind::GROUP,
             Response::Error { .. } => kind::ERROR,
         }
     }
@@ -361,6 +464,11 @@ impl Response {
                 // Built without copying the batches twice: see `encode_fetched`.
                 return Self::encode_fetched(*high_watermark, *log_start, batches);
             }
+            Response::Coordinator { address } => body.put_string(clip(address)),
+            Response::GroupAssignment(a) => a.put(&mut body),
+            Response::Offsets(offsets) => crate::group::put_offsets(&mut body, offsets),
+            Response::Groups(groups) => GroupInfo::put_all(&mut body, groups),
+            Response::Group(g) => g.put(&mut body),
             Response::Error { code, message } => {
                 body.put_u16(code.as_u16());
                 body.put_string(clip(message));
@@ -444,6 +552,11 @@ impl Response {
             kind::ERROR => {
                 Response::Error { code: ErrorCode::from_u16(r.u16("error code")?), message: r.string("message")? }
             }
+            kind::COORDINATOR => Response::Coordinator { address: r.string("address")? },
+            kind::GROUP_ASSIGNMENT => Response::GroupAssignment(GroupAssignment::read(&mut r)?),
+            kind::OFFSETS => Response::Offsets(read_offsets(&mut r)?),
+            kind::GROUPS => Response::Groups(GroupInfo::read_all(&mut r)?),
+            kind::GROUP => Response::Group(GroupDescription::read(&mut r)?),
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
@@ -479,6 +592,37 @@ mod tests {
             Request::Stats,
             Request::ListAgents,
             Request::InitProducer,
+            Request::FindCoordinator { group: "g".into() },
+            Request::GroupHeartbeat(GroupHeartbeat {
+                group: "g".into(),
+                member_id: "m-1".into(),
+                member_epoch: 4,
+                session_timeout_ms: 45_000,
+                wait_ms: 3000,
+                topics: Some(vec!["a".into(), "b".into()]),
+                owned: Some(vec![crate::group::TopicPartitions { topic: "a".into(), partitions: vec![0, 2] }]),
+            }),
+            Request::GroupHeartbeat(GroupHeartbeat {
+                group: "g".into(),
+                member_id: "m-1".into(),
+                member_epoch: -1,
+                session_timeout_ms: 0,
+                wait_ms: 0,
+                topics: None,
+                owned: None,
+            }),
+            Request::OffsetCommit(OffsetCommit {
+                group: "g".into(),
+                member_id: "m".into(),
+                member_epoch: 2,
+                offsets: vec![TopicOffset { topic: "a".into(), partition: 1, offset: 99 }],
+            }),
+            Request::OffsetFetch { group: "g".into(), topics: vec!["a".into()] },
+            Request::ListGroups,
+            Request::DescribeGroup { group: "g".into() },
+            Request::ResetOffsets { group: "g".into(), topic: "a".into(), to: ResetTo::Offset(7) },
+            Request::ResetOffsets { group: "g".into(), topic: "a".into(), to: ResetTo::Earliest },
+            Request::DeleteGroup { group: "g".into() },
         ]
     }
 
@@ -510,6 +654,33 @@ mod tests {
             }]),
             Response::ProducerId { producer_id: 42, epoch: 3 },
             Response::Committed { base_offset: 7, last_offset: 9 },
+            Response::Coordinator { address: "10.0.0.1:7447".into() },
+            Response::GroupAssignment(GroupAssignment {
+                member_epoch: 3,
+                heartbeat_interval_ms: 3000,
+                settled: true,
+                assigned: vec![crate::group::TopicPartitions { topic: "a".into(), partitions: vec![1] }],
+            }),
+            Response::Offsets(vec![TopicOffset { topic: "a".into(), partition: 0, offset: 5 }]),
+            Response::Groups(vec![GroupInfo { name: "g".into(), state: "Stable".into(), members: 2, epoch: 9 }]),
+            Response::Group(GroupDescription {
+                name: "g".into(),
+                state: "Stable".into(),
+                epoch: 9,
+                coordinator: "10.0.0.1:7447".into(),
+                members: vec![crate::group::MemberInfo {
+                    id: "m".into(),
+                    host: "10.0.0.2".into(),
+                    assigned: vec![crate::group::TopicPartitions { topic: "a".into(), partitions: vec![0] }],
+                }],
+                partitions: vec![crate::group::GroupPartition {
+                    topic: "a".into(),
+                    partition: 0,
+                    committed: -1,
+                    log_end: 10,
+                    member: "m".into(),
+                }],
+            }),
             Response::error(ErrorCode::UnknownTopic, "no topic x"),
         ]
     }

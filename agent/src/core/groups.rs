@@ -154,7 +154,12 @@ impl Group {
         Ok((answer, changed))
     }
 
-    fn apply(&mut self, hb: &Heartbeat, partitions_of: &dyn Fn(&str) -> Option<u32>, now: i64) -> Result<Answer, GroupError> {
+    fn apply(
+        &mut self,
+        hb: &Heartbeat,
+        partitions_of: &dyn Fn(&str) -> Option<u32>,
+        now: i64,
+    ) -> Result<Answer, GroupError> {
         let id = hb.member_id.as_str();
         match hb.member_epoch {
             LEAVE => {
@@ -216,7 +221,8 @@ impl Group {
 
     /// Partition counts of every subscribed topic, by name.
     fn counts(&self, partitions_of: &dyn Fn(&str) -> Option<u32>) -> Vec<(String, u32)> {
-        let topics: BTreeSet<&str> = self.record.members.iter().flat_map(|m| m.topics.iter().map(String::as_str)).collect();
+        let topics: BTreeSet<&str> =
+            self.record.members.iter().flat_map(|m| m.topics.iter().map(String::as_str)).collect();
         topics.into_iter().map(|t| (t.to_string(), partitions_of(t).unwrap_or(0))).collect()
     }
 
@@ -298,7 +304,11 @@ impl Group {
         for (topic, partition) in partitions {
             let held = |p: &TopicPartition| p.0 == *topic && p.1 == *partition;
             if !m.assigned.iter().any(held) && !m.revoking.iter().any(held) {
-                return Err(GroupError::NotAssigned { member: id.to_string(), topic: topic.clone(), partition: *partition });
+                return Err(GroupError::NotAssigned {
+                    member: id.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                });
             }
         }
         Ok(())
@@ -319,15 +329,18 @@ fn same(a: &[TopicPartition], b: &[TopicPartition]) -> bool {
 /// close as subscriptions allow otherwise). Deterministic.
 ///
 /// `members`: (id, subscribed topics, previous target).
-pub fn assign(members: &[(&str, &[String], &[TopicPartition])], counts: &[(String, u32)]) -> BTreeMap<String, Vec<TopicPartition>> {
+pub fn assign(
+    members: &[(&str, &[String], &[TopicPartition])],
+    counts: &[(String, u32)],
+) -> BTreeMap<String, Vec<TopicPartition>> {
     let mut out: BTreeMap<String, BTreeSet<TopicPartition>> =
         members.iter().map(|(id, _, _)| (id.to_string(), BTreeSet::new())).collect();
     if members.is_empty() {
         return BTreeMap::new();
     }
-    let subscribed = |id: &str, topic: &str| members.iter().any(|(m, topics, _)| *m == id && topics.iter().any(|t| t == topic));
-    let all: Vec<TopicPartition> =
-        counts.iter().flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p))).collect();
+    let subscribed =
+        |id: &str, topic: &str| members.iter().any(|(m, topics, _)| *m == id && topics.iter().any(|t| t == topic));
+    let all: Vec<TopicPartition> = counts.iter().flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p))).collect();
     let exists: BTreeSet<&TopicPartition> = all.iter().collect();
     // Keep what each had, while it is still there and subscribed.
     let mut owner: HashMap<TopicPartition, String> = HashMap::new();
@@ -344,7 +357,8 @@ pub fn assign(members: &[(&str, &[String], &[TopicPartition])], counts: &[(Strin
         if owner.contains_key(p) {
             continue;
         }
-        let least = out.iter().filter(|(id, _)| subscribed(id, &p.0)).min_by_key(|(id, held)| (held.len(), (*id).clone()));
+        let least =
+            out.iter().filter(|(id, _)| subscribed(id, &p.0)).min_by_key(|(id, held)| (held.len(), (*id).clone()));
         if let Some((id, _)) = least {
             let id = id.clone();
             owner.insert(p.clone(), id.clone());
@@ -512,7 +526,10 @@ mod tests {
         let b = g.heartbeat(&join("b"), &counts(2), 5000).unwrap().0;
         assert_eq!(b.assigned.len(), 2);
         assert!(matches!(g.check_commit("a", a.member_epoch, &[tp("t", 0)]), Err(GroupError::UnknownMember(_))));
-        assert!(matches!(g.heartbeat(&beat("a", a.member_epoch, &a.assigned), &counts(2), 5001), Err(GroupError::UnknownMember(_))));
+        assert!(matches!(
+            g.heartbeat(&beat("a", a.member_epoch, &a.assigned), &counts(2), 5001),
+            Err(GroupError::UnknownMember(_))
+        ));
     }
 
     #[test]
