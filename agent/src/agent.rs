@@ -19,6 +19,7 @@ use crate::config::{Config, TlsSource};
 use crate::core::flush::Policy;
 use crate::error::AgentError;
 use crate::frontend::quic::{tls, Listener};
+use crate::groups::Coordinator;
 use crate::log::flush::{self, Flusher, Queue};
 use crate::log::partition::Sink;
 use crate::log::storage;
@@ -128,6 +129,14 @@ impl Agent {
             service_stop.clone(),
         )
         .await?;
+        let coordinator = Coordinator::start(
+            catalog.clone(),
+            cluster.clone(),
+            cluster.clock().clone(),
+            &background,
+            service_stop.clone(),
+        )
+        .await?;
         let limits = Limits {
             max_record_bytes: config.max_record_bytes,
             max_batch_bytes: config.max_frame_bytes - 1024,
@@ -136,6 +145,7 @@ impl Agent {
         };
         let service = Arc::new(Service::new(
             cluster.clone(),
+            coordinator,
             catalog,
             read,
             inflight,

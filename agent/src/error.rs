@@ -108,6 +108,20 @@ pub enum ServiceError {
         #[source]
         reason: SequenceError,
     },
+    #[error("invalid group name {name:?}: {reason}")]
+    InvalidGroupName { name: String, reason: &'static str },
+    #[error("group {0:?} does not exist")]
+    UnknownGroup(String),
+    #[error("group {0:?} has live members; stop them first (or wait for their sessions to end)")]
+    GroupNotEmpty(String),
+    #[error("this agent does not coordinate group {group:?}; its coordinator is {}", if coordinator.is_empty() { "not known yet" } else { coordinator.as_str() })]
+    NotCoordinator { group: String, coordinator: String },
+    #[error("group {group:?}")]
+    Member {
+        group: String,
+        #[source]
+        reason: GroupError,
+    },
 }
 
 impl From<CatalogError> for ServiceError {
@@ -133,6 +147,19 @@ pub enum SequenceError {
     Fenced { producer_id: i64, got: i16, current: i16 },
     #[error("producer {producer_id} (epoch {epoch}) is not known here and its sequence starts at {got}, not 0")]
     Unknown { producer_id: i64, epoch: i16, got: i32 },
+}
+
+/// Why a heartbeat or commit is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("member {0} is not in the group (its session ended, or it left); it must join again")]
+    UnknownMember(String),
+    #[error("member {member} sent epoch {got}, but is at epoch {current}; it must join again")]
+    FencedMemberEpoch { member: String, got: i64, current: u64 },
+    #[error("a member joining must say which topics it subscribes to")]
+    NoSubscription,
+    #[error("member {member} does not hold {topic}/{partition}")]
+    NotAssigned { member: String, topic: String, partition: u32 },
 }
 
 /// An error and its sources, in words: what the agent sends with an error code.

@@ -11,6 +11,7 @@
 //! - [`read`]: index lookups, ranged reads, the recent-object and read caches.
 //! - [`log`]: the write path: partition actors, the WAL, the flusher, the object store.
 //! - [`cluster`]: the session, the ownership rounds, taking and handing over partitions.
+//! - [`groups`]: consumer-group coordination (groups hash onto an internal topic's partitions).
 //! - [`service`]: protocol-neutral handlers (admin, produce, fetch) on the service's own types.
 //! - [`frontend`]: protocols over the service: [`frontend::quic`].
 //! - [`agent`]: start and shutdown, wiring the layers together.
@@ -23,6 +24,7 @@ pub mod core;
 mod error;
 pub mod format;
 pub mod frontend;
+pub mod groups;
 pub mod log;
 pub mod metrics;
 pub mod read;

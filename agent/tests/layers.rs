@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["read"],
     &["log"],
     &["cluster"],
+    &["groups"],
     &["service"],
     &["frontend"],
     &["agent", "lib"],

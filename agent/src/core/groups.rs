@@ -20,25 +20,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+pub use crate::error::GroupError;
 pub use silt_metadata::catalog::{GroupRecord, MemberRecord, TopicPartition};
 
 /// Join with this member epoch.
 pub const JOIN: i64 = 0;
 /// Leave with this member epoch.
 pub const LEAVE: i64 = -1;
-
-/// Why a heartbeat or commit is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GroupError {
-    #[error("member {0} is not in the group (its session ended, or it left); it must join again")]
-    UnknownMember(String),
-    #[error("member {member} sent epoch {got}, but is at epoch {current}; it must join again")]
-    FencedMemberEpoch { member: String, got: i64, current: u64 },
-    #[error("a member joining must say which topics it subscribes to")]
-    NoSubscription,
-    #[error("member {member} does not hold {topic}/{partition}")]
-    NotAssigned { member: String, topic: String, partition: u32 },
-}
 
 /// What a member says in a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,7 +27,9 @@ pub struct Plan {
 ///
 /// `agents`: the live agents' ids (any order); `holders`: the live holder of
 /// each partition that has one (holders that are not live agents count as
-/// none). Agents with more partitions now get the larger shares, so a
+/// none). Each topic is spread evenly on its own (so a topic's load is
+/// shared), and a topic's odd partitions go where they keep the totals even.
+/// Within a topic, agents with more of it now get the larger shares, so a
 /// balanced cluster stays as it is.
 pub fn assignment(
     agents: &[String],
@@ -44,40 +46,47 @@ pub fn assignment(
     if agents.is_empty() {
         return out;
     }
-    // What each live agent holds now, in partition order.
-    let mut held: BTreeMap<&str, Vec<PartitionId>> = agents.iter().map(|a| (*a, Vec::new())).collect();
-    for p in &partitions {
-        if let Some(list) = holders.get(p).and_then(|h| held.get_mut(h.as_str())) {
-            list.push(*p);
+    let mut totals: BTreeMap<&str, usize> = agents.iter().map(|a| (*a, 0)).collect();
+    for topic in partitions.chunk_by(|a, b| a.0 == b.0) {
+        // What each live agent holds of this topic now, in partition order.
+        let mut held: BTreeMap<&str, Vec<PartitionId>> = agents.iter().map(|a| (*a, Vec::new())).collect();
+        for p in topic {
+            if let Some(list) = holders.get(p).and_then(|h| held.get_mut(h.as_str())) {
+                list.push(*p);
+            }
         }
-    }
-    // Shares: the first `extra` agents, by holdings then id, get one more.
-    let (base, extra) = (partitions.len() / agents.len(), partitions.len() % agents.len());
-    let mut by_holdings = agents.clone();
-    by_holdings.sort_by(|a, b| held[b].len().cmp(&held[a].len()).then(a.cmp(b)));
-    let quota: HashMap<&str, usize> =
-        by_holdings.iter().enumerate().map(|(i, a)| (*a, base + usize::from(i < extra))).collect();
-    // Each keeps what it holds up to its share; the rest is dealt out in
-    // partition order to agents below theirs, in id order.
-    let mut room: Vec<(&str, usize)> = Vec::new();
-    for a in &agents {
-        let keep = held[a].len().min(quota[a]);
-        for p in &held[a][..keep] {
-            out.insert(*p, a.to_string());
+        // Shares: `extra` agents get one more: those holding more than the
+        // base share first, then those with the fewest partitions so far.
+        let (base, extra) = (topic.len() / agents.len(), topic.len() % agents.len());
+        let mut order = agents.clone();
+        order.sort_by_key(|a| (held[a].len() <= base, totals[a], *a));
+        let quota: HashMap<&str, usize> =
+            order.iter().enumerate().map(|(i, a)| (*a, base + usize::from(i < extra))).collect();
+        // Each keeps what it holds up to its share; the rest is dealt out
+        // in partition order to agents below theirs, in id order.
+        let mut room: Vec<(&str, usize)> = Vec::new();
+        for a in &agents {
+            let keep = held[a].len().min(quota[a]);
+            for p in &held[a][..keep] {
+                out.insert(*p, a.to_string());
+            }
+            room.push((a, quota[a] - keep));
         }
-        room.push((a, quota[a] - keep));
-    }
-    let mut next = room.iter_mut().filter(|(_, n)| *n > 0);
-    let mut current = next.next();
-    for p in &partitions {
-        if out.contains_key(p) {
-            continue;
+        let mut next = room.iter_mut().filter(|(_, n)| *n > 0);
+        let mut current = next.next();
+        for p in topic {
+            if out.contains_key(p) {
+                continue;
+            }
+            let Some((agent, left)) = current.as_mut() else { break };
+            out.insert(*p, agent.to_string());
+            *left -= 1;
+            if *left == 0 {
+                current = next.next();
+            }
         }
-        let Some((agent, left)) = current.as_mut() else { break };
-        out.insert(*p, agent.to_string());
-        *left -= 1;
-        if *left == 0 {
-            current = next.next();
+        for a in &agents {
+            *totals.get_mut(a).expect("listed") += quota[a];
         }
     }
     out
@@ -245,6 +254,34 @@ mod tests {
     #[test]
     fn an_unregistered_agent_takes_nothing() {
         assert_eq!(plan("z", &agents(&["a"]), &parts(2), &HashMap::new(), &HashSet::new()), Plan::default());
+    }
+
+    #[test]
+    fn each_topic_is_spread_on_its_own_and_the_totals_stay_even() {
+        // A wide topic first, then a small one: the small one is not left to
+        // whoever has room after the wide one.
+        let mut all: Vec<PartitionId> = (0..32).map(|p| (1, p)).collect();
+        all.extend((0..4).map(|p| (2, p)));
+        all.extend((0..5).map(|p| (3, p)));
+        let a = assignment(&agents(&["a", "b"]), &all, &HashMap::new());
+        for topic in 1..=3u64 {
+            let mut c: BTreeMap<&str, usize> = BTreeMap::new();
+            for (p, owner) in &a {
+                if p.0 == topic {
+                    *c.entry(owner.as_str()).or_default() += 1;
+                }
+            }
+            let v: Vec<usize> = c.values().copied().collect();
+            assert!(v.len() == 2 && v.iter().max().unwrap() - v.iter().min().unwrap() <= 1, "topic {topic}: {c:?}");
+        }
+        let totals: Vec<usize> = counts(&a).into_values().collect();
+        assert!(totals.iter().max().unwrap() - totals.iter().min().unwrap() <= 1, "{totals:?}");
+        // A third agent joins: the others only give partitions up.
+        let holders = a.clone();
+        let b = assignment(&agents(&["a", "b", "c"]), &all, &holders);
+        for (p, owner) in &b {
+            assert!(owner == "c" || &a[p] == owner, "{p:?} moved from {} to {owner}", a[p]);
+        }
     }
 
     #[test]

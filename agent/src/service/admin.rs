@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use super::{AgentInfo, PartitionInfo, Service, TopicInfo};
 use crate::config::MAX_PARTITIONS;
 use crate::error::ServiceError;
+use crate::groups::INTERNAL_PREFIX;
 
 /// Topic names follow Kafka's rules, so the same names work in both.
 pub fn validate_topic_name(name: &str) -> Result<(), ServiceError> {
@@ -16,6 +17,8 @@ pub fn validate_topic_name(name: &str) -> Result<(), ServiceError> {
         "it cannot be '.' or '..'"
     } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         "only ASCII letters, digits, '.', '_' and '-' are allowed"
+    } else if name.starts_with(INTERNAL_PREFIX) {
+        "names starting with __silt are silt's own"
     } else {
         return Ok(());
     };
@@ -47,13 +50,21 @@ impl Service {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ServiceError> {
+        validate_topic_name(name)?;
         self.catalog.delete_topic(name).await?;
         self.cluster.table.remove(name);
         Ok(())
     }
 
     pub async fn list_topics(&self) -> Result<Vec<String>, ServiceError> {
-        Ok(self.catalog.list_topics().await?.into_iter().map(|t| t.name).collect())
+        Ok(self
+            .catalog
+            .list_topics()
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .filter(|n| !n.starts_with(INTERNAL_PREFIX))
+            .collect())
     }
 
     pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ServiceError> {
@@ -122,7 +133,7 @@ mod tests {
         for ok in ["hello", "a.b_c-D9", &"x".repeat(249)] {
             assert!(validate_topic_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "has space", "slash/", "é", &"x".repeat(250)] {
+        for bad in ["", ".", "..", "has space", "slash/", "é", &"x".repeat(250), "__silt_groups"] {
             assert!(validate_topic_name(bad).is_err(), "{bad}");
         }
     }

@@ -4,11 +4,13 @@
 //! service's own [`types`].
 //!
 //! - [`admin`]: topics, agents, producer ids, stats.
+//! - [`groups`]: consumer groups: heartbeats, offsets, listing, resets.
 //! - [`produce`]: appending batches.
 //! - [`fetch`]: reading from an offset, long-polling at the end.
 
 pub mod admin;
 pub mod fetch;
+pub mod groups;
 pub mod produce;
 pub mod types;
 
@@ -21,10 +23,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, TopicState};
 use crate::error::ServiceError;
+use crate::groups::Coordinator;
 use crate::log::partition::Partition;
 use crate::metrics::Metrics;
 use crate::read::ReadPath;
-pub use types::{Acks, AgentInfo, Fetched, PartitionInfo, Ticket, TopicInfo};
+pub use types::{
+    Acks, AgentInfo, Fetched, GroupDetail, GroupPartitionDetail, GroupSummary, MemberDetail, PartitionInfo, Reset,
+    Ticket, TopicInfo,
+};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -37,6 +43,7 @@ pub struct Limits {
 
 pub struct Service {
     cluster: Arc<Cluster>,
+    coordinator: Arc<Coordinator>,
     catalog: Catalog,
     read: ReadPath,
     /// Bytes accepted and not yet durable, across all producers.
@@ -52,6 +59,7 @@ impl Service {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cluster: Arc<Cluster>,
+        coordinator: Arc<Coordinator>,
         catalog: Catalog,
         read: ReadPath,
         inflight: Arc<Semaphore>,
@@ -60,7 +68,7 @@ impl Service {
         wal: bool,
         stop: CancellationToken,
     ) -> Service {
-        Service { cluster, catalog, read, inflight, limits, metrics, wal, stop }
+        Service { cluster, coordinator, catalog, read, inflight, limits, metrics, wal, stop }
     }
 
     pub fn limits(&self) -> Limits {

@@ -52,3 +52,50 @@ pub struct Fetched {
     /// Whole record batches, as stored.
     pub batches: Bytes,
 }
+
+/// One group, as `list_groups` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub name: String,
+    pub state: String,
+    pub members: u32,
+    pub epoch: u64,
+}
+
+/// A group member, as `describe_group` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDetail {
+    pub id: String,
+    pub host: String,
+    pub assigned: Vec<(String, u32)>,
+}
+
+/// One partition of a group: where the group is and where the log ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPartitionDetail {
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset the group reads, when it committed one.
+    pub committed: Option<i64>,
+    pub log_end: i64,
+    /// The member consuming it, when one is.
+    pub member: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDetail {
+    pub name: String,
+    pub state: String,
+    pub epoch: u64,
+    pub coordinator: String,
+    pub members: Vec<MemberDetail>,
+    pub partitions: Vec<GroupPartitionDetail>,
+}
+
+/// Where `reset_offsets` moves a group's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    Earliest,
+    Latest,
+    Offset(i64),
+}

@@ -3,6 +3,7 @@
 use silt_wire::{DecodeError, ErrorCode, FrameError};
 
 use super::StreamError;
+use crate::core::groups::GroupError;
 use crate::core::producers::SequenceError;
 use crate::error::ServiceError;
 
@@ -25,6 +26,15 @@ pub fn code_of(e: &ServiceError) -> ErrorCode {
         ServiceError::NotOwner { .. } => ErrorCode::NotOwner,
         ServiceError::Throttled(_) => ErrorCode::Throttled,
         ServiceError::ShuttingDown => ErrorCode::ShuttingDown,
+        ServiceError::InvalidGroupName { .. } => ErrorCode::InvalidRequest,
+        ServiceError::UnknownGroup(_) => ErrorCode::UnknownGroup,
+        ServiceError::GroupNotEmpty(_) => ErrorCode::GroupNotEmpty,
+        ServiceError::NotCoordinator { .. } => ErrorCode::NotCoordinator,
+        ServiceError::Member { reason, .. } => match reason {
+            GroupError::UnknownMember(_) => ErrorCode::UnknownMember,
+            GroupError::FencedMemberEpoch { .. } => ErrorCode::FencedMemberEpoch,
+            GroupError::NoSubscription | GroupError::NotAssigned { .. } => ErrorCode::InvalidRequest,
+        },
         ServiceError::Sequence { reason, .. } => match reason {
             SequenceError::OutOfOrder { .. } => ErrorCode::OutOfOrderSequence,
             SequenceError::Duplicate { .. } => ErrorCode::DuplicateSequence,

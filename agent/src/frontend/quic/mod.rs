@@ -149,6 +149,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Context>, slots: Arc<Se
 }
 
 async fn serve_connection(conn: quinn::Connection, ctx: Arc<Context>) {
+    let host = conn.remote_address().ip().to_string();
     let streams = TaskTracker::new();
     loop {
         let (send, recv) = tokio::select! {
@@ -158,7 +159,7 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<Context>) {
             },
             _ = ctx.stop.cancelled() => break,
         };
-        streams.spawn(serve_stream(send, recv, ctx.clone()).in_current_span());
+        streams.spawn(serve_stream(send, recv, ctx.clone(), host.clone()).in_current_span());
     }
     streams.close();
     streams.wait().await;
@@ -199,7 +200,7 @@ fn error_response(e: &ServiceError) -> Response {
     Response::error(codes::code_of(e), describe(e))
 }
 
-async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, ctx: Arc<Context>) {
+async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, ctx: Arc<Context>, host: String) {
     let read = read_frame(&mut recv, ctx.max_frame_bytes, &ctx.read_budget);
     let request = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read).await {
         Ok(Ok(frame)) => Request::decode(&frame).map_err(StreamError::Request),
@@ -211,7 +212,7 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
         Err(e) => return close_malformed(send, recv, e).await,
     };
     tracing::debug!(kind = request.kind(), "request");
-    let response = match handle(&ctx.service, request, &mut send).await {
+    let response = match handle(&ctx.service, request, &mut send, &host).await {
         Some(r) => r,
         None => return, // the client went away mid-answer
     };
@@ -230,6 +231,7 @@ async fn handle(
     service: &Service,
     request: Request,
     send: &mut quinn::SendStream,
+    host: &str,
 ) -> Option<Result<Response, ServiceError>> {
     Some(match request {
         Request::CreateTopic { name, partitions } => {
@@ -255,6 +257,54 @@ async fn handle(
                 batches: f.batches,
             })
         }
+        Request::FindCoordinator { group } => {
+            service.find_coordinator(&group).await.map(|address| Response::Coordinator { address })
+        }
+        Request::GroupHeartbeat(h) => {
+            let wait = Duration::from_millis(h.wait_ms.into());
+            let group = h.group.clone();
+            let hb = heartbeat(h, host);
+            service.group_heartbeat(&group, hb, wait).await.map(|a| {
+                Response::GroupAssignment(silt_wire::GroupAssignment {
+                    member_epoch: a.member_epoch,
+                    heartbeat_interval_ms: crate::groups::HEARTBEAT_INTERVAL_MS,
+                    settled: a.settled,
+                    assigned: by_topic(&a.assigned),
+                })
+            })
+        }
+        Request::OffsetCommit(c) => {
+            let offsets: Vec<(String, u32, i64)> =
+                c.offsets.into_iter().map(|o| (o.topic, o.partition, o.offset)).collect();
+            service.commit_offsets(&c.group, &c.member_id, c.member_epoch, &offsets).await.map(|_| Response::Done)
+        }
+        Request::OffsetFetch { group, topics } => service.fetch_offsets(&group, &topics).await.map(|o| {
+            Response::Offsets(
+                o.into_iter()
+                    .map(|(topic, partition, offset)| silt_wire::TopicOffset { topic, partition, offset })
+                    .collect(),
+            )
+        }),
+        Request::ListGroups => service.list_groups().await.map(|groups| {
+            Response::Groups(
+                groups
+                    .into_iter()
+                    .map(|g| silt_wire::GroupInfo { name: g.name, state: g.state, members: g.members, epoch: g.epoch })
+                    .collect(),
+            )
+        }),
+        Request::DescribeGroup { group } => {
+            service.describe_group(&group).await.map(|g| Response::Group(group_description(g)))
+        }
+        Request::ResetOffsets { group, topic, to } => {
+            let to = match to {
+                silt_wire::ResetTo::Earliest => service::Reset::Earliest,
+                silt_wire::ResetTo::Latest => service::Reset::Latest,
+                silt_wire::ResetTo::Offset(n) => service::Reset::Offset(n),
+            };
+            service.reset_offsets(&group, &topic, to).await.map(|_| Response::Done)
+        }
+        Request::DeleteGroup { group } => service.delete_group(&group).await.map(|_| Response::Done),
         Request::Produce { topic, partition, acks, batch } => {
             let ticket = match service.produce(&topic, partition, acks_of(acks), batch).await {
                 Ok(t) => t,
@@ -278,6 +328,57 @@ async fn handle(
             }
         }
     })
+}
+
+fn heartbeat(h: silt_wire::GroupHeartbeat, host: &str) -> crate::core::groups::Heartbeat {
+    let flat = |ts: Vec<silt_wire::TopicPartitions>| -> Vec<(String, u32)> {
+        ts.into_iter().flat_map(|t| t.partitions.into_iter().map(move |p| (t.topic.clone(), p))).collect()
+    };
+    crate::core::groups::Heartbeat {
+        member_id: h.member_id,
+        member_epoch: h.member_epoch,
+        host: host.to_string(),
+        topics: h.topics,
+        owned: h.owned.map(flat),
+        session_timeout_ms: i64::from(h.session_timeout_ms),
+    }
+}
+
+/// Partitions grouped by topic, for the wire.
+fn by_topic(partitions: &[(String, u32)]) -> Vec<silt_wire::TopicPartitions> {
+    let mut out: Vec<silt_wire::TopicPartitions> = Vec::new();
+    for (topic, p) in partitions {
+        match out.last_mut() {
+            Some(t) if t.topic == *topic => t.partitions.push(*p),
+            _ => out.push(silt_wire::TopicPartitions { topic: topic.clone(), partitions: vec![*p] }),
+        }
+    }
+    out
+}
+
+fn group_description(g: service::GroupDetail) -> silt_wire::GroupDescription {
+    silt_wire::GroupDescription {
+        name: g.name,
+        state: g.state,
+        epoch: g.epoch,
+        coordinator: g.coordinator,
+        members: g
+            .members
+            .into_iter()
+            .map(|m| silt_wire::MemberInfo { id: m.id, host: m.host, assigned: by_topic(&m.assigned) })
+            .collect(),
+        partitions: g
+            .partitions
+            .into_iter()
+            .map(|p| silt_wire::GroupPartition {
+                topic: p.topic,
+                partition: p.partition,
+                committed: p.committed.unwrap_or(-1),
+                log_end: p.log_end,
+                member: p.member.unwrap_or_default(),
+            })
+            .collect(),
+    }
 }
 
 fn acks_of(acks: silt_wire::Acks) -> service::Acks {
