@@ -7,7 +7,8 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use silt_client::{
-    Acks, Client, Compression, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord,
+    Acks, AutoOffsetReset, Client, ClientError, Compression, ConsumedRecord, Consumer, ConsumerConfig, GroupConfig,
+    GroupConsumer, Offset, Producer, ProducerConfig, ProducerRecord, Received,
 };
 
 #[derive(clap::Args)]
@@ -44,8 +45,24 @@ pub struct ProduceArgs {
 pub struct ConsumeArgs {
     topic: String,
     /// Start at each partition's first record (default: only new records).
+    /// With --group: where the group has no committed offset.
     #[arg(long)]
     from_beginning: bool,
+    /// Read as a member of this consumer group: the group's members share
+    /// the topic's partitions, and each run continues where the group's
+    /// committed offsets say.
+    #[arg(long, conflicts_with_all = ["partition", "offset"])]
+    group: Option<String>,
+    /// With --group: how long the group waits for a silent member before
+    /// its partitions move (e.g. 45s).
+    #[arg(long, default_value = "45s", value_parser = silt_agent::config::parse_duration)]
+    session_timeout: Duration,
+    /// With --group: how often a member heartbeats when nothing changes.
+    #[arg(long, default_value = "3s", value_parser = silt_agent::config::parse_duration)]
+    heartbeat_interval: Duration,
+    /// With --group: commit the offsets of printed records this often (and on exit).
+    #[arg(long, default_value = "5s", value_parser = silt_agent::config::parse_duration)]
+    auto_commit_interval: Duration,
     /// Read only this partition.
     #[arg(long)]
     partition: Option<u32>,
@@ -145,6 +162,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 pub async fn consume(client: Client, args: &ConsumeArgs) -> anyhow::Result<i32> {
+    if let Some(group) = &args.group {
+        return consume_group(client, group, args).await;
+    }
     let consumer = Consumer::new(client.clone(), &args.topic, ConsumerConfig::default()).await?;
     let start = match (args.offset, args.from_beginning) {
         (Some(n), _) => Offset::At(n),
@@ -158,7 +178,52 @@ pub async fn consume(client: Client, args: &ConsumeArgs) -> anyhow::Result<i32> 
         Some(p) => vec![(p, start)],
         None => (0..consumer.partitions()).map(|p| (p, start)).collect(),
     };
-    let mut stream = consumer.stream(&assignments).await?;
+    let mut stream = consumer.stream(&assignments).await?.map(|r| r.map(Some));
+    let result = print_records(&mut stream, args).await;
+    // Stop the fetches before the connection goes, or they report it lost.
+    drop(stream);
+    client.close();
+    result
+}
+
+/// `consume --group`: a member of the group until a limit or Ctrl-C; on
+/// exit it commits what it printed and leaves, so its partitions move at once.
+async fn consume_group(client: Client, group: &str, args: &ConsumeArgs) -> anyhow::Result<i32> {
+    let config = GroupConfig {
+        session_timeout: args.session_timeout,
+        heartbeat_interval: args.heartbeat_interval,
+        auto_commit: Some(args.auto_commit_interval),
+        auto_offset_reset: if args.from_beginning { AutoOffsetReset::Earliest } else { AutoOffsetReset::Latest },
+        ..Default::default()
+    };
+    let mut consumer = GroupConsumer::subscribe(client.clone(), group, &[args.topic.as_str()], config).await?;
+    let result = {
+        let mut stream = (&mut consumer).map(|r| {
+            r.map(|item| match item {
+                Received::Record(r) => Some(r),
+                Received::Assigned(ps) => {
+                    tracing::info!(partitions = ?ps, "assigned");
+                    None
+                }
+                Received::Revoked(ps) => {
+                    tracing::info!(partitions = ?ps, "revoked");
+                    None
+                }
+            })
+        });
+        print_records(&mut stream, args).await
+    };
+    let closed = consumer.close().await;
+    client.close();
+    closed.context("committing the group's offsets on the way out")?;
+    result
+}
+
+/// Prints records (None items are not records) until a limit, the end, or Ctrl-C.
+async fn print_records(
+    stream: &mut (impl futures::Stream<Item = Result<Option<ConsumedRecord>, ClientError>> + Unpin),
+    args: &ConsumeArgs,
+) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let idle = args.timeout_ms.map(Duration::from_millis);
@@ -189,7 +254,8 @@ pub async fn consume(client: Client, args: &ConsumeArgs) -> anyhow::Result<i32> 
             }
         };
         let record = match next {
-            Some(Ok(r)) => r,
+            Some(Ok(Some(r))) => r,
+            Some(Ok(None)) => continue,
             Some(Err(e)) => {
                 let _ = flush_out(&mut out);
                 return Err(e.into());
@@ -212,9 +278,6 @@ pub async fn consume(client: Client, args: &ConsumeArgs) -> anyhow::Result<i32> 
         count += 1;
     }
     let _ = flush_out(&mut out);
-    // Stop the fetches before the connection goes, or they report it lost.
-    drop(stream);
-    client.close();
     Ok(0)
 }
 

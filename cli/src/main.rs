@@ -1,10 +1,12 @@
 //! `silt`: run an agent, administer topics, produce and consume.
 //!
 //! - `main.rs`: flags and dispatch.
-//! - `io.rs`: produce from stdin and consume to stdout.
+//! - `io.rs`: produce from stdin and consume to stdout (alone or in a group).
+//! - `group.rs`: consumer-group administration.
 //! - `bench.rs`: the benchmark programs.
 
 mod bench;
+mod group;
 mod io;
 
 use std::path::PathBuf;
@@ -42,6 +44,9 @@ enum Command {
     Produce(io::ProduceArgs),
     /// Print a topic's records, one per line.
     Consume(io::ConsumeArgs),
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Print the agent's counters (objects written, GETs, cache hits...).
     Stats,
     /// Benchmark programs that print throughput and latency.
@@ -172,6 +177,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Produce(args) => io::produce(cli.connect().await?, args).await,
         Command::Consume(args) => io::consume(cli.connect().await?, args).await,
+        Command::Group(g) => {
+            let client = cli.connect().await?;
+            let code = group::run(&client, g).await;
+            client.close();
+            code
+        }
         Command::Stats => {
             for (name, value) in cli.connect().await?.stats().await? {
                 println!("{name} {value}");

@@ -57,6 +57,7 @@ pub enum Offset {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
+    pub topic: Arc<str>,
     pub partition: u32,
     pub offset: i64,
     pub timestamp: i64,
@@ -74,7 +75,7 @@ const OWNER_RECHECK: Duration = Duration::from_secs(5);
 
 pub struct Consumer {
     client: Client,
-    topic: String,
+    topic: Arc<str>,
     partitions: u32,
     config: ConsumerConfig,
     router: Arc<Router>,
@@ -100,7 +101,7 @@ impl Consumer {
         let (tx, rx) = mpsc::channel(self.config.prefetch.max(1) * assignments.len().max(1));
         for &(partition, offset) in assignments {
             let info = description.partitions.get(partition as usize).ok_or(ClientError::UnknownPartition {
-                topic: self.topic.clone(),
+                topic: self.topic.to_string(),
                 partition,
                 count: self.partitions,
             })?;
@@ -116,6 +117,7 @@ impl Consumer {
                 offset: start,
                 config: self.config.clone(),
                 tx: tx.clone(),
+                wrap: Arc::new(|r| r),
             };
             tasks.spawn(fetcher.run());
         }
@@ -123,17 +125,23 @@ impl Consumer {
     }
 }
 
-struct Fetcher {
-    router: Arc<Router>,
-    topic: String,
-    partition: u32,
-    offset: i64,
-    config: ConsumerConfig,
-    tx: mpsc::Sender<Result<Vec<ConsumedRecord>, ClientError>>,
+/// What one fetch brings: records, or why it failed.
+pub(crate) type Fetched = Result<Vec<ConsumedRecord>, ClientError>;
+
+/// Reads one partition from an offset into a channel, long-polling its owner.
+pub(crate) struct Fetcher<T> {
+    pub router: Arc<Router>,
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub offset: i64,
+    pub config: ConsumerConfig,
+    pub tx: mpsc::Sender<T>,
+    /// Wraps what a fetch brings into the channel's item.
+    pub wrap: Arc<dyn Fn(Fetched) -> T + Send + Sync>,
 }
 
-impl Fetcher {
-    async fn run(mut self) {
+impl<T: Send + 'static> Fetcher<T> {
+    pub async fn run(mut self) {
         let mut failures = 0u32;
         loop {
             match self.fetch_once().await {
@@ -143,7 +151,7 @@ impl Fetcher {
                 }
                 Ok(records) => {
                     failures = 0;
-                    if self.tx.send(Ok(records)).await.is_err() {
+                    if self.tx.send((self.wrap)(Ok(records))).await.is_err() {
                         return;
                     }
                 }
@@ -158,7 +166,7 @@ impl Fetcher {
                     self.router.refresh().await;
                 }
                 Err(e) => {
-                    let _ = self.tx.send(Err(e)).await;
+                    let _ = self.tx.send((self.wrap)(Err(e))).await;
                     return;
                 }
             }
@@ -167,7 +175,7 @@ impl Fetcher {
 
     async fn fetch_once(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
         let request = Request::Fetch {
-            topic: self.topic.clone(),
+            topic: self.topic.to_string(),
             partition: self.partition,
             offset: self.offset,
             max_bytes: self.config.max_bytes,
@@ -193,6 +201,7 @@ impl Fetcher {
                 }
                 self.offset = r.offset + 1;
                 out.push(ConsumedRecord {
+                    topic: self.topic.clone(),
                     partition: self.partition,
                     offset: r.offset,
                     timestamp: r.timestamp,

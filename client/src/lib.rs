@@ -5,6 +5,8 @@
 //! - [`admin`]: create, list, describe and delete topics.
 //! - [`producer`]: [`Producer`], which batches per partition, compresses and awaits acks.
 //! - [`consumer`]: [`Consumer`], which reads explicit partitions from explicit offsets as a `Stream`.
+//! - [`group_consumer`]: [`GroupConsumer`], a member of a consumer group, as a `Stream`.
+//! - `groups`: group administration on [`Client`] (list, describe, offsets, reset, delete).
 //! - `router`: which agent owns each partition, shared by producer and consumer.
 //! - [`partitioner`]: the stable key hash (Kafka's murmur2, so keys land where Kafka clients put them).
 
@@ -12,6 +14,8 @@ pub mod admin;
 pub mod client;
 pub mod consumer;
 mod error;
+pub mod group_consumer;
+mod groups;
 pub mod partitioner;
 pub mod producer;
 mod router;
@@ -19,5 +23,9 @@ mod router;
 pub use client::{Client, ClientConfig};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, Offset, RecordStream};
 pub use error::ClientError;
+pub use group_consumer::{AutoOffsetReset, GroupConfig, GroupConsumer, Received};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
-pub use silt_wire::{Acks, AgentInfo, Compression, ErrorCode, Header, PartitionInfo, TopicDescription};
+pub use silt_wire::{
+    Acks, AgentInfo, Compression, ErrorCode, GroupDescription, GroupInfo, GroupPartition, Header, MemberInfo,
+    PartitionInfo, ResetTo, TopicDescription, TopicOffset,
+};
