@@ -60,7 +60,8 @@ pub struct ConsumeArgs {
     /// With --group: how often a member heartbeats when nothing changes.
     #[arg(long, default_value = "3s", value_parser = silt_agent::config::parse_duration)]
     heartbeat_interval: Duration,
-    /// With --group: commit the offsets of printed records this often (and on exit).
+    /// With --group: commit the offsets of printed records at most this often
+    /// (and before partitions move, and on exit).
     #[arg(long, default_value = "5s", value_parser = silt_agent::config::parse_duration)]
     auto_commit_interval: Duration,
     /// Read only this partition.
@@ -178,7 +179,7 @@ pub async fn consume(client: Client, args: &ConsumeArgs) -> anyhow::Result<i32> 
         Some(p) => vec![(p, start)],
         None => (0..consumer.partitions()).map(|p| (p, start)).collect(),
     };
-    let mut stream = consumer.stream(&assignments).await?.map(|r| r.map(Some));
+    let mut stream = consumer.stream(&assignments).await?;
     let result = print_records(&mut stream, args).await;
     // Stop the fetches before the connection goes, or they report it lost.
     drop(stream);
@@ -186,42 +187,104 @@ pub async fn consume(client: Client, args: &ConsumeArgs) -> anyhow::Result<i32> 
     result
 }
 
-/// `consume --group`: a member of the group until a limit or Ctrl-C; on
-/// exit it commits what it printed and leaves, so its partitions move at once.
+/// `consume --group`: a member of the group until a limit or Ctrl-C. It
+/// commits only what it has written out (after each flush, at most every
+/// `--auto-commit-interval`, before giving partitions up, and on exit),
+/// then leaves, so its partitions move at once.
 async fn consume_group(client: Client, group: &str, args: &ConsumeArgs) -> anyhow::Result<i32> {
     let config = GroupConfig {
         session_timeout: args.session_timeout,
         heartbeat_interval: args.heartbeat_interval,
-        auto_commit: Some(args.auto_commit_interval),
+        auto_commit: None,
         auto_offset_reset: if args.from_beginning { AutoOffsetReset::Earliest } else { AutoOffsetReset::Latest },
         ..Default::default()
     };
     let mut consumer = GroupConsumer::subscribe(client.clone(), group, &[args.topic.as_str()], config).await?;
-    let result = {
-        let mut stream = (&mut consumer).map(|r| {
-            r.map(|item| match item {
-                Received::Record(r) => Some(r),
-                Received::Assigned(ps) => {
-                    tracing::info!(partitions = ?ps, "assigned");
-                    None
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let idle = args.timeout_ms.map(Duration::from_millis);
+    let mut count: u64 = 0;
+    let mut last_commit = std::time::Instant::now();
+    // When something last came: --timeout-ms counts from there.
+    let mut last_seen = tokio::time::Instant::now();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let result: anyhow::Result<()> = loop {
+        if args.max_messages.is_some_and(|max| count >= max) {
+            break Ok(());
+        }
+        let next = match consumer.next().now_or_never() {
+            Some(n) => n,
+            None => {
+                if flush_out(&mut out).is_err() {
+                    break Ok(());
                 }
-                Received::Revoked(ps) => {
-                    tracing::info!(partitions = ?ps, "revoked");
-                    None
+                // Nothing is waiting: commit what is written out, when due.
+                let commit_due = last_commit + args.auto_commit_interval;
+                if std::time::Instant::now() >= commit_due {
+                    last_commit = std::time::Instant::now();
+                    consumer.commit_async();
                 }
-            })
-        });
-        print_records(&mut stream, args).await
+                let idle_until = idle.map(|d| last_seen + d);
+                let next_commit = tokio::time::Instant::from_std(last_commit + args.auto_commit_interval);
+                tokio::select! {
+                    n = consumer.next() => n,
+                    _ = tokio::time::sleep_until(next_commit) => continue,
+                    _ = async { match idle_until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => break Ok(()),
+                    _ = &mut ctrl_c => break Ok(()),
+                }
+            }
+        };
+        last_seen = tokio::time::Instant::now();
+        match next {
+            Some(Ok(Received::Record(record))) => {
+                if out.write_all(&format_record(&record, args)).is_err() {
+                    break Ok(()); // stdout closed (e.g. piped into head)
+                }
+                count += 1;
+            }
+            Some(Ok(Received::Assigned(ps))) => tracing::info!(partitions = ?ps, "assigned"),
+            Some(Ok(Received::Revoked(ps))) => {
+                // Everything written out of them is committed before they go.
+                tracing::info!(partitions = ?ps, "revoked");
+                if flush_out(&mut out).is_err() {
+                    break Ok(());
+                }
+                if let Err(e) = consumer.commit().await {
+                    tracing::warn!(error = %e, "could not commit before giving partitions up");
+                }
+            }
+            Some(Err(e)) => break Err(e.into()),
+            None => break Ok(()),
+        }
     };
-    let closed = consumer.close().await;
+    let flushed = flush_out(&mut out).is_ok();
+    let committed = if flushed { consumer.commit().await } else { Ok(()) };
+    let _ = consumer.close().await;
     client.close();
-    closed.context("committing the group's offsets on the way out")?;
-    result
+    result?;
+    committed.context("committing the group's offsets on the way out")?;
+    Ok(0)
 }
 
-/// Prints records (None items are not records) until a limit, the end, or Ctrl-C.
+/// One record as a line of output.
+fn format_record(record: &ConsumedRecord, args: &ConsumeArgs) -> Vec<u8> {
+    let mut line = Vec::with_capacity(record.value.len() + 32);
+    if args.print_offset {
+        line.extend_from_slice(format!("{}:{}\t", record.partition, record.offset).as_bytes());
+    }
+    if args.print_key {
+        line.extend_from_slice(record.key.as_deref().unwrap_or_default());
+        line.extend_from_slice(args.key_separator.as_bytes());
+    }
+    line.extend_from_slice(&record.value);
+    line.push(b'\n');
+    line
+}
+
+/// Prints records until a limit, the end, or Ctrl-C.
 async fn print_records(
-    stream: &mut (impl futures::Stream<Item = Result<Option<ConsumedRecord>, ClientError>> + Unpin),
+    stream: &mut (impl futures::Stream<Item = Result<ConsumedRecord, ClientError>> + Unpin),
     args: &ConsumeArgs,
 ) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
@@ -254,25 +317,14 @@ async fn print_records(
             }
         };
         let record = match next {
-            Some(Ok(Some(r))) => r,
-            Some(Ok(None)) => continue,
+            Some(Ok(r)) => r,
             Some(Err(e)) => {
                 let _ = flush_out(&mut out);
                 return Err(e.into());
             }
             None => break,
         };
-        let mut line = Vec::with_capacity(record.value.len() + 32);
-        if args.print_offset {
-            line.extend_from_slice(format!("{}:{}\t", record.partition, record.offset).as_bytes());
-        }
-        if args.print_key {
-            line.extend_from_slice(record.key.as_deref().unwrap_or_default());
-            line.extend_from_slice(args.key_separator.as_bytes());
-        }
-        line.extend_from_slice(&record.value);
-        line.push(b'\n');
-        if out.write_all(&line).is_err() {
+        if out.write_all(&format_record(&record, args)).is_err() {
             return Ok(0); // stdout closed (e.g. piped into head)
         }
         count += 1;

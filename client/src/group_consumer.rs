@@ -5,14 +5,18 @@
 //! A membership task heartbeats to the group's coordinator (a long poll:
 //! the coordinator answers at once when the member's assignment changes,
 //! else after `heartbeat_interval`). When partitions are taken away, the
-//! stream first yields [`Received::Revoked`]; the member lets go (and, with
-//! auto-commit, commits what was delivered of them) only when the stream is
-//! polled again, so an application can commit before it loses them. No two
+//! stream first yields [`Received::Revoked`] (and nothing more of them);
+//! the member lets go (and, with auto-commit, commits what was delivered of
+//! them) only when the stream is polled again, so an application can commit
+//! before it loses them. No two
 //! members ever consume one partition at once: the coordinator gives a
 //! partition to its next member only after this one said it let go.
 //!
-//! Positions advance as records are yielded; auto-commit commits them
-//! every `auto_commit` interval, on revocation and on `close`.
+//! Positions advance as records are yielded. Auto-commit (every
+//! `auto_commit` interval, on revocation and on `close`) commits what the
+//! application is done with: a record counts as done once the stream is
+//! polled again after it, as with Kafka's auto-commit. `commit` commits
+//! everything yielded so far.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::pin::Pin;
@@ -34,6 +38,10 @@ use crate::router::Router;
 
 /// A partition of a topic.
 pub type TopicPartition = (String, u32);
+
+/// How long past its wait a heartbeat's answer may take before the
+/// coordinator is taken for gone.
+const HEARTBEAT_GRACE: Duration = Duration::from_secs(3);
 
 /// Where a partition without a committed offset starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,9 +100,15 @@ enum Item {
 struct Reading {
     /// The next offset to yield.
     position: i64,
+    /// The next offset after what the application is done with (it polled
+    /// again after the record before): what auto-commit commits.
+    processed: i64,
     /// Bumped when the fetcher is replaced (a seek): records of older
     /// fetchers still queued are dropped.
     generation: u64,
+    /// Being revoked: nothing more of it is yielded (what is queued is
+    /// dropped, and read again by its next member from the commit).
+    closed: bool,
     stop: CancellationToken,
 }
 
@@ -123,6 +137,9 @@ pub struct GroupConsumer {
     ready: VecDeque<(u64, ConsumedRecord)>,
     /// Lets the membership task give revoked partitions up.
     pending_ack: Option<oneshot::Sender<()>>,
+    /// The partition of the record yielded last: polling again means the
+    /// application is done with it.
+    last_yielded: Option<TopicPartition>,
     tasks: TaskTracker,
 }
 
@@ -174,7 +191,7 @@ impl GroupConsumer {
         if let Some(every) = shared.config.auto_commit {
             tasks.spawn(auto_commit(shared.clone(), every));
         }
-        Ok(GroupConsumer { shared, rx, ready: VecDeque::new(), pending_ack: None, tasks })
+        Ok(GroupConsumer { shared, rx, ready: VecDeque::new(), pending_ack: None, last_yielded: None, tasks })
     }
 
     /// This member's id in the group.
@@ -193,7 +210,7 @@ impl GroupConsumer {
     /// offset after the last record the stream yielded), and waits until
     /// they are stored. Cancel safe: a commit dropped midway may or may not land.
     pub async fn commit(&self) -> Result<(), ClientError> {
-        commit_positions(&self.shared, None).await
+        commit_positions(&self.shared, None, Upto::Yielded).await
     }
 
     /// Commits in the background; failures are logged (the next commit
@@ -201,7 +218,7 @@ impl GroupConsumer {
     pub fn commit_async(&self) {
         let shared = self.shared.clone();
         self.tasks.spawn(async move {
-            if let Err(e) = commit_positions(&shared, None).await {
+            if let Err(e) = commit_positions(&shared, None, Upto::Yielded).await {
                 tracing::warn!(group = %shared.group, error = %e, "an asynchronous commit failed");
             }
         });
@@ -228,8 +245,10 @@ impl GroupConsumer {
         if let Some(ack) = self.pending_ack.take() {
             let _ = ack.send(());
         }
-        let committed =
-            if self.shared.config.auto_commit.is_some() { commit_positions(&self.shared, None).await } else { Ok(()) };
+        let committed = match self.shared.config.auto_commit {
+            Some(_) => commit_positions(&self.shared, None, Upto::Processed).await,
+            None => Ok(()),
+        };
         self.shared.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
@@ -250,7 +269,13 @@ impl Stream for GroupConsumer {
     type Item = Result<Received, ClientError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        // Polled again after a revocation: the member may let go now.
+        // Polled again: the application is done with the last record, and
+        // after a revocation the member may let go now.
+        if let Some(tp) = self.last_yielded.take() {
+            if let Some(r) = self.shared.reading.lock().expect("reading lock").get_mut(&tp) {
+                r.processed = r.position;
+            }
+        }
         if let Some(ack) = self.pending_ack.take() {
             let _ = ack.send(());
         }
@@ -259,8 +284,10 @@ impl Stream for GroupConsumer {
                 let tp = (r.topic.to_string(), r.partition);
                 let mut reading = self.shared.reading.lock().expect("reading lock");
                 match reading.get_mut(&tp) {
-                    Some(at) if at.generation == generation && r.offset >= at.position => {
+                    Some(at) if !at.closed && at.generation == generation && r.offset >= at.position => {
                         at.position = r.offset + 1;
+                        drop(reading);
+                        self.last_yielded = Some(tp);
                         return Poll::Ready(Some(Ok(Received::Record(r))));
                     }
                     // A partition no longer read here, or already yielded.
@@ -337,7 +364,9 @@ async fn membership(shared: Arc<Shared>) {
             topics: (!joined).then(|| shared.topics.clone()),
             owned: Some(grouped(&owned)),
         };
-        let limit = wait + shared.bootstrap.config().request_timeout;
+        // The coordinator holds a heartbeat at most `wait`: one that takes
+        // much longer went to a coordinator that died.
+        let limit = wait + HEARTBEAT_GRACE;
         let answer = tokio::select! {
             r = async { coordinator(&shared).await?.call_within(&Request::GroupHeartbeat(hb), limit).await } => r,
             _ = shared.stop.cancelled() => return,
@@ -396,7 +425,7 @@ async fn membership(shared: Arc<Shared>) {
                 }
             }
             if shared.config.auto_commit.is_some() {
-                if let Err(e) = commit_positions(&shared, Some(&revoked)).await {
+                if let Err(e) = commit_positions(&shared, Some(&revoked), Upto::Processed).await {
                     tracing::warn!(group = %shared.group, error = %e, "could not commit revoked partitions");
                 }
             }
@@ -484,8 +513,9 @@ async fn start_reading(shared: &Arc<Shared>, starts: &[(TopicPartition, i64)]) -
         let generation = {
             let mut reading = shared.reading.lock().expect("reading lock");
             let generation = reading.get(tp).map_or(0, |r| r.generation + 1);
-            if let Some(old) = reading.insert(tp.clone(), Reading { position: *offset, generation, stop: stop.clone() })
-            {
+            let fresh =
+                Reading { position: *offset, processed: *offset, generation, closed: false, stop: stop.clone() };
+            if let Some(old) = reading.insert(tp.clone(), fresh) {
                 old.stop.cancel();
             }
             generation
@@ -510,11 +540,12 @@ async fn start_reading(shared: &Arc<Shared>, starts: &[(TopicPartition, i64)]) -
     Ok(())
 }
 
-/// Stops fetching partitions (their positions stay, for the commit).
+/// Stops fetching and yielding partitions (their positions stay, for the commit).
 fn stop_fetching(shared: &Shared, ps: &[TopicPartition]) {
-    let reading = shared.reading.lock().expect("reading lock");
+    let mut reading = shared.reading.lock().expect("reading lock");
     for p in ps {
-        if let Some(r) = reading.get(p) {
+        if let Some(r) = reading.get_mut(p) {
+            r.closed = true;
             r.stop.cancel();
         }
     }
@@ -531,17 +562,27 @@ fn stop_reading(shared: &Shared, ps: &[TopicPartition]) {
     }
 }
 
+/// Which positions a commit takes.
+#[derive(Debug, Clone, Copy)]
+enum Upto {
+    /// After every record yielded.
+    Yielded,
+    /// After the records the application is done with.
+    Processed,
+}
+
 /// Commits the positions of `only` (every partition read when None) that
 /// moved since they were last committed.
-async fn commit_positions(shared: &Shared, only: Option<&[TopicPartition]>) -> Result<(), ClientError> {
+async fn commit_positions(shared: &Shared, only: Option<&[TopicPartition]>, upto: Upto) -> Result<(), ClientError> {
     let moved: Vec<TopicOffset> = {
         let reading = shared.reading.lock().expect("reading lock");
         let committed = shared.committed.lock().expect("committed lock");
         reading
             .iter()
             .filter(|(tp, _)| only.is_none_or(|o| o.contains(tp)))
-            .filter(|(tp, r)| committed.get(*tp) != Some(&r.position))
-            .map(|(tp, r)| TopicOffset { topic: tp.0.clone(), partition: tp.1, offset: r.position })
+            .map(|(tp, r)| (tp, if matches!(upto, Upto::Yielded) { r.position } else { r.processed }))
+            .filter(|(tp, at)| committed.get(*tp) != Some(at))
+            .map(|(tp, at)| TopicOffset { topic: tp.0.clone(), partition: tp.1, offset: at })
             .collect()
     };
     if moved.is_empty() {
@@ -559,7 +600,8 @@ async fn commit_positions(shared: &Shared, only: Option<&[TopicPartition]>) -> R
         match result {
             Ok(Response::Done) => break,
             Ok(other) => return Err(unexpected(other)),
-            Err(e) if e.code() == Some(ErrorCode::NotCoordinator) && attempt < 10 => {
+            // The coordinator moved or went away: find it again.
+            Err(e) if e.is_retriable() && attempt < 10 => {
                 attempt += 1;
                 forget_coordinator(shared).await;
                 tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
@@ -580,7 +622,7 @@ async fn auto_commit(shared: Arc<Shared>, every: Duration) {
             _ = tokio::time::sleep(every) => {}
             _ = shared.stop.cancelled() => return,
         }
-        if let Err(e) = commit_positions(&shared, None).await {
+        if let Err(e) = commit_positions(&shared, None, Upto::Processed).await {
             tracing::debug!(group = %shared.group, error = %e, "auto-commit failed; the next one carries the positions again");
         }
     }

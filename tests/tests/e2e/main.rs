@@ -10,6 +10,7 @@ mod control;
 mod deploy;
 mod durability;
 mod flush;
+mod groups;
 mod harness;
 mod idempotence;
 mod protocol;
