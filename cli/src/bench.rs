@@ -14,6 +14,10 @@ pub enum BenchCommand {
     /// Read a topic from the beginning twice; print MB/s, object-store GETs
     /// and read-cache hits for each pass.
     Read(ReadBench),
+    /// Consumer-group coordination: joins, heartbeats at rest, offset
+    /// commits per second, rebalance times (members simulated with the
+    /// group protocol, no record fetches).
+    Groups(crate::bench_groups::GroupsBench),
 }
 
 #[derive(clap::Args)]
@@ -55,12 +59,13 @@ pub async fn run(client: Client, cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Produce(b) => produce(client, b).await,
         BenchCommand::Read(b) => read(client, b).await,
+        BenchCommand::Groups(b) => crate::bench_groups::run(client, b).await,
     }
 }
 
 /// CPU time (user + system) of a process in nanoseconds, from /proc/PID/stat,
 /// whose times Linux reports in USER_HZ (100 per second on every architecture).
-fn cpu_ns(pid: u32) -> Option<u64> {
+pub(crate) fn cpu_ns(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which may hold spaces, start at field 3.
     let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();

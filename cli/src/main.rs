@@ -3,9 +3,10 @@
 //! - `main.rs`: flags and dispatch.
 //! - `io.rs`: produce from stdin and consume to stdout (alone or in a group).
 //! - `group.rs`: consumer-group administration.
-//! - `bench.rs`: the benchmark programs.
+//! - `bench.rs`, `bench_groups.rs`: the benchmark programs.
 
 mod bench;
+mod bench_groups;
 mod group;
 mod io;
 

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use silt_wire::{ErrorCode, GroupDescription, GroupInfo, Request, ResetTo, Response, TopicOffset};
+use silt_wire::{
+    ErrorCode, GroupAssignment, GroupDescription, GroupHeartbeat, GroupInfo, OffsetCommit, Request, ResetTo, Response,
+    TopicOffset,
+};
 
 use crate::client::{unexpected, Client, ClientConfig};
 use crate::error::ClientError;
@@ -90,5 +93,32 @@ impl Client {
             Response::Done => Ok(()),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+/// The group protocol itself, for tools and benchmarks that act as members
+/// without reading records (a [`crate::GroupConsumer`] does all this).
+impl Client {
+    /// One heartbeat to this agent (which must be the group's coordinator),
+    /// held by it up to `heartbeat.wait_ms` when nothing changed.
+    pub async fn group_heartbeat(&self, heartbeat: GroupHeartbeat) -> Result<GroupAssignment, ClientError> {
+        let limit = Duration::from_millis(heartbeat.wait_ms.into()) + self.config().request_timeout;
+        match self.call_within(&Request::GroupHeartbeat(heartbeat), limit).await? {
+            Response::GroupAssignment(a) => Ok(a),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Commits a member's offsets on this agent (the group's coordinator).
+    pub async fn commit_offsets(&self, commit: OffsetCommit) -> Result<(), ClientError> {
+        match self.call(&Request::OffsetCommit(commit), Duration::ZERO).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A connection to `group`'s coordinator (this one when it is). Cancel safe.
+    pub async fn connect_coordinator(&self, group: &str) -> Result<Client, ClientError> {
+        self.coordinator(group).await
     }
 }

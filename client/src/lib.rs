@@ -26,6 +26,7 @@ pub use error::ClientError;
 pub use group_consumer::{AutoOffsetReset, GroupConfig, GroupConsumer, Received};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use silt_wire::{
-    Acks, AgentInfo, Compression, ErrorCode, GroupDescription, GroupInfo, GroupPartition, Header, MemberInfo,
-    PartitionInfo, ResetTo, TopicDescription, TopicOffset,
+    Acks, AgentInfo, Compression, ErrorCode, GroupAssignment, GroupDescription, GroupHeartbeat, GroupInfo,
+    GroupPartition, Header, MemberInfo, OffsetCommit, PartitionInfo, ResetTo, TopicDescription, TopicOffset,
+    TopicPartitions,
 };
