@@ -165,6 +165,11 @@ impl GroupConsumer {
         if config.heartbeat_interval >= config.session_timeout {
             return Err(ClientError::Config("the heartbeat interval must be shorter than the session timeout".into()));
         }
+        // A group name the agents refuse is an error now, not a member that never joins.
+        match client.find_coordinator(group).await {
+            Err(e) if !e.is_retriable() => return Err(e),
+            _ => {}
+        }
         let mut routers = HashMap::new();
         for t in topics {
             let d = client.describe_topic(t).await?;

@@ -9,10 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use silt_client::{Client, GroupConfig, GroupConsumer, Received};
-
-use crate::harness::stream::index_of;
 use crate::harness::*;
 
 /// A `silt consume --group` process; what it prints is collected as it goes.
@@ -331,6 +327,10 @@ async fn a_removed_member_that_comes_back_cannot_commit_over_its_successor() {
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_outlives_its_coordinator() {
+    use crate::harness::stream::index_of;
+    use futures::StreamExt;
+    use silt_client::{Client, GroupConfig, GroupConsumer, Received};
+
     let mut c = TestCluster::builder().agents(3).etcd().s3().start().await;
     c.client().await.create_topic("co", 6).await.unwrap();
     c.wait_even("co", "at start").await;
@@ -413,4 +413,28 @@ async fn a_group_outlives_its_coordinator() {
         log.len(),
         consumed.len() - distinct.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_group_input_is_a_clear_error_and_changes_nothing() {
+    let c = TestCluster::builder().start().await;
+    c.client().await.create_topic("t", 1).await.unwrap();
+    let fails = |args: &[&str], says: &str| {
+        let out = c.agent(0).cli(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    };
+    fails(&["consume", "nope", "--group", "g", "--timeout-ms", "500"], "does not exist");
+    fails(&["consume", "t", "--group", "bad name!", "--timeout-ms", "500"], "invalid group name");
+    fails(&["consume", "t", "--group", "g", "--partition", "0"], "cannot be used with");
+    fails(&["group", "describe", "nobody"], "does not exist");
+    fails(&["group", "delete", "nobody"], "does not exist");
+    fails(&["group", "reset-offsets", "g", "--topic", "t"], "--to-earliest");
+    fails(&["group", "reset-offsets", "g", "--topic", "t", "--to-earliest", "--to-latest"], "cannot be used with");
+    fails(&["topic", "create", "__silt_mine"], "silt's own");
+    fails(&["topic", "delete", "__silt_groups"], "silt's own");
+    let list = String::from_utf8(c.agent(0).ok(&["group", "list"], None)).unwrap();
+    assert_eq!(list.lines().count(), 1, "no group was created: {list}");
+    let topics = String::from_utf8(c.agent(0).ok(&["topic", "list"], None)).unwrap();
+    assert_eq!(topics.trim(), "t", "the coordination topic is not listed");
 }
