@@ -28,9 +28,9 @@ pub struct Plan {
 /// `agents`: the live agents' ids (any order); `holders`: the live holder of
 /// each partition that has one (holders that are not live agents count as
 /// none). Each topic is spread evenly on its own (so a topic's load is
-/// shared), and a topic's odd partitions go where they keep the totals even.
-/// Within a topic, agents with more of it now get the larger shares, so a
-/// balanced cluster stays as it is.
+/// shared), and a topic's odd partitions go where they keep the totals
+/// within one of each other. Among agents as loaded, those with more of a
+/// topic now get its larger shares, so a balanced cluster stays as it is.
 pub fn assignment(
     agents: &[String],
     partitions: &[PartitionId],
@@ -55,11 +55,12 @@ pub fn assignment(
                 list.push(*p);
             }
         }
-        // Shares: `extra` agents get one more: those holding more than the
-        // base share first, then those with the fewest partitions so far.
+        // Shares: `extra` agents get one more: those with the fewest
+        // partitions so far (so the totals stay within one of each other),
+        // among them those holding more than the base share of this topic.
         let (base, extra) = (topic.len() / agents.len(), topic.len() % agents.len());
         let mut order = agents.clone();
-        order.sort_by_key(|a| (held[a].len() <= base, totals[a], *a));
+        order.sort_by_key(|a| (totals[a], held[a].len() <= base, *a));
         let quota: HashMap<&str, usize> =
             order.iter().enumerate().map(|(i, a)| (*a, base + usize::from(i < extra))).collect();
         // Each keeps what it holds up to its share; the rest is dealt out
@@ -276,12 +277,33 @@ mod tests {
         }
         let totals: Vec<usize> = counts(&a).into_values().collect();
         assert!(totals.iter().max().unwrap() - totals.iter().min().unwrap() <= 1, "{totals:?}");
-        // A third agent joins: the others only give partitions up.
+        // A third agent joins: the others only give partitions up, and the
+        // totals stay within one (wide and small topics alike).
         let holders = a.clone();
         let b = assignment(&agents(&["a", "b", "c"]), &all, &holders);
         for (p, owner) in &b {
             assert!(owner == "c" || &a[p] == owner, "{p:?} moved from {} to {owner}", a[p]);
         }
+        let totals: Vec<usize> = counts(&b).into_values().collect();
+        assert!(totals.iter().max().unwrap() - totals.iter().min().unwrap() <= 1, "{totals:?}");
+        // And it is a fixed point: planning again from it moves nothing.
+        assert_eq!(assignment(&agents(&["a", "b", "c"]), &all, &b), b);
+    }
+
+    #[test]
+    fn an_agent_that_dies_and_returns_gets_an_even_share_back() {
+        // The 32 coordination slots (topic 1) and a 10,000-partition topic.
+        let mut all: Vec<PartitionId> = (0..32).map(|p| (1, p)).collect();
+        all.extend((0..10_000).map(|p| (2, p)));
+        let three = agents(&["x", "y", "z"]);
+        let start = assignment(&three, &all, &HashMap::new());
+        let survivors: HashMap<PartitionId, String> =
+            start.iter().filter(|(_, o)| *o != "z").map(|(p, o)| (*p, o.clone())).collect();
+        let two = assignment(&agents(&["x", "y"]), &all, &survivors);
+        let back = assignment(&three, &all, &two);
+        let totals: Vec<usize> = counts(&back).into_values().collect();
+        assert!(totals.iter().max().unwrap() - totals.iter().min().unwrap() <= 1, "{totals:?}");
+        assert_eq!(assignment(&three, &all, &back), back, "and it stays");
     }
 
     #[test]
