@@ -303,7 +303,8 @@ impl Group {
     }
 }
 
-fn same(a: &[TopicPartition], b: &[TopicPartition]) -> bool {
+/// Whether two lists hold the same partitions, in any order.
+pub fn same(a: &[TopicPartition], b: &[TopicPartition]) -> bool {
     let (mut a, mut b) = (a.to_vec(), b.to_vec());
     a.sort();
     b.sort();

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::clock::SharedClock;
 use crate::cluster::Cluster;
-use crate::core::groups::{Answer, Group, Heartbeat};
+use crate::core::groups::{same, Answer, Group, Heartbeat};
 use crate::error::ServiceError;
 use crate::log::partition::Partition;
 
@@ -369,11 +369,4 @@ impl Coordinator {
         }
         Ok(())
     }
-}
-
-fn same(a: &[TopicPartition], b: &[TopicPartition]) -> bool {
-    let (mut a, mut b) = (a.to_vec(), b.to_vec());
-    a.sort();
-    b.sort();
-    a == b
 }
