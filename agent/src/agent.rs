@@ -17,6 +17,7 @@ use crate::clock::{self, SharedClock};
 use crate::cluster::{Cluster, Identity};
 use crate::config::{Config, TlsSource};
 use crate::core::flush::Policy;
+use crate::core::topic_config::TopicConfig;
 use crate::error::AgentError;
 use crate::frontend::quic::{tls, Listener};
 use crate::groups::Coordinator;
@@ -60,6 +61,16 @@ fn agent_id(data_dir: &Path) -> Result<String, AgentError> {
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// Topic settings from the agent's flags, checked as topic configs are.
+fn topic_defaults(config: &Config) -> Result<TopicConfig, AgentError> {
+    let max = config.max_record_bytes as u32;
+    let mut defaults = TopicConfig::kafka_defaults(max);
+    for (flag, key, value) in &config.topic_defaults {
+        defaults.set(key, value, max).map_err(|e| AgentError::Config { key: flag, reason: e.reason })?;
+    }
+    Ok(defaults)
 }
 
 impl Agent {
@@ -138,6 +149,7 @@ impl Agent {
         )
         .await?;
         let limits = Limits {
+            topic_defaults: topic_defaults(&config)?,
             max_record_bytes: config.max_record_bytes,
             max_batch_bytes: config.max_frame_bytes - 1024,
             max_inflight_bytes: config.max_inflight_bytes,

@@ -107,6 +107,27 @@ pub struct Args {
     /// Memory kept for recently written objects, which serves tail reads.
     #[arg(long, env = "SILT_RECENT_CACHE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub recent_cache_bytes: u64,
+    /// Default retention.ms of topics: how long records are kept (-1: forever).
+    #[arg(long, env = "SILT_RETENTION_MS", default_value = "604800000", allow_hyphen_values = true)]
+    pub retention_ms: String,
+    /// Default retention.bytes of topics: the most bytes a partition keeps (-1: no limit).
+    #[arg(long, env = "SILT_RETENTION_BYTES", default_value = "-1", allow_hyphen_values = true)]
+    pub retention_bytes: String,
+    /// Default cleanup.policy of topics: delete, compact, or compact,delete.
+    #[arg(long, env = "SILT_CLEANUP_POLICY", default_value = "delete")]
+    pub cleanup_policy: String,
+    /// Default min.compaction.lag.ms of topics: records younger than this are never compacted away.
+    #[arg(long, env = "SILT_MIN_COMPACTION_LAG_MS", default_value = "0")]
+    pub min_compaction_lag_ms: String,
+    /// Default delete.retention.ms of topics: how long a tombstone survives compaction.
+    #[arg(long, env = "SILT_DELETE_RETENTION_MS", default_value = "86400000")]
+    pub delete_retention_ms: String,
+    /// Default segment.bytes of topics: the target size of compacted segments.
+    #[arg(long, env = "SILT_SEGMENT_BYTES", default_value = "67108864")]
+    pub segment_bytes: String,
+    /// How often each partition's owner applies retention to it.
+    #[arg(long, env = "SILT_RETENTION_CHECK_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub retention_check_interval: Duration,
 }
 
 impl Default for Args {
@@ -145,6 +166,9 @@ pub struct Config {
     pub lease_ttl: Duration,
     pub cache_memory: usize,
     pub cache_disk: usize,
+    /// Topic config defaults, as `(flag, key, value)`; checked where topic configs are understood.
+    pub topic_defaults: Vec<(&'static str, &'static str, String)>,
+    pub retention_check_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +265,20 @@ impl Args {
                 n => n,
             },
             recent_cache_bytes: size("--recent-cache-bytes", self.recent_cache_bytes, 0, 1 << 40)?,
+            topic_defaults: vec![
+                ("--retention-ms", "retention.ms", self.retention_ms.clone()),
+                ("--retention-bytes", "retention.bytes", self.retention_bytes.clone()),
+                ("--cleanup-policy", "cleanup.policy", self.cleanup_policy.clone()),
+                ("--min-compaction-lag-ms", "min.compaction.lag.ms", self.min_compaction_lag_ms.clone()),
+                ("--delete-retention-ms", "delete.retention.ms", self.delete_retention_ms.clone()),
+                ("--segment-bytes", "segment.bytes", self.segment_bytes.clone()),
+            ],
+            retention_check_interval: match self.retention_check_interval {
+                t if t < Duration::from_millis(100) || t > Duration::from_secs(24 * 3600) => {
+                    return Err(bad("--retention-check-interval", "must be between 100ms and 24h"))
+                }
+                t => t,
+            },
         })
     }
 }

@@ -65,6 +65,8 @@ pub enum ServiceError {
     TopicExists(String),
     #[error("invalid topic name {name:?}: {reason}")]
     InvalidTopicName { name: String, reason: &'static str },
+    #[error("invalid {key}: {reason}")]
+    InvalidConfig { key: String, reason: String },
     #[error("invalid partition count {count}: a topic needs between 1 and {max} partitions")]
     InvalidPartitions { count: u32, max: u32 },
     #[error("topic {topic:?} has no partition {partition} (it has {count}: 0 to {last})", last = count.saturating_sub(1))]

@@ -2,6 +2,7 @@
 //!
 //! - `main.rs`: flags and dispatch.
 //! - `io.rs`: produce from stdin and consume to stdout (alone or in a group).
+//! - `topic.rs`: topic administration.
 //! - `group.rs`: consumer-group administration.
 //! - `bench.rs`, `bench_groups.rs`: the benchmark programs.
 
@@ -9,6 +10,7 @@ mod bench;
 mod bench_groups;
 mod group;
 mod io;
+mod topic;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,9 +40,9 @@ struct Cli {
 enum Command {
     /// Run an agent (a broker) in the foreground; `silt agent list` lists the live agents.
     Agent(Box<AgentCommand>),
-    /// Create, list, describe and delete topics.
+    /// Create, alter, list, describe and delete topics.
     #[command(subcommand)]
-    Topic(TopicCommand),
+    Topic(topic::TopicCommand),
     /// Send stdin to a topic, one record per line; exits 0 only when every record is acknowledged.
     Produce(io::ProduceArgs),
     /// Print a topic's records, one per line.
@@ -68,22 +70,6 @@ struct AgentCommand {
 enum AgentAction {
     /// List the registered agents: id, address, partitions owned, last heartbeat.
     List,
-}
-
-#[derive(Subcommand)]
-enum TopicCommand {
-    /// Create a topic.
-    Create {
-        name: String,
-        #[arg(long, short = 'p', default_value_t = 1)]
-        partitions: u32,
-    },
-    /// List topics.
-    List,
-    /// Show each partition: id, owner, epoch, log start offset, high watermark.
-    Describe { name: String },
-    /// Delete a topic and its records.
-    Delete { name: String },
 }
 
 impl Cli {
@@ -143,38 +129,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         },
         Command::Topic(t) => {
             let client = cli.connect().await?;
-            match t {
-                TopicCommand::Create { name, partitions } => {
-                    client.create_topic(name, *partitions).await?;
-                    println!("created topic {name} with {partitions} partition(s)");
-                }
-                TopicCommand::List => {
-                    for name in client.list_topics().await? {
-                        println!("{name}");
-                    }
-                }
-                TopicCommand::Describe { name } => {
-                    let d = client.describe_topic(name).await?;
-                    println!("topic {} (id {}, {} partitions)", d.name, d.id, d.partitions.len());
-                    println!(
-                        "{:>9}  {:<22}  {:>5}  {:>14}  {:>14}",
-                        "PARTITION", "OWNER", "EPOCH", "LOG-START", "HIGH-WATERMARK"
-                    );
-                    for p in &d.partitions {
-                        let owner = if p.owner.is_empty() { "-" } else { &p.owner };
-                        println!(
-                            "{:>9}  {:<22}  {:>5}  {:>14}  {:>14}",
-                            p.partition, owner, p.epoch, p.log_start, p.high_watermark
-                        );
-                    }
-                }
-                TopicCommand::Delete { name } => {
-                    client.delete_topic(name).await?;
-                    println!("deleted topic {name}");
-                }
-            }
+            let code = topic::run(&client, t).await;
             client.close();
-            Ok(0)
+            code
         }
         Command::Produce(args) => io::produce(cli.connect().await?, args).await,
         Command::Consume(args) => io::consume(cli.connect().await?, args).await,

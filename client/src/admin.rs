@@ -8,9 +8,44 @@ use crate::client::{unexpected, Client};
 use crate::error::ClientError;
 
 impl Client {
+    /// Creates a topic on the agents' default settings.
+    ///
     /// Cancel safety: if dropped after sending, the topic may or may not be created.
     pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<(), ClientError> {
-        match self.call(&Request::CreateTopic { name: name.into(), partitions }, Duration::ZERO).await? {
+        self.create_topic_with(name, partitions, &[]).await
+    }
+
+    /// Creates a topic with config overrides (`("retention.ms", "3600000")`
+    /// and the like, with Kafka's names). An unknown key or a bad value is
+    /// refused (INVALID_CONFIG, naming the key) and nothing is created.
+    ///
+    /// Cancel safety: if dropped after sending, the topic may or may not be created.
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: &[(String, String)],
+    ) -> Result<(), ClientError> {
+        let request = Request::CreateTopic { name: name.into(), partitions, configs: configs.to_vec() };
+        match self.call(&request, Duration::ZERO).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets config overrides of a topic and removes others (which then
+    /// follow the agents' defaults). All or nothing: any bad key or value
+    /// is refused and nothing changes.
+    ///
+    /// Cancel safety: if dropped after sending, the change may or may not be made.
+    pub async fn alter_topic(
+        &self,
+        name: &str,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<(), ClientError> {
+        let request = Request::AlterTopic { name: name.into(), set: set.to_vec(), delete: delete.to_vec() };
+        match self.call(&request, Duration::ZERO).await? {
             Response::Done => Ok(()),
             other => Err(unexpected(other)),
         }

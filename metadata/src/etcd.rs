@@ -247,8 +247,8 @@ mod tests {
         let store = crate::open(&format!("etcd://{}", etcd.endpoint)).await.unwrap();
         assert_eq!(store.backend(), "etcd");
         let catalog = crate::Catalog::new(store);
-        let t = catalog.create_topic("t", 3, 0).await.unwrap();
-        assert!(matches!(catalog.create_topic("t", 3, 0).await, Err(crate::CatalogError::TopicExists(_))));
+        let t = catalog.create_topic("t", 3, &[], 0).await.unwrap();
+        assert!(matches!(catalog.create_topic("t", 3, &[], 0).await, Err(crate::CatalogError::TopicExists(_))));
         assert_eq!(catalog.partitions(&t).await.unwrap().len(), 3);
         catalog.delete_topic("t").await.unwrap();
         assert!(catalog.list_topics().await.unwrap().is_empty());

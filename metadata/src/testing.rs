@@ -219,8 +219,8 @@ pub async fn catalog_at_scale(store: std::sync::Arc<dyn MetaStore>) {
     use crate::catalog::{BatchMeta, FlushEntry, ProducerState, Segment};
     const P: u32 = 300;
     let c = crate::Catalog::new(store);
-    let t = c.create_topic("wide", P, 0).await.unwrap();
-    assert!(matches!(c.create_topic("wide", 1, 0).await, Err(crate::CatalogError::TopicExists(_))));
+    let t = c.create_topic("wide", P, &[], 0).await.unwrap();
+    assert!(matches!(c.create_topic("wide", 1, &[], 0).await, Err(crate::CatalogError::TopicExists(_))));
     assert_eq!(c.partitions(&t).await.unwrap().len(), P as usize);
     let ids: Vec<(u64, u32)> = (0..P).map(|p| (t.id, p)).collect();
     c.heartbeat("a", "x", 0, 0, 60_000).await.unwrap();

@@ -56,6 +56,10 @@ pub enum ErrorCode {
     UnknownGroup,
     /// The group has live members, so it cannot be reset or deleted.
     GroupNotEmpty,
+    /// A topic config key is unknown or its value is invalid; nothing changed.
+    InvalidConfig,
+    /// A record without a key sent to a key-compacted topic; nothing written.
+    MissingKey,
     /// A code this build does not know (from a newer peer).
     Unknown(u16),
 }
@@ -92,6 +96,8 @@ impl ErrorCode {
             ErrorCode::FencedMemberEpoch => 26,
             ErrorCode::UnknownGroup => 27,
             ErrorCode::GroupNotEmpty => 28,
+            ErrorCode::InvalidConfig => 29,
+            ErrorCode::MissingKey => 30,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -126,6 +132,8 @@ impl ErrorCode {
             26 => ErrorCode::FencedMemberEpoch,
             27 => ErrorCode::UnknownGroup,
             28 => ErrorCode::GroupNotEmpty,
+            29 => ErrorCode::InvalidConfig,
+            30 => ErrorCode::MissingKey,
             n => ErrorCode::Unknown(n),
         }
     }
@@ -175,6 +183,8 @@ impl ErrorCode {
             ErrorCode::FencedMemberEpoch => "FENCED_MEMBER_EPOCH",
             ErrorCode::UnknownGroup => "UNKNOWN_GROUP",
             ErrorCode::GroupNotEmpty => "GROUP_NOT_EMPTY",
+            ErrorCode::InvalidConfig => "INVALID_CONFIG",
+            ErrorCode::MissingKey => "MISSING_KEY",
             ErrorCode::Unknown(_) => "UNKNOWN_ERROR",
         }
     }
@@ -196,7 +206,7 @@ mod tests {
     #[test]
     fn every_code_round_trips_and_numbers_are_unique() {
         let mut seen = std::collections::HashSet::new();
-        for n in 1..=28u16 {
+        for n in 1..=30u16 {
             let code = ErrorCode::from_u16(n);
             assert!(!matches!(code, ErrorCode::Unknown(_)), "code {n} is assigned");
             assert_eq!(code.as_u16(), n);

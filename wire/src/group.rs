@@ -189,6 +189,18 @@ pub(crate) fn read_offsets(r: &mut Reader<'_>) -> Result<Vec<TopicOffset>, Decod
     list(r, "offset count", 14, TopicOffset::read)
 }
 
+/// Writes a list of name = value pairs (topic configs).
+pub(crate) fn put_pairs(out: &mut impl BufMut, items: &[(String, String)]) {
+    put_list(out, items, |out, (k, v)| {
+        put_str(out, k);
+        put_str(out, v);
+    });
+}
+
+pub(crate) fn read_pairs(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<(String, String)>, DecodeError> {
+    list(r, what, 4, |r| Ok((r.string(what)?, r.string(what)?)))
+}
+
 /// Writes a list of strings.
 pub(crate) fn put_strings(out: &mut impl BufMut, items: &[String]) {
     put_list(out, items, |out, s| put_str(out, s));

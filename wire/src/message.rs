@@ -3,7 +3,7 @@
 //! Request kinds (the frame's `kind` byte; stable, never reused):
 //!
 //! ```text
-//! 1 CreateTopic    name: string, partitions: u32
+//! 1 CreateTopic    name: string, partitions: u32, configs: list of (key: string, value: string)
 //! 2 DeleteTopic    name: string
 //! 3 ListTopics     (empty)
 //! 4 DescribeTopic  name: string
@@ -20,6 +20,7 @@
 //! 15 DescribeGroup    group: string
 //! 16 ResetOffsets     group: string, topic: string, to: see `group::ResetTo`
 //! 17 DeleteGroup      group: string
+//! 18 AlterTopic       name: string, set: list of (key, value), delete: list of key
 //! ```
 //!
 //! Response kinds:
@@ -66,8 +67,8 @@ use crate::buf::{DecodeError, Reader, WriteExt};
 use crate::code::ErrorCode;
 use crate::frame::Frame;
 use crate::group::{
-    read_offsets, read_strings, GroupAssignment, GroupDescription, GroupHeartbeat, GroupInfo, OffsetCommit, ResetTo,
-    TopicOffset,
+    read_offsets, read_pairs, read_strings, GroupAssignment, GroupDescription, GroupHeartbeat, GroupInfo, OffsetCommit,
+    ResetTo, TopicOffset,
 };
 
 /// How durable a record must be before it is acknowledged.
@@ -117,6 +118,15 @@ pub enum Request {
     CreateTopic {
         name: String,
         partitions: u32,
+        /// Config overrides, such as `retention.ms`.
+        configs: Vec<(String, String)>,
+    },
+    /// Sets and removes a topic's config overrides (removed ones fall back
+    /// to the agents' defaults).
+    AlterTopic {
+        name: String,
+        set: Vec<(String, String)>,
+        delete: Vec<String>,
     },
     DeleteTopic {
         name: String,
@@ -202,6 +212,9 @@ pub struct TopicDescription {
     /// The largest record (key, value and headers) the agent accepts.
     pub max_record_bytes: u32,
     pub partitions: Vec<PartitionInfo>,
+    /// The topic's config overrides, sorted by key (the rest are the
+    /// agents' defaults).
+    pub configs: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +255,7 @@ mod kind {
     pub const DESCRIBE_GROUP: u8 = 15;
     pub const RESET_OFFSETS: u8 = 16;
     pub const DELETE_GROUP: u8 = 17;
+    pub const ALTER_TOPIC: u8 = 18;
     pub const DONE: u8 = 0x81;
     pub const TOPICS: u8 = 0x82;
     pub const TOPIC: u8 = 0x83;
@@ -277,6 +291,7 @@ impl Request {
     pub fn kind(&self) -> u8 {
         match self {
             Request::CreateTopic { .. } => kind::CREATE_TOPIC,
+            Request::AlterTopic { .. } => kind::ALTER_TOPIC,
             Request::DeleteTopic { .. } => kind::DELETE_TOPIC,
             Request::ListTopics => kind::LIST_TOPICS,
             Request::DescribeTopic { .. } => kind::DESCRIBE_TOPIC,
@@ -300,9 +315,15 @@ impl Request {
     pub fn encode(&self) -> Bytes {
         let mut body = BytesMut::new();
         match self {
-            Request::CreateTopic { name, partitions } => {
+            Request::CreateTopic { name, partitions, configs } => {
                 body.put_string(clip(name));
                 body.put_u32(*partitions);
+                crate::group::put_pairs(&mut body, configs);
+            }
+            Request::AlterTopic { name, set, delete } => {
+                body.put_string(clip(name));
+                crate::group::put_pairs(&mut body, set);
+                crate::group::put_strings(&mut body, delete);
             }
             Request::DeleteTopic { name } | Request::DescribeTopic { name } => body.put_string(clip(name)),
             Request::ListTopics
@@ -344,7 +365,16 @@ impl Request {
     pub fn decode(frame: &Frame) -> Result<Request, DecodeError> {
         let mut r = Reader::new(&frame.body);
         let request = match frame.kind {
-            kind::CREATE_TOPIC => Request::CreateTopic { name: r.string("topic")?, partitions: r.u32("partitions")? },
+            kind::CREATE_TOPIC => Request::CreateTopic {
+                name: r.string("topic")?,
+                partitions: r.u32("partitions")?,
+                configs: read_pairs(&mut r, "config")?,
+            },
+            kind::ALTER_TOPIC => Request::AlterTopic {
+                name: r.string("topic")?,
+                set: read_pairs(&mut r, "config")?,
+                delete: read_strings(&mut r, "config key")?,
+            },
             kind::DELETE_TOPIC => Request::DeleteTopic { name: r.string("topic")? },
             kind::LIST_TOPICS => Request::ListTopics,
             kind::STATS => Request::Stats,
@@ -434,6 +464,7 @@ impl Response {
                     body.put_i64(p.log_start);
                     body.put_i64(p.high_watermark);
                 }
+                crate::group::put_pairs(&mut body, &t.configs);
             }
             Response::ProduceAssigned { base_offset } => body.put_i64(*base_offset),
             Response::Agents(agents) => {
@@ -510,7 +541,8 @@ impl Response {
                         high_watermark: r.i64("high watermark")?,
                     });
                 }
-                Response::Topic(TopicDescription { name, id, max_record_bytes, partitions })
+                let configs = read_pairs(&mut r, "config")?;
+                Response::Topic(TopicDescription { name, id, max_record_bytes, partitions, configs })
             }
             kind::PRODUCE_ASSIGNED => Response::ProduceAssigned { base_offset: r.i64("base offset")? },
             kind::AGENTS => {
@@ -578,7 +610,17 @@ mod tests {
 
     fn requests() -> Vec<Request> {
         vec![
-            Request::CreateTopic { name: "hello".into(), partitions: 3 },
+            Request::CreateTopic { name: "hello".into(), partitions: 3, configs: vec![] },
+            Request::CreateTopic {
+                name: "hello".into(),
+                partitions: 3,
+                configs: vec![("retention.ms".into(), "1000".into())],
+            },
+            Request::AlterTopic {
+                name: "hello".into(),
+                set: vec![("cleanup.policy".into(), "compact".into())],
+                delete: vec!["retention.ms".into()],
+            },
             Request::DeleteTopic { name: "hello".into() },
             Request::ListTopics,
             Request::DescribeTopic { name: "é".into() },
@@ -641,6 +683,7 @@ mod tests {
                     log_start: 0,
                     high_watermark: 10,
                 }],
+                configs: vec![("retention.ms".into(), "-1".into())],
             }),
             Response::ProduceAssigned { base_offset: 7 },
             Response::Produced { base_offset: 7, last_offset: 9 },

@@ -355,6 +355,9 @@ impl Cluster {
     /// Follows every partition of a topic this agent did not know yet.
     pub async fn adopt(&self, topic: Topic) -> Result<Arc<TopicState>, CatalogError> {
         if let Some(t) = self.table.get(&topic.name).filter(|t| t.topic.id == topic.id) {
+            if t.set_overrides(&topic.configs) {
+                tracing::info!(topic = %topic.name, configs = ?topic.configs, "topic configs changed");
+            }
             return Ok(t);
         }
         let parts = self.catalog.partitions(&topic).await?;

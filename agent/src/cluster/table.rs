@@ -11,7 +11,10 @@ use crate::log::partition::Partition;
 
 /// Every partition of a topic, each led here or followed.
 pub struct TopicState {
+    /// The topic as adopted; its config overrides as they are now are
+    /// [`TopicState::overrides`].
     pub topic: Topic,
+    overrides: RwLock<Arc<Vec<(String, String)>>>,
     slots: Vec<RwLock<Arc<Partition>>>,
     /// Stops this topic's partition actors.
     pub stop: CancellationToken,
@@ -19,7 +22,23 @@ pub struct TopicState {
 
 impl TopicState {
     pub fn new(topic: Topic, partitions: Vec<Arc<Partition>>, stop: CancellationToken) -> TopicState {
-        TopicState { topic, slots: partitions.into_iter().map(RwLock::new).collect(), stop }
+        let overrides = RwLock::new(Arc::new(topic.configs.clone()));
+        TopicState { topic, overrides, slots: partitions.into_iter().map(RwLock::new).collect(), stop }
+    }
+
+    /// The topic's config overrides, as of the last ownership round.
+    pub fn overrides(&self) -> Arc<Vec<(String, String)>> {
+        self.overrides.read().expect("overrides lock").clone()
+    }
+
+    /// Takes the overrides the metadata store now has; whether they changed.
+    pub fn set_overrides(&self, configs: &[(String, String)]) -> bool {
+        let mut o = self.overrides.write().expect("overrides lock");
+        if o.as_slice() == configs {
+            return false;
+        }
+        *o = Arc::new(configs.to_vec());
+        true
     }
 
     pub fn get(&self, p: u32) -> Option<Arc<Partition>> {

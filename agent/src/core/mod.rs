@@ -10,6 +10,7 @@
 //! - [`waiters`]: replies that wait until an offset is committed.
 //! - [`flush`]: when buffered batches are due to be flushed.
 //! - [`replay`]: which write-ahead-log entries continue a partition's log.
+//! - [`topic_config`]: topic config keys, their values, and a topic's effective settings.
 
 pub mod flush;
 pub mod groups;
@@ -18,4 +19,5 @@ pub mod ownership;
 pub mod producers;
 pub mod replay;
 pub mod session;
+pub mod topic_config;
 pub mod waiters;

@@ -92,7 +92,7 @@ impl Coordinator {
         tasks: &TaskTracker,
         stop: CancellationToken,
     ) -> Result<Arc<Coordinator>, CatalogError> {
-        match catalog.create_topic(GROUPS_TOPIC, SLOTS, clock.now_ms()).await {
+        match catalog.create_topic(GROUPS_TOPIC, SLOTS, &[], clock.now_ms()).await {
             Ok(_) => cluster.round_now().await?,
             Err(CatalogError::TopicExists(_)) => {}
             Err(e) => return Err(e),

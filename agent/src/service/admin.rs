@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::{AgentInfo, PartitionInfo, Service, TopicInfo};
 use crate::config::MAX_PARTITIONS;
+use crate::core::topic_config::{TopicConfig, KEYS};
 use crate::error::ServiceError;
 use crate::groups::INTERNAL_PREFIX;
 
@@ -38,15 +39,61 @@ impl Service {
         out
     }
 
-    pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<(), ServiceError> {
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: &[(String, String)],
+    ) -> Result<(), ServiceError> {
         validate_topic_name(name)?;
         if partitions == 0 || partitions > MAX_PARTITIONS {
             return Err(ServiceError::InvalidPartitions { count: partitions, max: MAX_PARTITIONS });
         }
-        self.catalog.create_topic(name, partitions, self.cluster.clock().now_ms()).await?;
+        self.check_configs(configs)?;
+        self.catalog.create_topic(name, partitions, configs, self.cluster.clock().now_ms()).await?;
         // Take this agent's share now rather than at the next round.
         self.cluster.round_now().await?;
         Ok(())
+    }
+
+    /// Sets and removes config overrides of a topic. Every key and value is
+    /// checked first, and the topic's resulting settings as a whole: on any
+    /// error nothing changes.
+    pub async fn alter_topic(
+        &self,
+        name: &str,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<(), ServiceError> {
+        validate_topic_name(name)?;
+        self.check_configs(set)?;
+        for key in delete {
+            if !KEYS.contains(&key.as_str()) {
+                return Err(ServiceError::InvalidConfig {
+                    key: key.clone(),
+                    reason: format!("unknown config key (known: {})", KEYS.join(", ")),
+                });
+            }
+            if set.iter().any(|(k, _)| k == key) {
+                return Err(ServiceError::InvalidConfig { key: key.clone(), reason: "both set and deleted".into() });
+            }
+        }
+        self.catalog.alter_topic_configs(name, set, delete).await?;
+        // Follow the change here now rather than at the next round.
+        self.cluster.round_now().await?;
+        Ok(())
+    }
+
+    fn check_configs(&self, configs: &[(String, String)]) -> Result<TopicConfig, ServiceError> {
+        self.limits
+            .topic_defaults
+            .with(configs, self.limits.max_record_bytes as u32)
+            .map_err(|e| ServiceError::InvalidConfig { key: e.key, reason: e.reason })
+    }
+
+    /// A topic's effective settings: its overrides over the agents' defaults.
+    pub(crate) fn topic_config(&self, overrides: &[(String, String)]) -> TopicConfig {
+        self.limits.topic_defaults.effective(overrides, self.limits.max_record_bytes as u32)
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ServiceError> {
@@ -90,10 +137,11 @@ impl Service {
             })
             .collect();
         Ok(TopicInfo {
+            max_record_bytes: self.topic_config(&topic.configs).max_message_bytes,
             name: topic.name,
             id: topic.id,
-            max_record_bytes: self.limits.max_record_bytes as u32,
             partitions,
+            configs: topic.configs,
         })
     }
 

@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, TopicState};
+use crate::core::topic_config::TopicConfig;
 use crate::error::ServiceError;
 use crate::groups::Coordinator;
 use crate::log::partition::Partition;
@@ -35,6 +36,8 @@ pub use types::{
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_record_bytes: usize,
+    /// Topic settings where a topic does not override them.
+    pub topic_defaults: TopicConfig,
     pub max_batch_bytes: usize,
     pub max_inflight_bytes: usize,
     /// How long a producer waits for room under the in-flight limit before THROTTLED.

@@ -12,9 +12,11 @@ use crate::log::Done;
 pub struct TopicInfo {
     pub name: String,
     pub id: u64,
-    /// The largest record producers may send.
+    /// The largest record producers may send (the topic's max.message.bytes).
     pub max_record_bytes: u32,
     pub partitions: Vec<PartitionInfo>,
+    /// The topic's config overrides, sorted by key.
+    pub configs: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

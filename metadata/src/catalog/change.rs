@@ -63,7 +63,7 @@ mod tests {
         let v1 = c.cluster().await.unwrap();
         assert_eq!(v1.changes, v0.changes, "a renewal is not an ownership change");
         assert_eq!(v1.agents.len(), 1);
-        let t = c.create_topic("t", 2, 0).await.unwrap();
+        let t = c.create_topic("t", 2, &[], 0).await.unwrap();
         let v2 = c.cluster().await.unwrap();
         assert_ne!(v2.changes, v1.changes);
         c.acquire_leases("a", "x", &[(t.id, 0)], 2).await.unwrap();

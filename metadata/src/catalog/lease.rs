@@ -284,7 +284,7 @@ mod tests {
     #[tokio::test]
     async fn leases_are_taken_released_and_taken_over_once_their_owner_lapses() {
         let (_d, c) = catalog().await;
-        let t = c.create_topic("t", 3, 0).await.unwrap();
+        let t = c.create_topic("t", 3, &[], 0).await.unwrap();
         let ids = [(t.id, 0), (t.id, 1), (t.id, 2)];
         c.heartbeat("a", "x", 0, 0, 100).await.unwrap();
         let got = c.acquire_leases("a", "x", &ids[..2], 10).await.unwrap();

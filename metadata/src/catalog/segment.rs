@@ -237,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn flush_commits_advance_the_watermark_and_index() {
         let (_d, c) = catalog().await;
-        let t = c.create_topic("t", 2, 0).await.unwrap();
+        let t = c.create_topic("t", 2, &[], 0).await.unwrap();
         let lease = take(&c, "agent-1", (t.id, 0), 0).await;
         let out = c
             .commit_flush(
@@ -300,7 +300,7 @@ mod tests {
     #[tokio::test]
     async fn a_flush_committed_twice_is_committed_once() {
         let (_d, c) = catalog().await;
-        let t = c.create_topic("t", 1, 0).await.unwrap();
+        let t = c.create_topic("t", 1, &[], 0).await.unwrap();
         let lease = take(&c, "a", (t.id, 0), 0).await;
         let entry = |s| FlushEntry {
             topic_id: t.id,
@@ -323,7 +323,7 @@ mod tests {
     #[tokio::test]
     async fn a_stale_epoch_is_fenced_and_writes_nothing() {
         let (_d, c) = catalog().await;
-        let t = c.create_topic("t", 1, 0).await.unwrap();
+        let t = c.create_topic("t", 1, &[], 0).await.unwrap();
         c.heartbeat("agent-1", "a1", 0, 0, 100).await.unwrap();
         let old = take(&c, "agent-1", (t.id, 0), 0).await;
         assert_eq!(c.acquire_leases("agent-2", "a2", &[(t.id, 0)], 50).await.unwrap().held, vec![(t.id, 0)]);
@@ -347,7 +347,7 @@ mod tests {
     #[tokio::test]
     async fn flushes_for_a_deleted_topic_are_dropped() {
         let (_d, c) = catalog().await;
-        let t = c.create_topic("t", 1, 0).await.unwrap();
+        let t = c.create_topic("t", 1, &[], 0).await.unwrap();
         let l = take(&c, "a", (t.id, 0), 0).await;
         c.delete_topic("t").await.unwrap();
         let out = c

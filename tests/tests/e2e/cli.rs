@@ -20,7 +20,7 @@ fn walkthrough_produce_consume_describe_delete() {
     agent.ok(&["produce", "hello"], Some(&seq(n)));
 
     let describe = String::from_utf8(agent.ok(&["topic", "describe", "hello"], None)).unwrap();
-    let rows: Vec<Vec<&str>> = describe.lines().skip(2).map(|l| l.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> = describe.lines().skip(3).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 3, "{describe}");
     let mut total = 0;
     for (i, row) in rows.iter().enumerate() {

@@ -16,4 +16,5 @@ mod idempotence;
 mod protocol;
 mod s3;
 mod sdk;
+mod storage;
 mod wal;

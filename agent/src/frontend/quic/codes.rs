@@ -13,6 +13,7 @@ pub fn code_of(e: &ServiceError) -> ErrorCode {
         ServiceError::TopicExists(_) => ErrorCode::TopicExists,
         ServiceError::InvalidTopicName { .. } => ErrorCode::InvalidRequest,
         ServiceError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
+        ServiceError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
         ServiceError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
         ServiceError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         ServiceError::InvalidBatch(_) => ErrorCode::InvalidBatch,

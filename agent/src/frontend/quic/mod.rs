@@ -234,8 +234,11 @@ async fn handle(
     host: &str,
 ) -> Option<Result<Response, ServiceError>> {
     Some(match request {
-        Request::CreateTopic { name, partitions } => {
-            service.create_topic(&name, partitions).await.map(|_| Response::Done)
+        Request::CreateTopic { name, partitions, configs } => {
+            service.create_topic(&name, partitions, &configs).await.map(|_| Response::Done)
+        }
+        Request::AlterTopic { name, set, delete } => {
+            service.alter_topic(&name, &set, &delete).await.map(|_| Response::Done)
         }
         Request::DeleteTopic { name } => service.delete_topic(&name).await.map(|_| Response::Done),
         Request::ListTopics => service.list_topics().await.map(Response::Topics),
@@ -409,6 +412,7 @@ fn topic_description(t: service::TopicInfo) -> silt_wire::TopicDescription {
                 high_watermark: p.high_watermark,
             })
             .collect(),
+        configs: t.configs,
     }
 }
 
