@@ -28,6 +28,7 @@ use crate::log::wal::{Replay, Wal};
 use crate::metrics::Metrics;
 use crate::read::{ReadCache, ReadPath, ReadStats, RecentObjects};
 use crate::service::{Limits, Service};
+use crate::upkeep::{self, Upkeep};
 
 /// How long shutdown waits for in-flight requests before flushing anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,13 +106,14 @@ impl Agent {
         let flusher = TaskTracker::new();
         let f = Arc::new(Flusher {
             queue: queue.clone(),
-            store,
+            store: store.clone(),
             catalog: catalog.clone(),
             agent_id: agent_id.clone(),
             recent,
             seq: Default::default(),
             metrics: metrics.clone(),
             clock: clock.clone(),
+            give_up_after: config.gc_grace,
         });
         flusher.spawn(flush::run(f, flush_stop.clone(), config.max_uploads).instrument(tracing::info_span!("flusher")));
 
@@ -154,7 +156,24 @@ impl Agent {
             max_batch_bytes: config.max_frame_bytes - 1024,
             max_inflight_bytes: config.max_inflight_bytes,
             throttle_wait: config.throttle_wait,
+            gc_grace: config.gc_grace,
         };
+        Upkeep {
+            catalog: catalog.clone(),
+            cluster: cluster.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            settings: upkeep::Settings {
+                retention_every: config.retention_check_interval,
+                gc_grace: config.gc_grace,
+                gc_every: config.gc_interval,
+                orphan_age: config.orphan_age,
+                sweep_every: config.orphan_sweep_interval,
+                topic_defaults: limits.topic_defaults,
+                max_record_bytes: config.max_record_bytes as u32,
+            },
+        }
+        .start(&background, service_stop.clone());
         let service = Arc::new(Service::new(
             cluster.clone(),
             coordinator,

@@ -128,6 +128,21 @@ pub struct Args {
     /// How often each partition's owner applies retention to it.
     #[arg(long, env = "SILT_RETENTION_CHECK_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub retention_check_interval: Duration,
+    /// How long an object stays after nothing points into it any more, for
+    /// reads in flight. A flush whose index commit keeps failing this long
+    /// is given up.
+    #[arg(long, env = "SILT_GC_GRACE", default_value = "5m", value_parser = parse_duration)]
+    pub gc_grace: Duration,
+    /// How often the collecting agent deletes objects whose grace period passed.
+    #[arg(long, env = "SILT_GC_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub gc_interval: Duration,
+    /// How old an object that nothing ever pointed into (a crash between its
+    /// upload and its commit) must be before it is deleted. At least --gc-grace.
+    #[arg(long, env = "SILT_ORPHAN_AGE", default_value = "1h", value_parser = parse_duration)]
+    pub orphan_age: Duration,
+    /// How often the collecting agent lists the bucket for such objects.
+    #[arg(long, env = "SILT_ORPHAN_SWEEP_INTERVAL", default_value = "15m", value_parser = parse_duration)]
+    pub orphan_sweep_interval: Duration,
 }
 
 impl Default for Args {
@@ -169,6 +184,10 @@ pub struct Config {
     /// Topic config defaults, as `(flag, key, value)`; checked where topic configs are understood.
     pub topic_defaults: Vec<(&'static str, &'static str, String)>,
     pub retention_check_interval: Duration,
+    pub gc_grace: Duration,
+    pub gc_interval: Duration,
+    pub orphan_age: Duration,
+    pub orphan_sweep_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +241,21 @@ impl Args {
         if self.max_streams == 0 {
             return Err(bad("--max-streams", "must be at least 1"));
         }
+        let within = |key: &'static str, v: Duration, min: Duration, max: Duration| -> Result<Duration, AgentError> {
+            if v < min || v > max {
+                return Err(bad(key, format!("{v:?} is outside {min:?}..={max:?}")));
+            }
+            Ok(v)
+        };
+        let (second, day) = (Duration::from_secs(1), Duration::from_secs(24 * 3600));
+        let gc_grace = within("--gc-grace", self.gc_grace, second, day)?;
+        let orphan_age = within("--orphan-age", self.orphan_age, second, 30 * day)?;
+        if orphan_age < gc_grace {
+            return Err(bad("--orphan-age", "must be at least --gc-grace"));
+        }
+        let gc_interval = within("--gc-interval", self.gc_interval, Duration::from_millis(100), day)?;
+        let orphan_sweep_interval =
+            within("--orphan-sweep-interval", self.orphan_sweep_interval, Duration::from_millis(100), 7 * day)?;
         let max_inflight_bytes =
             size("--max-inflight-bytes", self.max_inflight_bytes, max_frame_bytes as u64, 1 << 40)?;
         Ok(Config {
@@ -279,6 +313,10 @@ impl Args {
                 }
                 t => t,
             },
+            gc_grace,
+            gc_interval,
+            orphan_age,
+            orphan_sweep_interval,
         })
     }
 }
@@ -312,7 +350,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        other => Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s or m)")),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        "d" => Ok(Duration::from_secs(n.saturating_mul(24 * 3600))),
+        other => Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)")),
     }
 }
 
@@ -330,7 +370,8 @@ mod tests {
         assert!(parse_bytes("99999999999999999999GiB").is_err());
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("5y").is_err());
     }
 
     #[test]

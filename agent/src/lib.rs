@@ -12,6 +12,7 @@
 //! - [`log`]: the write path: partition actors, the WAL, the flusher, the object store.
 //! - [`cluster`]: the session, the ownership rounds, taking and handing over partitions.
 //! - [`groups`]: consumer-group coordination (groups hash onto an internal topic's partitions).
+//! - [`upkeep`]: storage over time: retention, object garbage collection.
 //! - [`service`]: protocol-neutral handlers (admin, produce, fetch) on the service's own types.
 //! - [`frontend`]: protocols over the service: [`frontend::quic`].
 //! - [`agent`]: start and shutdown, wiring the layers together.
@@ -29,6 +30,7 @@ pub mod log;
 pub mod metrics;
 pub mod read;
 pub mod service;
+pub mod upkeep;
 
 pub use agent::Agent;
 pub use config::{Args, Config};

@@ -30,6 +30,15 @@ pub struct Metrics {
     pub committed_records: AtomicU64,
     pub wal_fsyncs: AtomicU64,
     pub wal_bytes: AtomicU64,
+    /// Index entries retention removed (the log start moved past them).
+    pub trimmed_segments: AtomicU64,
+    /// Objects collection deleted, and the delete requests it took.
+    pub objects_deleted: AtomicU64,
+    pub delete_batches: AtomicU64,
+    /// Footer reads by collection and the bucket sweep.
+    pub gc_gets: AtomicU64,
+    /// Objects the bucket sweep found that nothing ever pointed into.
+    pub orphans_found: AtomicU64,
 }
 
 pub fn add(counter: &AtomicU64, n: u64) {
@@ -50,6 +59,11 @@ impl Metrics {
             ("committed_records", get(&self.committed_records)),
             ("wal_fsyncs", get(&self.wal_fsyncs)),
             ("wal_bytes", get(&self.wal_bytes)),
+            ("trimmed_segments", get(&self.trimmed_segments)),
+            ("objects_deleted", get(&self.objects_deleted)),
+            ("delete_batches", get(&self.delete_batches)),
+            ("gc_gets", get(&self.gc_gets)),
+            ("orphans_found", get(&self.orphans_found)),
             ("object_gets", read.gets),
             ("read_cache_hits", read.cache_hits),
             ("recent_object_hits", read.recent_hits),

@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["log"],
     &["cluster"],
     &["groups"],
+    &["upkeep"],
     &["service"],
     &["frontend"],
     &["agent", "lib"],

@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use silt_client::{
-    Acks, AutoOffsetReset, Client, ClientError, Compression, ConsumedRecord, Consumer, ConsumerConfig, GroupConfig,
-    GroupConsumer, Offset, Producer, ProducerConfig, ProducerRecord, Received,
+    Acks, AutoOffsetReset, Client, Compression, ConsumedRecord, Consumer, ConsumerConfig, GroupConfig, GroupConsumer,
+    Offset, Producer, ProducerConfig, ProducerRecord, Received, RecordStream, Skipped,
 };
 
 #[derive(clap::Args)]
@@ -236,6 +236,7 @@ async fn consume_group(client: Client, group: &str, args: &ConsumeArgs) -> anyho
             }
         };
         last_seen = tokio::time::Instant::now();
+        tell_skipped(consumer.skipped());
         match next {
             Some(Ok(Received::Record(record))) => {
                 if out.write_all(&format_record(&record, args)).is_err() {
@@ -267,6 +268,21 @@ async fn consume_group(client: Client, group: &str, args: &ConsumeArgs) -> anyho
     Ok(0)
 }
 
+/// Says on stderr which offsets were jumped over because the log no
+/// longer held them.
+fn tell_skipped(skipped: Vec<Skipped>) {
+    for s in skipped {
+        let what = match s.to > s.from + 1 {
+            true => format!("offsets {} to {}", s.from, s.to - 1),
+            false => format!("offset {}", s.from),
+        };
+        eprintln!(
+            "skipped {what} of {}/{}: the partition now starts at offset {} (retention removed what came before); continuing at {}",
+            s.topic, s.partition, s.log_start, s.to
+        );
+    }
+}
+
 /// One record as a line of output.
 fn format_record(record: &ConsumedRecord, args: &ConsumeArgs) -> Vec<u8> {
     let mut line = Vec::with_capacity(record.value.len() + 32);
@@ -283,10 +299,7 @@ fn format_record(record: &ConsumedRecord, args: &ConsumeArgs) -> Vec<u8> {
 }
 
 /// Prints records until a limit, the end, or Ctrl-C.
-async fn print_records(
-    stream: &mut (impl futures::Stream<Item = Result<ConsumedRecord, ClientError>> + Unpin),
-    args: &ConsumeArgs,
-) -> anyhow::Result<i32> {
+async fn print_records(stream: &mut RecordStream, args: &ConsumeArgs) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let idle = args.timeout_ms.map(Duration::from_millis);
@@ -316,6 +329,7 @@ async fn print_records(
                 }
             }
         };
+        tell_skipped(stream.skipped());
         let record = match next {
             Some(Ok(r)) => r,
             Some(Err(e)) => {

@@ -18,7 +18,25 @@ use tokio::task::JoinSet;
 
 use crate::client::Client;
 use crate::error::ClientError;
+use crate::group_consumer::AutoOffsetReset;
 use crate::router::Router;
+use silt_wire::ErrorCode;
+
+/// Offsets a consumer jumped over because the log no longer held them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    /// The position that was out of range.
+    pub from: i64,
+    /// Where reading continued.
+    pub to: i64,
+    /// The log's first offset then.
+    pub log_start: i64,
+}
+
+/// Jumps not yet taken by the application.
+pub(crate) type Skips = Arc<std::sync::Mutex<Vec<Skipped>>>;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -31,6 +49,11 @@ pub struct ConsumerConfig {
     /// How long a fetch may take beyond `max_wait` before the agent is taken
     /// for gone (then the consumer reconnects through its agent list).
     pub fetch_timeout: Duration,
+    /// Where a partition continues when its position is no longer in the
+    /// log (retention removed it): the oldest record kept, or the end. None:
+    /// the stream ends with the OFFSET_OUT_OF_RANGE error. Each jump is
+    /// told by [`RecordStream::skipped`].
+    pub out_of_range: Option<AutoOffsetReset>,
 }
 
 impl Default for ConsumerConfig {
@@ -40,6 +63,7 @@ impl Default for ConsumerConfig {
             max_wait: Duration::from_millis(500),
             prefetch: 4,
             fetch_timeout: Duration::from_secs(5),
+            out_of_range: Some(AutoOffsetReset::Earliest),
         }
     }
 }
@@ -99,6 +123,7 @@ impl Consumer {
         let description = self.client.describe_topic(&self.topic).await?;
         let mut tasks = JoinSet::new();
         let (tx, rx) = mpsc::channel(self.config.prefetch.max(1) * assignments.len().max(1));
+        let skips = Skips::default();
         for &(partition, offset) in assignments {
             let info = description.partitions.get(partition as usize).ok_or(ClientError::UnknownPartition {
                 topic: self.topic.to_string(),
@@ -118,10 +143,11 @@ impl Consumer {
                 config: self.config.clone(),
                 tx: tx.clone(),
                 wrap: Arc::new(|r| r),
+                skips: skips.clone(),
             };
             tasks.spawn(fetcher.run());
         }
-        Ok(RecordStream { rx, ready: VecDeque::new(), _tasks: tasks })
+        Ok(RecordStream { rx, ready: VecDeque::new(), skips, _tasks: tasks })
     }
 }
 
@@ -138,6 +164,8 @@ pub(crate) struct Fetcher<T> {
     pub tx: mpsc::Sender<T>,
     /// Wraps what a fetch brings into the channel's item.
     pub wrap: Arc<dyn Fn(Fetched) -> T + Send + Sync>,
+    /// Where jumps over removed offsets are told.
+    pub skips: Skips,
 }
 
 impl<T: Send + 'static> Fetcher<T> {
@@ -165,12 +193,59 @@ impl<T: Send + 'static> Fetcher<T> {
                     // Who owns it now (reconnecting through the agent list if need be).
                     self.router.refresh().await;
                 }
+                Err(e) if e.code() == Some(ErrorCode::OffsetOutOfRange) && self.config.out_of_range.is_some() => {
+                    match self.reset().await {
+                        Ok(true) => failures = 0,
+                        Ok(false) => {
+                            let _ = self.tx.send((self.wrap)(Err(e))).await;
+                            return;
+                        }
+                        Err(e) if e.is_retriable() && failures < MAX_RETRIES => {
+                            failures += 1;
+                            tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(30)))).await;
+                        }
+                        Err(e) => {
+                            let _ = self.tx.send((self.wrap)(Err(e))).await;
+                            return;
+                        }
+                    }
+                }
                 Err(e) => {
                     let _ = self.tx.send((self.wrap)(Err(e))).await;
                     return;
                 }
             }
         }
+    }
+
+    /// The position fell out of the log: continue where `out_of_range`
+    /// says when it is below the log start (false: it is not, and the error
+    /// stands).
+    async fn reset(&mut self) -> Result<bool, ClientError> {
+        let client = self.router.client_for(self.partition).await?;
+        let d = client.describe_topic(&self.topic).await?;
+        let Some(info) = d.partitions.get(self.partition as usize) else { return Ok(false) };
+        // A negative offset was never a position; one at or past the log
+        // start is out of range the other way.
+        if self.offset < 0 || self.offset >= info.log_start {
+            return Ok(false);
+        }
+        let to = match self.config.out_of_range {
+            Some(AutoOffsetReset::Earliest) => info.log_start,
+            Some(AutoOffsetReset::Latest) => info.high_watermark,
+            None => return Ok(false),
+        };
+        tracing::warn!(topic = %self.topic, partition = self.partition, from = self.offset, to,
+            log_start = info.log_start, "position removed by retention; skipping ahead");
+        self.skips.lock().expect("skips lock").push(Skipped {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            from: self.offset,
+            to,
+            log_start: info.log_start,
+        });
+        self.offset = to;
+        Ok(true)
     }
 
     async fn fetch_once(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
@@ -219,7 +294,16 @@ impl<T: Send + 'static> Fetcher<T> {
 pub struct RecordStream {
     rx: mpsc::Receiver<Result<Vec<ConsumedRecord>, ClientError>>,
     ready: VecDeque<ConsumedRecord>,
+    skips: Skips,
     _tasks: JoinSet<()>,
+}
+
+impl RecordStream {
+    /// The jumps over offsets the log no longer held (retention removed
+    /// them) since the last call, in the order they happened.
+    pub fn skipped(&self) -> Vec<Skipped> {
+        std::mem::take(&mut *self.skips.lock().expect("skips lock"))
+    }
 }
 
 impl Stream for RecordStream {

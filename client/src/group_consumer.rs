@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::{unexpected, Client};
-use crate::consumer::{ConsumedRecord, ConsumerConfig, Fetched, Fetcher};
+use crate::consumer::{ConsumedRecord, ConsumerConfig, Fetched, Fetcher, Skipped, Skips};
 use crate::error::ClientError;
 use crate::router::Router;
 
@@ -126,6 +126,8 @@ struct Shared {
     routers: tokio::sync::Mutex<HashMap<String, Arc<Router>>>,
     tx: mpsc::Sender<Item>,
     fetchers: TaskTracker,
+    /// Jumps over offsets retention removed, not yet taken.
+    skips: Skips,
     stop: CancellationToken,
 }
 
@@ -188,6 +190,7 @@ impl GroupConsumer {
             routers: tokio::sync::Mutex::new(routers),
             tx,
             fetchers: TaskTracker::new(),
+            skips: Skips::default(),
             stop: CancellationToken::new(),
             config,
         });
@@ -200,6 +203,12 @@ impl GroupConsumer {
     }
 
     /// This member's id in the group.
+    /// The jumps over offsets the log no longer held (retention removed
+    /// them) since the last call; where they went follows `auto_offset_reset`.
+    pub fn skipped(&self) -> Vec<Skipped> {
+        std::mem::take(&mut *self.shared.skips.lock().expect("skips lock"))
+    }
+
     pub fn member_id(&self) -> &str {
         &self.shared.member_id
     }
@@ -531,9 +540,14 @@ async fn start_reading(shared: &Arc<Shared>, starts: &[(TopicPartition, i64)]) -
             topic: tp.0.as_str().into(),
             partition: tp.1,
             offset: *offset,
-            config: shared.config.fetch.clone(),
+            config: ConsumerConfig {
+                // A position retention removed continues as a new member's would.
+                out_of_range: shared.config.fetch.out_of_range.map(|_| shared.config.auto_offset_reset),
+                ..shared.config.fetch.clone()
+            },
             tx: shared.tx.clone(),
             wrap: Arc::new(move |f| Item::Records(key.clone(), generation, f)),
+            skips: shared.skips.clone(),
         };
         shared.fetchers.spawn(async move {
             tokio::select! {

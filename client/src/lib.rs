@@ -21,7 +21,7 @@ pub mod producer;
 mod router;
 
 pub use client::{Client, ClientConfig};
-pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, Offset, RecordStream};
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, Offset, RecordStream, Skipped};
 pub use error::ClientError;
 pub use group_consumer::{AutoOffsetReset, GroupConfig, GroupConsumer, Received};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};

@@ -250,7 +250,7 @@ mod tests {
         let t = catalog.create_topic("t", 3, &[], 0).await.unwrap();
         assert!(matches!(catalog.create_topic("t", 3, &[], 0).await, Err(crate::CatalogError::TopicExists(_))));
         assert_eq!(catalog.partitions(&t).await.unwrap().len(), 3);
-        catalog.delete_topic("t").await.unwrap();
+        catalog.delete_topic("t", 0).await.unwrap();
         assert!(catalog.list_topics().await.unwrap().is_empty());
     }
 

@@ -262,7 +262,7 @@ pub async fn catalog_at_scale(store: std::sync::Arc<dyn MetaStore>) {
     assert_eq!(c.release_leases("a", &held).await.unwrap().len(), P as usize);
     let taken = c.acquire_leases("b", "y", &ids, 20).await.unwrap().taken;
     assert!(taken.len() == P as usize && taken.iter().all(|(_, l, s)| l.epoch == 2 && s.high_watermark == 10));
-    c.delete_topic("wide").await.unwrap();
+    c.delete_topic("wide", 0).await.unwrap();
     assert!(c.list_topics().await.unwrap().is_empty());
     assert!(c.segments(t.id, P - 1, 0, 10).await.unwrap().is_empty());
     assert!(c.producers(t.id, 0).await.unwrap().is_empty());

@@ -549,6 +549,7 @@ impl Cluster {
         match self.catalog.partition(part.id.0, part.id.1).await? {
             Some((state, lease)) => {
                 part.observe_high_watermark(state.high_watermark);
+                part.observe_log_start(state.log_start);
                 part.set_owner(lease.map(|l| self.live_address(&l)).unwrap_or_default());
                 Ok(())
             }

@@ -11,13 +11,17 @@
 //! - [`flush`]: when buffered batches are due to be flushed.
 //! - [`replay`]: which write-ahead-log entries continue a partition's log.
 //! - [`topic_config`]: topic config keys, their values, and a topic's effective settings.
+//! - [`retention`]: how far a partition's log start may advance.
+//! - [`gc`]: which objects a bucket sweep checks.
 
 pub mod flush;
+pub mod gc;
 pub mod groups;
 pub mod handover;
 pub mod ownership;
 pub mod producers;
 pub mod replay;
+pub mod retention;
 pub mod session;
 pub mod topic_config;
 pub mod waiters;

@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 pub const MAGIC: &[u8; 8] = b"SILTOBJ1";
 const ENTRY_LEN: usize = 52;
-const TRAILER_LEN: usize = 16;
+pub const TRAILER_LEN: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -85,19 +85,35 @@ impl Builder {
 
 /// Reads the footer of a whole object.
 pub fn read_footer(object: &[u8]) -> Result<Vec<Entry>, String> {
-    if object.len() < TRAILER_LEN || &object[object.len() - 8..] != MAGIC {
+    read_tail(object, object.len() as u64)
+}
+
+/// How many bytes at the end of an object hold its footer and trailer,
+/// from its last [`TRAILER_LEN`] bytes (or more).
+pub fn tail_len(tail: &[u8]) -> Result<usize, String> {
+    if tail.len() < TRAILER_LEN || &tail[tail.len() - 8..] != MAGIC {
         return Err("not a silt object (no trailer)".into());
     }
-    let t = object.len() - TRAILER_LEN;
-    let count = u32::from_be_bytes(object[t..t + 4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_be_bytes(object[t + 4..t + 8].try_into().expect("4 bytes"));
-    let footer_len = count.checked_mul(ENTRY_LEN).filter(|n| *n <= t).ok_or("footer longer than the object")?;
-    let footer = &object[t - footer_len..t];
+    let t = tail.len() - TRAILER_LEN;
+    let count = u32::from_be_bytes(tail[t..t + 4].try_into().expect("4 bytes")) as usize;
+    count.checked_mul(ENTRY_LEN).and_then(|n| n.checked_add(TRAILER_LEN)).ok_or_else(|| "footer too long".into())
+}
+
+/// Reads the footer from an object's last bytes (`tail`, at least its
+/// [`tail_len`]), given the object's whole length.
+pub fn read_tail(tail: &[u8], object_len: u64) -> Result<Vec<Entry>, String> {
+    let need = tail_len(tail)?;
+    if need > tail.len() || need as u64 > object_len {
+        return Err("footer longer than the object".into());
+    }
+    let t = tail.len() - TRAILER_LEN;
+    let crc = u32::from_be_bytes(tail[t + 4..t + 8].try_into().expect("4 bytes"));
+    let footer = &tail[tail.len() - need..t];
     if crc32c::crc32c(footer) != crc {
         return Err("footer CRC mismatch".into());
     }
-    let data_len = (t - footer_len) as u64;
-    let mut entries = Vec::with_capacity(count);
+    let data_len = object_len - need as u64;
+    let mut entries = Vec::with_capacity(footer.len() / ENTRY_LEN);
     for raw in footer.chunks_exact(ENTRY_LEN) {
         let u64_at = |i: usize| u64::from_be_bytes(raw[i..i + 8].try_into().expect("8 bytes"));
         let e = Entry {
@@ -115,6 +131,28 @@ pub fn read_footer(object: &[u8]) -> Result<Vec<Entry>, String> {
         entries.push(e);
     }
     Ok(entries)
+}
+
+/// Where objects live in the store.
+pub const PREFIX: &str = "data/";
+
+/// A new object's name, unique for all time: the writer's id, its creation
+/// time and a sequence number, behind a short hash that spreads keys across
+/// an S3 bucket's partitions.
+pub fn name(agent_id: &str, now_ms: i64, seq: u64) -> String {
+    let now = now_ms.max(0);
+    let suffix: u32 = rand::random();
+    let stem = format!("{agent_id}-{now:013}-{seq:010}-{suffix:08x}");
+    let spread = crc32c::crc32c(stem.as_bytes()) & 0xffff;
+    format!("{PREFIX}{spread:04x}/{stem}.silt")
+}
+
+/// When an object was created, from its [`name`] (None: not a name silt gave).
+pub fn created_ms(name: &str) -> Option<i64> {
+    let stem = name.strip_prefix(PREFIX)?.split_once('/')?.1.strip_suffix(".silt")?;
+    let mut parts = stem.rsplitn(4, '-');
+    let (_suffix, _seq, ms, _agent) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    ms.parse().ok()
 }
 
 #[cfg(test)]
@@ -151,5 +189,20 @@ mod tests {
         let n = bad.len();
         bad[n - 20] ^= 1;
         assert!(read_footer(&bad).is_err());
+        // From the tail alone.
+        let need = tail_len(&bytes[bytes.len() - TRAILER_LEN..]).unwrap();
+        assert_eq!(read_tail(&bytes[bytes.len() - need..], bytes.len() as u64).unwrap(), entries);
+        assert!(read_tail(&bytes[bytes.len() - need + 1..], bytes.len() as u64).is_err());
+    }
+
+    #[test]
+    fn names_are_unique_spread_and_dated() {
+        let a = name("agent-7", 1_700_000_000_123, 1);
+        assert_ne!(a, name("agent-7", 1_700_000_000_123, 1));
+        assert!(a.starts_with(PREFIX) && a.ends_with(".silt"));
+        assert_eq!(created_ms(&a), Some(1_700_000_000_123));
+        for other in ["data/x.silt", "other/00ff/a-1-2-3.silt", "data/00ff/a-b-c-d.silt", "data/00ff/a-1-2-3.txt"] {
+            assert_eq!(created_ms(other), None, "{other}");
+        }
     }
 }

@@ -97,6 +97,9 @@ pub struct Flusher {
     pub seq: std::sync::atomic::AtomicU64,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
+    /// An index commit still failing this long after its object was
+    /// created is given up (collection counts on it: see `upkeep::gc`).
+    pub give_up_after: Duration,
 }
 
 /// Flushes until `stop` is cancelled, then flushes what is left once more.
@@ -201,7 +204,7 @@ impl Flusher {
         }
         let (data, entries) = builder.finish();
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let prepared = Prepared { name: object_name(&self.agent_id, self.clock.now_ms(), seq), data, entries, runs };
+        let prepared = Prepared { name: object::name(&self.agent_id, self.clock.now_ms(), seq), data, entries, runs };
         let (this, stop) = (self.clone(), stop.clone());
         Some(tokio::spawn(
             async move {
@@ -233,7 +236,7 @@ impl Flusher {
         self.recent.insert(name.clone(), data);
         let flush_entries: Vec<FlushEntry> =
             entries.iter().zip(&runs).map(|(e, run)| flush_entry(&name, e, run)).collect();
-        let outcome = match self.commit(&flush_entries, stop).await {
+        let outcome = match self.commit(&name, &flush_entries, stop).await {
             Ok(o) => {
                 metrics::add(&self.metrics.index_commits, 1);
                 o
@@ -294,6 +297,7 @@ impl Flusher {
 
     async fn commit(
         &self,
+        object: &str,
         entries: &[FlushEntry],
         stop: &CancellationToken,
     ) -> Result<silt_metadata::catalog::FlushOutcome, CatalogError> {
@@ -306,6 +310,10 @@ impl Flusher {
                     attempt += 1;
                     tracing::warn!(attempt, error = %e, "index commit failed; retrying");
                     if stop.is_cancelled() && attempt >= FINAL_ATTEMPTS {
+                        return Err(e);
+                    }
+                    let age = object::created_ms(object).map(|at| self.clock.now_ms().saturating_sub(at));
+                    if age.is_some_and(|age| age > self.give_up_after.as_millis() as i64) {
                         return Err(e);
                     }
                     tokio::time::sleep(backoff(attempt)).await;
@@ -354,29 +362,5 @@ fn flush_entry(object: &str, e: &object::Entry, run: &[Pending]) -> FlushEntry {
         },
         producers,
         expired,
-    }
-}
-
-/// Object names are unique for all time: agent id, wall-clock time and a
-/// sequence number, behind a short hash prefix that spreads keys across an
-/// S3 bucket's partitions.
-fn object_name(agent_id: &str, now_ms: i64, seq: u64) -> String {
-    let now = now_ms.max(0);
-    let suffix: u32 = rand::random();
-    let stem = format!("{agent_id}-{now:013}-{seq:010}-{suffix:08x}");
-    let spread = crc32c::crc32c(stem.as_bytes()) & 0xffff;
-    format!("data/{spread:04x}/{stem}.silt")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn object_names_are_unique_and_spread() {
-        let a = object_name("agent", 5, 1);
-        let b = object_name("agent", 5, 1);
-        assert_ne!(a, b);
-        assert!(a.starts_with("data/") && a.ends_with(".silt"));
     }
 }

@@ -149,7 +149,8 @@ pub struct Partition {
     status: Arc<watch::Sender<Status>>,
     /// Where the owner is, as last seen (for followers' NOT_OWNER answers).
     owner: Mutex<String>,
-    log_start: i64,
+    /// The first readable offset, as last seen: it only moves forward.
+    log_start: std::sync::atomic::AtomicI64,
     pub index: Arc<SegmentIndex>,
     stop: CancellationToken,
 }
@@ -195,7 +196,7 @@ impl Partition {
             reports: Some(report_tx.clone()),
             status: status.clone(),
             owner: Mutex::new(String::new()),
-            log_start,
+            log_start: log_start.into(),
             stop: stop.clone(),
         });
         let mut actor = Actor {
@@ -241,7 +242,7 @@ impl Partition {
                 lost: false,
             })),
             owner: Mutex::new(owner),
-            log_start,
+            log_start: log_start.into(),
             stop: CancellationToken::new(),
         })
     }
@@ -269,7 +270,16 @@ impl Partition {
     }
 
     pub fn log_start(&self) -> i64 {
-        self.log_start
+        self.log_start.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The log now starts at `offset` (retention trimmed it, here or at the
+    /// owner): index entries before it are dropped from the cache.
+    pub fn observe_log_start(&self, offset: i64) {
+        let before = self.log_start.fetch_max(offset, std::sync::atomic::Ordering::SeqCst);
+        if offset > before {
+            self.index.forget_below(offset);
+        }
     }
 
     /// The owner's address as last seen (followers).

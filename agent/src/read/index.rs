@@ -43,6 +43,18 @@ impl SegmentIndex {
         }
     }
 
+    /// Drops the entries that end before `offset` (the new log start).
+    pub fn forget_below(&self, offset: i64) {
+        let mut entries = self.entries.lock().expect("index lock");
+        *entries = entries.split_off(&offset);
+    }
+
+    /// Drops every entry that points into `object` (it is gone: the range
+    /// was rewritten elsewhere).
+    pub fn forget_object(&self, object: &str) {
+        self.entries.lock().expect("index lock").retain(|_, s| s.object != object);
+    }
+
     /// The cached entry that holds `offset`, if cached.
     pub fn cached(&self, offset: i64) -> Option<Segment> {
         let entries = self.entries.lock().expect("index lock");
@@ -69,5 +81,9 @@ mod tests {
         index.remember([seg(30, 39)]);
         assert_eq!(index.cached(20), None);
         assert_eq!(index.name(), "t/0");
+        index.forget_below(10);
+        assert_eq!((index.cached(5), index.cached(12)), (None, Some(seg(10, 14))));
+        index.forget_object("o");
+        assert_eq!(index.cached(12), None);
     }
 }

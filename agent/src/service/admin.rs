@@ -98,7 +98,8 @@ impl Service {
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ServiceError> {
         validate_topic_name(name)?;
-        self.catalog.delete_topic(name).await?;
+        let due = self.cluster.clock().now_ms().saturating_add(self.limits.gc_grace.as_millis() as i64);
+        self.catalog.delete_topic(name, due).await?;
         self.cluster.table.remove(name);
         Ok(())
     }

@@ -42,6 +42,8 @@ pub struct Limits {
     pub max_inflight_bytes: usize,
     /// How long a producer waits for room under the in-flight limit before THROTTLED.
     pub throttle_wait: Duration,
+    /// How long a deleted topic's objects stay, for reads in flight.
+    pub gc_grace: Duration,
 }
 
 pub struct Service {

@@ -9,7 +9,7 @@
 //! 0x05 agent             0x05 | agent id                               -> agent::Registration
 //! 0x06 consumer group    0x06 | group name                             -> group::GroupRecord
 //! 0x07 committed offset  0x07 | group | 0x00 | topic id | partition   -> offset::OffsetRecord
-//! 0x08 object liveness   (reserved)
+//! 0x08 collection note   0x08 | due ms u64 | object name           -> () (gc)
 //! 0x09 producer state    0x09 | topic id | partition | producer id u64 -> producer::ProducerState
 //! 0x0a change marker     0x0a | writer id                              -> change token u64
 //! 0x0f counter           0x0f | name                                   -> u64
@@ -25,6 +25,7 @@ pub const LEASE: u8 = 0x04;
 pub const AGENT: u8 = 0x05;
 pub const GROUP: u8 = 0x06;
 pub const OFFSET: u8 = 0x07;
+pub const GC: u8 = 0x08;
 pub const PRODUCER: u8 = 0x09;
 pub const CHANGE: u8 = 0x0a;
 pub const COUNTER: u8 = 0x0f;

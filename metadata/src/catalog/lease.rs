@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(got.taken[0].1.epoch, 3);
         assert_eq!(got.taken[0].1.address, "y2");
         // Partitions of a deleted topic are reported, not leased.
-        c.delete_topic("t").await.unwrap();
+        c.delete_topic("t", 0).await.unwrap();
         assert_eq!(c.acquire_leases("b", "y", &ids[..1], 102).await.unwrap().missing, ids[..1].to_vec());
     }
 }

@@ -6,7 +6,8 @@
 //!   on it: [`topic`], [`partition`], [`segment`] (and flush commits),
 //!   [`lease`], [`agent`], [`producer`], [`change`] (the change markers
 //!   that let agents notice ownership changes without re-reading them),
-//!   [`group`] (consumer groups' state) and [`offset`] (committed offsets).
+//!   [`group`] (consumer groups' state), [`offset`] (committed offsets)
+//!   and [`gc`] (objects to collect once nothing points into them).
 //!
 //! Every operation that writes runs in `transact!`, which retries a
 //! transaction that lost an optimistic conflict.
@@ -51,6 +52,7 @@ macro_rules! read_only {
 
 pub mod agent;
 pub mod change;
+pub mod gc;
 pub mod group;
 pub mod keys;
 pub mod lease;
@@ -74,7 +76,7 @@ pub use lease::{Acquired, Lease};
 pub use offset::{OffsetCommit, OffsetRecord};
 pub use partition::PartitionState;
 pub use producer::{BatchMeta, ProducerState};
-pub use segment::{FlushEntry, FlushOutcome, Segment};
+pub use segment::{FlushEntry, FlushOutcome, Segment, Trimmed};
 pub use topic::Topic;
 
 /// How often an operation is tried when it keeps losing optimistic conflicts.

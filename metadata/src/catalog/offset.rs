@@ -162,7 +162,7 @@ mod tests {
         assert!(c.delete_group("h", &fence).await.unwrap());
         assert!(c.offsets("h").await.unwrap().is_empty());
         assert!(!c.delete_group("h", &fence).await.unwrap(), "gone already");
-        c.delete_topic("t").await.unwrap();
+        c.delete_topic("t", 0).await.unwrap();
         assert!(c.offsets("g").await.unwrap().is_empty());
     }
 

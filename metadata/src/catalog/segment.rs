@@ -139,6 +139,88 @@ impl Catalog {
     }
 }
 
+/// The outcome of a [`Catalog::trim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trimmed {
+    /// The log now starts at `log_start`; `segments` index entries went,
+    /// and the objects they pointed into were noted for collection.
+    Done { log_start: i64, segments: usize },
+    /// The caller no longer holds the partition's lease at its epoch.
+    Fenced,
+    /// The topic is gone.
+    Deleted,
+}
+
+impl Catalog {
+    /// Advances a partition's log start to `to` (at most its high
+    /// watermark), removing the index entries that end before it and noting
+    /// the objects they pointed into for collection at `gc_due_ms`. Fenced
+    /// like a flush commit: only `owner`, holding the lease at `epoch`,
+    /// trims. Many entries take several transactions, each leaving a whole
+    /// log that starts where its last removed entry ended.
+    pub async fn trim(
+        &self,
+        owner: &str,
+        epoch: u64,
+        (topic_id, partition): PartitionId,
+        to: i64,
+        gc_due_ms: i64,
+    ) -> Result<Trimmed, CatalogError> {
+        // Per entry: its delete and at most one note; then the state.
+        let page = (self.budget().saturating_sub(3) / 2).clamp(1, 4096);
+        let mut segments = 0;
+        loop {
+            let step = transact!(self, |t| {
+                let keys = [lease::key(topic_id, partition), partition::key(topic_id, partition)];
+                let raw = t.batch_get_for_update(&keys).await?;
+                let lease = raw[0].as_ref().map(|v| Lease::decode(v).map_err(|e| corrupt(&keys[0], e))).transpose()?;
+                let Some(mut state) =
+                    raw[1].as_ref().map(|v| PartitionState::decode(v).map_err(|e| corrupt(&keys[1], e))).transpose()?
+                else {
+                    return Ok(Err(Trimmed::Deleted));
+                };
+                if !matches!(lease, Some(l) if l.owner == owner && l.epoch == epoch) {
+                    return Ok(Err(Trimmed::Fenced));
+                }
+                let to = to.min(state.high_watermark);
+                if state.log_start >= to {
+                    return Ok(Err(Trimmed::Done { log_start: state.log_start, segments: 0 }));
+                }
+                // Entries ending before `to`: keyed by last offset, so a range.
+                let rows = t
+                    .scan(&key(topic_id, partition, state.log_start), &key(topic_id, partition, to), page, false)
+                    .await?;
+                let full = rows.len() == page;
+                let mut objects = Vec::with_capacity(rows.len());
+                let mut end = to;
+                for (k, v) in &rows {
+                    let s = Segment::decode(v).map_err(|e| corrupt(k, e))?;
+                    end = s.last_offset + 1;
+                    objects.push(s.object);
+                    t.delete(k.clone());
+                }
+                if !full {
+                    end = to;
+                }
+                super::gc::note(t, objects.iter().map(String::as_str), gc_due_ms);
+                state.log_start = end;
+                t.put(partition::key(topic_id, partition), state.encode());
+                Ok(Ok((end, rows.len(), !full)))
+            })?;
+            match step {
+                Err(Trimmed::Done { log_start, .. }) => return Ok(Trimmed::Done { log_start, segments }),
+                Err(other) => return Ok(other),
+                Ok((log_start, n, last)) => {
+                    segments += n;
+                    if last {
+                        return Ok(Trimmed::Done { log_start, segments });
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn commit_some(t: &mut Txn, owner: &str, entries: &[FlushEntry]) -> Result<FlushOutcome, CatalogError> {
     // Every entry's lease and state, read for update in one request.
     let mut keys = Vec::with_capacity(entries.len() * 2);
@@ -293,7 +375,7 @@ mod tests {
         };
         c.commit_flush("agent-1", &[last]).await.unwrap();
         assert!(c.producers(t.id, 0).await.unwrap().is_empty());
-        c.delete_topic("t").await.unwrap();
+        c.delete_topic("t", 0).await.unwrap();
         assert!(c.producers(t.id, 0).await.unwrap().is_empty(), "deleting the topic forgets its producers");
     }
 
@@ -349,7 +431,7 @@ mod tests {
         let (_d, c) = catalog().await;
         let t = c.create_topic("t", 1, &[], 0).await.unwrap();
         let l = take(&c, "a", (t.id, 0), 0).await;
-        c.delete_topic("t").await.unwrap();
+        c.delete_topic("t", 0).await.unwrap();
         let out = c
             .commit_flush(
                 "a",
@@ -366,6 +448,69 @@ mod tests {
             .unwrap();
         assert_eq!(out.deleted, vec![(t.id, 0)]);
         assert!(c.segments(t.id, 0, 0, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn trimming_advances_the_log_start_and_notes_objects() {
+        let (_d, c) = catalog().await;
+        let t = c.create_topic("t", 1, &[], 0).await.unwrap();
+        c.heartbeat("a", "a1", 0, 0, 100).await.unwrap();
+        let lease = take(&c, "a", (t.id, 0), 0).await;
+        let entry = |s| FlushEntry {
+            topic_id: t.id,
+            partition: 0,
+            epoch: lease.epoch,
+            segment: s,
+            producers: vec![],
+            expired: vec![],
+        };
+        for (b, l) in [(0, 9), (10, 14), (15, 19)] {
+            c.commit_flush("a", &[entry(seg(b, l))]).await.unwrap();
+        }
+        // Up to the end of the second entry: two entries go, two objects are noted.
+        assert_eq!(
+            c.trim("a", lease.epoch, (t.id, 0), 15, 50).await.unwrap(),
+            Trimmed::Done { log_start: 15, segments: 2 }
+        );
+        let (state, _) = c.partition(t.id, 0).await.unwrap().unwrap();
+        assert_eq!((state.log_start, state.high_watermark), (15, 20));
+        assert_eq!(c.segments(t.id, 0, 0, 10).await.unwrap(), vec![seg(15, 19)]);
+        assert_eq!(c.gc_due(50, 10).await.unwrap(), vec![(50, "o/0".to_string()), (50, "o/10".to_string())]);
+        // Again: nothing more to do. Past the high watermark: up to it.
+        assert_eq!(
+            c.trim("a", lease.epoch, (t.id, 0), 15, 50).await.unwrap(),
+            Trimmed::Done { log_start: 15, segments: 0 }
+        );
+        assert_eq!(
+            c.trim("a", lease.epoch, (t.id, 0), 99, 50).await.unwrap(),
+            Trimmed::Done { log_start: 20, segments: 1 }
+        );
+        assert!(c.segments(t.id, 0, 0, 10).await.unwrap().is_empty());
+        // Another agent's (or an old epoch's) trim changes nothing.
+        assert_eq!(c.trim("b", lease.epoch, (t.id, 0), 99, 50).await.unwrap(), Trimmed::Fenced);
+        assert_eq!(c.trim("a", lease.epoch + 1, (t.id, 0), 99, 50).await.unwrap(), Trimmed::Fenced);
+        c.delete_topic("t", 60).await.unwrap();
+        assert_eq!(c.trim("a", lease.epoch, (t.id, 0), 99, 50).await.unwrap(), Trimmed::Deleted);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_topics_objects_are_noted() {
+        let (_d, c) = catalog().await;
+        let t = c.create_topic("t", 1, &[], 0).await.unwrap();
+        let lease = take(&c, "a", (t.id, 0), 0).await;
+        for (b, l) in [(0, 9), (10, 14)] {
+            let e = FlushEntry {
+                topic_id: t.id,
+                partition: 0,
+                epoch: lease.epoch,
+                segment: seg(b, l),
+                producers: vec![],
+                expired: vec![],
+            };
+            c.commit_flush("a", &[e]).await.unwrap();
+        }
+        c.delete_topic("t", 70).await.unwrap();
+        assert_eq!(c.gc_due(70, 10).await.unwrap(), vec![(70, "o/0".to_string()), (70, "o/10".to_string())]);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use crate::codec::{CodecError, Reader, Writer};
 use crate::CatalogError;
 use bytes::BufMut;
 
-use super::{change, corrupt, keys, next_counter, partition, read, scan_prefix, Catalog, PartitionState};
+use super::{change, corrupt, keys, next_counter, partition, read, scan_prefix, Catalog, PartitionState, Segment};
 
 const TOPIC_ID_COUNTER: &[u8] = b"topic-id";
 
@@ -123,25 +123,33 @@ impl Catalog {
             Ok(topic)
         });
         if let (Err(CatalogError::TopicExists(_)), Some(id)) = (&created, early_id) {
-            self.delete_topic_keys(id).await?;
+            self.delete_topic_keys(id, 0).await?;
         }
         created
     }
 
     /// Deletes every per-partition key of a topic id, a budget's worth per
-    /// transaction. Safe to repeat: ids are never reused.
-    async fn delete_topic_keys(&self, topic_id: u64) -> Result<(), CatalogError> {
+    /// transaction, noting the objects its index pointed into for
+    /// collection at `gc_due_ms`. Safe to repeat: ids are never reused.
+    async fn delete_topic_keys(&self, topic_id: u64, gc_due_ms: i64) -> Result<(), CatalogError> {
         let page = self.budget().min(4096);
         for kind in [keys::PARTITION, keys::LEASE, keys::SEGMENT, keys::PRODUCER] {
+            // An index entry's delete may come with a note of its object.
+            let page = if kind == keys::SEGMENT { (page / 2).max(1) } else { page };
             let prefix = keys::topic_prefix(kind, topic_id);
             let end = keys::prefix_end(&prefix);
             loop {
                 let done = transact!(self, |t| {
                     let rows = t.scan(&prefix, &end, page, false).await?;
                     let done = rows.len() < page;
-                    for (k, _) in rows {
+                    let mut objects = Vec::new();
+                    for (k, v) in rows {
+                        if kind == keys::SEGMENT {
+                            objects.push(Segment::decode(&v).map_err(|e| corrupt(&k, e))?.object);
+                        }
                         t.delete(k);
                     }
+                    super::gc::note(t, objects.iter().map(String::as_str), gc_due_ms);
                     Ok(done)
                 })?;
                 if done {
@@ -163,13 +171,13 @@ impl Catalog {
     }
 
     /// Deletes a topic and its partitions' state, leases, segment index and
-    /// producer states. The objects it referenced are left to object garbage
-    /// collection.
+    /// producer states. The objects its index pointed into are noted for
+    /// collection at `gc_due_ms` (see [`super::gc`]).
     ///
     /// The topic and its partitions' state go in one transaction when they
     /// fit in one, so no agent commits to a partition of a deleted topic; the
     /// rest follows in transactions of their own.
-    pub async fn delete_topic(&self, name: &str) -> Result<Topic, CatalogError> {
+    pub async fn delete_topic(&self, name: &str, gc_due_ms: i64) -> Result<Topic, CatalogError> {
         let topic = transact!(self, |t| {
             let key = key(name);
             let Some(topic) = read(t, &key, true, |v| Topic::decode(name, v)).await? else {
@@ -184,7 +192,7 @@ impl Catalog {
             change::mark(t, &self.writer);
             Ok(topic)
         })?;
-        self.delete_topic_keys(topic.id).await?;
+        self.delete_topic_keys(topic.id, gc_due_ms).await?;
         Ok(topic)
     }
 
@@ -251,8 +259,8 @@ mod tests {
         let names: Vec<_> = c.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
         assert_eq!(names, vec!["a", "b"]);
         assert_eq!(c.partitions(&a).await.unwrap().len(), 3);
-        c.delete_topic("a").await.unwrap();
-        assert!(matches!(c.delete_topic("a").await, Err(CatalogError::UnknownTopic(_))));
+        c.delete_topic("a", 0).await.unwrap();
+        assert!(matches!(c.delete_topic("a", 0).await, Err(CatalogError::UnknownTopic(_))));
         assert_eq!(c.topic("a").await.unwrap(), None);
         let again = c.create_topic("a", 1, &[], 4).await.unwrap();
         assert!(again.id > b.id, "ids are never reused");

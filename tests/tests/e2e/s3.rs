@@ -6,7 +6,6 @@ use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use silt_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
@@ -14,16 +13,7 @@ use silt_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord
 use crate::harness::*;
 
 fn bucket_store(s3: &S3Server) -> impl ObjectStore {
-    let get = |k: &str| s3.env.iter().find(|(n, _)| n == k).unwrap().1.clone();
-    AmazonS3Builder::new()
-        .with_endpoint(&s3.endpoint)
-        .with_allow_http(true)
-        .with_bucket_name(&s3.bucket)
-        .with_region("us-east-1")
-        .with_access_key_id(get("AWS_ACCESS_KEY_ID"))
-        .with_secret_access_key(get("AWS_SECRET_ACCESS_KEY"))
-        .build()
-        .unwrap()
+    s3.store()
 }
 
 fn start_agent(s3: &S3Server, data: &std::path::Path, addr: &str, prefix: &str) -> AgentProcess {

@@ -2,6 +2,16 @@
 //! objects, key-compacted topics and garbage collection, through the
 //! `silt` binary and the SDK against real agents.
 
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use silt_client::{
+    Client, Compression, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord, Skipped,
+};
+
 use crate::harness::*;
 
 #[test]
@@ -74,4 +84,230 @@ fn topic_configs_are_set_shown_altered_and_checked() {
         None,
     );
     assert!(!out.status.success() && stderr(&out).contains("--retention-ms"), "{}", stderr(&out));
+}
+
+/// Flags that make retention and collection act within a test's patience.
+const QUICK_UPKEEP: &[&str] = &[
+    "--retention-check-interval",
+    "200ms",
+    "--gc-grace",
+    "1s",
+    "--gc-interval",
+    "200ms",
+    "--orphan-age",
+    "2s",
+    "--orphan-sweep-interval",
+    "500ms",
+];
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn kv(k: &str, v: &str) -> (String, String) {
+    (k.to_string(), v.to_string())
+}
+
+/// Writes `rounds` of `per_round` records to partition 0, each round
+/// acknowledged (committed, so in its own object) before the next; round
+/// `r`'s records are `{r}-{i}` padded to 100 bytes, stamped `stamp(r)`.
+async fn write_rounds(
+    client: &Client,
+    topic: &str,
+    rounds: std::ops::Range<u32>,
+    per_round: u32,
+    stamp: impl Fn(u32) -> i64,
+) {
+    let config = ProducerConfig { compression: Compression::None, ..Default::default() };
+    let producer = Producer::new(client.clone(), topic, config).await.unwrap();
+    for r in rounds {
+        for i in 0..per_round {
+            let record = ProducerRecord {
+                value: format!("{:<100}", format!("{r}-{i}")).into(),
+                partition: Some(0),
+                timestamp: Some(stamp(r)),
+                ..Default::default()
+            };
+            producer.send(record).await.unwrap();
+        }
+        producer.flush().await.unwrap();
+    }
+    producer.close().await.unwrap();
+}
+
+/// Reads partition 0 from `from` to the high watermark: (offset, value
+/// trimmed) in order, and the jumps the consumer made.
+async fn read_from(client: &Client, topic: &str, from: i64) -> (Vec<(i64, String)>, Vec<Skipped>) {
+    let d = client.describe_topic(topic).await.unwrap();
+    let hw = d.partitions[0].high_watermark;
+    let consumer = Consumer::new(client.clone(), topic, ConsumerConfig::default()).await.unwrap();
+    let mut stream = consumer.stream(&[(0, Offset::At(from))]).await.unwrap();
+    let mut out = Vec::new();
+    while out.last().map_or(from, |(o, _)| o + 1) < hw {
+        let r = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+        out.push((r.offset, String::from_utf8(r.value.to_vec()).unwrap().trim_end().to_string()));
+    }
+    (out, stream.skipped())
+}
+
+async fn objects(store: &impl ObjectStore) -> BTreeSet<String> {
+    let listed: Vec<_> = store.list(Some(&ObjectPath::from("cluster/data"))).try_collect().await.unwrap();
+    listed.into_iter().map(|o| o.location.to_string()).collect()
+}
+
+async fn log_start(client: &Client, topic: &str) -> i64 {
+    client.describe_topic(topic).await.unwrap().partitions[0].log_start
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_trims_by_time_and_by_size_and_collects_what_nothing_reads() {
+    let c = TestCluster::builder().s3().flags(QUICK_UPKEEP).start().await;
+    let store = c.s3_server().unwrap().store();
+    let client = c.client().await;
+    let day = 86_400_000;
+
+    // By time: three rounds stamped two days ago, two stamped now, under a
+    // one-day retention.ms. Each round is one index entry in one object.
+    client.create_topic_with("old", 1, &[kv("retention.ms", &day.to_string())]).await.unwrap();
+    let before = objects(&store).await;
+    let now = now_ms();
+    write_rounds(&client, "old", 0..5, 100, |r| if r < 3 { now - 2 * day } else { now }).await;
+    let written: BTreeSet<String> = objects(&store).await.difference(&before).cloned().collect();
+    assert_eq!(written.len(), 5, "one object per acknowledged round");
+    TestCluster::wait_for("retention to trim the old rounds", Duration::from_secs(20), || async {
+        log_start(&client, "old").await == 300
+    })
+    .await;
+    assert_eq!(c.stats(0).await["trimmed_segments"], 3);
+
+    // A consumer positioned below the log start continues at it, and says so.
+    let (records, skipped) = read_from(&client, "old", 0).await;
+    let want: Vec<(i64, String)> = (300..500).map(|o| (o, format!("{}-{}", o / 100, o % 100))).collect();
+    assert_eq!(records, want, "exactly the retained records, in order");
+    assert_eq!(skipped.len(), 1);
+    assert_eq!((skipped[0].from, skipped[0].to, skipped[0].log_start), (0, 300, 300));
+    let out = c.agent(0).cli(&[
+        "consume",
+        "old",
+        "--offset",
+        "5",
+        "--partition",
+        "0",
+        "--max-messages",
+        "200",
+        "--print-offset",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("skipped offsets 5 to 299 of old/0: the partition now starts at offset 300"),
+        "{}",
+        stderr(&out)
+    );
+    let printed = parse_offsets(&out.stdout);
+    assert_eq!(printed.first().map(|r| r.1), Some(300));
+    assert_eq!(printed.len(), 200);
+
+    // The old rounds' objects go once their grace has passed, while a reader
+    // keeps reading the retained ones: nothing it needs is deleted.
+    let reader = {
+        let (client, want) = (client.clone(), want.clone());
+        tokio::spawn(async move {
+            loop {
+                let (records, skipped) = read_from(&client, "old", 300).await;
+                assert_eq!(records, want, "a read during collection");
+                assert!(skipped.is_empty());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    TestCluster::wait_for("the trimmed objects to be deleted", Duration::from_secs(20), || async {
+        objects(&store).await.intersection(&written).count() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!reader.is_finished(), "the reader failed");
+    reader.abort();
+    let stats = c.stats(0).await;
+    assert_eq!(stats["objects_deleted"], 3);
+    assert_eq!(objects(&store).await.intersection(&written).count(), 2, "the retained rounds' objects stay");
+
+    // By size: ten rounds of about 5 KB under retention.bytes=20000. Whole
+    // rounds go, oldest first, while at least 20000 bytes stay.
+    client.create_topic_with("big", 1, &[kv("retention.bytes", "20000")]).await.unwrap();
+    write_rounds(&client, "big", 0..10, 50, |_| now_ms()).await;
+    // Trimmed as the rounds came, perhaps in several steps: wait until it holds still.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut last = -1;
+    loop {
+        let now = log_start(&client, "big").await;
+        if now > 0 && now == last {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "retention did not trim by size (log start {now})");
+        last = now;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let start = log_start(&client, "big").await;
+    assert_eq!(start % 50, 0, "whole rounds go");
+    let kept = (500 - start) / 50;
+    assert!((4..=5).contains(&kept), "about 20000 bytes stay: {kept} rounds of ~5.6 KB");
+    let (records, _) = read_from(&client, "big", start).await;
+    assert_eq!(records.len() as i64, 500 - start);
+    assert_eq!(records[0], (start, format!("{}-0", start / 50)));
+
+    // At rest, once caught up: no object is written or deleted.
+    TestCluster::wait_for("the size-trimmed objects to go", Duration::from_secs(20), || async {
+        c.stats(0).await["objects_deleted"] == 3 + (10 - kept) as u64
+    })
+    .await;
+    let quiet = c.stats(0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = c.stats(0).await;
+    for k in ["objects_written", "objects_deleted", "trimmed_segments", "index_commits"] {
+        assert_eq!(quiet[k], later[k], "{k} moved at rest");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_topics_and_orphans_are_collected() {
+    let c = TestCluster::builder().s3().flags(QUICK_UPKEEP).start().await;
+    let store = c.s3_server().unwrap().store();
+    let client = c.client().await;
+
+    client.create_topic("gone", 1).await.unwrap();
+    let before = objects(&store).await;
+    write_rounds(&client, "gone", 0..3, 20, |_| now_ms()).await;
+    let written: BTreeSet<String> = objects(&store).await.difference(&before).cloned().collect();
+    assert_eq!(written.len(), 3);
+
+    // Deleted at once; re-created under the same name, it is empty.
+    client.delete_topic("gone").await.unwrap();
+    client.create_topic("gone", 1).await.unwrap();
+    let d = client.describe_topic("gone").await.unwrap();
+    assert_eq!((d.partitions[0].log_start, d.partitions[0].high_watermark), (0, 0));
+    write_rounds(&client, "gone", 0..1, 5, |_| now_ms()).await;
+    let (records, _) = read_from(&client, "gone", 0).await;
+    assert_eq!(records.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(), ["0-0", "0-1", "0-2", "0-3", "0-4"]);
+    TestCluster::wait_for("the deleted topic's objects to go", Duration::from_secs(20), || async {
+        objects(&store).await.intersection(&written).count() == 0
+    })
+    .await;
+
+    // An object nothing ever pointed into (as a crash between PUT and
+    // commit leaves): a copy of a live object under another name. Once
+    // older than --orphan-age, the sweep finds it; the live original stays.
+    let live = objects(&store).await.into_iter().next().unwrap();
+    let bytes = store.get(&ObjectPath::from(live.as_str())).await.unwrap().bytes().await.unwrap();
+    let orphan = format!("cluster/data/ffff/crashed-agent-{:013}-0000000001-00000000.silt", now_ms());
+    store.put(&ObjectPath::from(orphan.as_str()), PutPayload::from_bytes(bytes)).await.unwrap();
+    TestCluster::wait_for("the orphan to be collected", Duration::from_secs(20), || async {
+        !objects(&store).await.contains(&orphan)
+    })
+    .await;
+    assert!(objects(&store).await.contains(&live));
+    let stats = c.stats(0).await;
+    assert_eq!(stats["orphans_found"], 1);
+    assert_eq!(stats["objects_deleted"], 4);
+    let (records, _) = read_from(&client, "gone", 0).await;
+    assert_eq!(records.len(), 5, "the re-created topic reads whole");
 }

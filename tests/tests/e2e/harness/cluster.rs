@@ -23,6 +23,7 @@ pub struct ClusterBuilder {
     etcd: bool,
     lease_ttl: String,
     flush_interval: String,
+    flags: Vec<String>,
 }
 
 impl ClusterBuilder {
@@ -56,6 +57,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// More flags for every agent.
+    pub fn flags(mut self, flags: &[&str]) -> Self {
+        self.flags.extend(flags.iter().map(|f| f.to_string()));
+        self
+    }
+
     pub fn flush_interval(mut self, interval: &str) -> Self {
         self.flush_interval = interval.into();
         self
@@ -86,6 +93,7 @@ impl ClusterBuilder {
         }
         common.extend(["--tls-dir".into(), dir.path().join("tls").display().to_string()]);
         common.extend(["--lease-ttl".into(), self.lease_ttl.clone(), "--flush-interval".into(), self.flush_interval]);
+        common.extend(self.flags);
         let env = s3.as_ref().map(S3Server::aws_env).unwrap_or_default();
         let mut c = TestCluster {
             addrs: (0..self.agents).map(|_| format!("127.0.0.1:{}", free_port())).collect(),
@@ -128,7 +136,13 @@ impl TestCluster {
             etcd: false,
             lease_ttl: "2s".into(),
             flush_interval: "50ms".into(),
+            flags: Vec::new(),
         }
+    }
+
+    /// The S3 server, when the cluster uses one.
+    pub fn s3_server(&self) -> Option<&S3Server> {
+        self._s3.as_ref()
     }
 
     pub fn data_dir(&self, i: usize) -> PathBuf {

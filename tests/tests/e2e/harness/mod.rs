@@ -303,6 +303,20 @@ impl S3Server {
         Self::launch(old.kind, state, Some(old.port))
     }
 
+    /// The bucket, as the tests' own client.
+    pub fn store(&self) -> impl object_store::ObjectStore {
+        let get = |k: &str| self.env.iter().find(|(n, _)| n == k).unwrap().1.clone();
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(&self.bucket)
+            .with_region("us-east-1")
+            .with_access_key_id(get("AWS_ACCESS_KEY_ID"))
+            .with_secret_access_key(get("AWS_SECRET_ACCESS_KEY"))
+            .build()
+            .unwrap()
+    }
+
     /// Agent flags that put objects in this server's bucket under `prefix`.
     pub fn agent_flags(&self, prefix: &str) -> Vec<String> {
         vec![
