@@ -140,6 +140,13 @@ pub struct Args {
     /// upload and its commit) must be before it is deleted. At least --gc-grace.
     #[arg(long, env = "SILT_ORPHAN_AGE", default_value = "1h", value_parser = parse_duration)]
     pub orphan_age: Duration,
+    /// Flush objects older than this have their partitions' runs rewritten
+    /// into per-partition segments of about segment.bytes.
+    #[arg(long, env = "SILT_COMPACTION_MIN_AGE", default_value = "10m", value_parser = parse_duration)]
+    pub compaction_min_age: Duration,
+    /// Never rewrite flush objects into per-partition segments.
+    #[arg(long, env = "SILT_NO_OBJECT_COMPACTION")]
+    pub no_object_compaction: bool,
     /// How often the collecting agent lists the bucket for such objects.
     #[arg(long, env = "SILT_ORPHAN_SWEEP_INTERVAL", default_value = "15m", value_parser = parse_duration)]
     pub orphan_sweep_interval: Duration,
@@ -188,6 +195,8 @@ pub struct Config {
     pub gc_interval: Duration,
     pub orphan_age: Duration,
     pub orphan_sweep_interval: Duration,
+    /// None: object compaction is off.
+    pub compaction_min_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -317,6 +326,10 @@ impl Args {
             gc_interval,
             orphan_age,
             orphan_sweep_interval,
+            compaction_min_age: match self.no_object_compaction {
+                true => None,
+                false => Some(within("--compaction-min-age", self.compaction_min_age, Duration::ZERO, 30 * day)?),
+            },
         })
     }
 }

@@ -37,8 +37,15 @@ pub struct Metrics {
     pub delete_batches: AtomicU64,
     /// Footer reads by collection and the bucket sweep.
     pub gc_gets: AtomicU64,
-    /// Objects the bucket sweep found that nothing ever pointed into.
+    /// Objects the bucket sweep found that nothing points into (left by a
+    /// crash, or already noted when their last index entry went).
     pub orphans_found: AtomicU64,
+    /// Segments object compaction wrote, their bytes, and the index entries they replaced.
+    pub compacted_segments: AtomicU64,
+    pub compacted_bytes_written: AtomicU64,
+    pub compacted_entries: AtomicU64,
+    /// Compaction swaps the index refused (the lease moved, or the entries changed).
+    pub compactions_refused: AtomicU64,
 }
 
 pub fn add(counter: &AtomicU64, n: u64) {
@@ -64,6 +71,15 @@ impl Metrics {
             ("delete_batches", get(&self.delete_batches)),
             ("gc_gets", get(&self.gc_gets)),
             ("orphans_found", get(&self.orphans_found)),
+            ("compacted_segments", get(&self.compacted_segments)),
+            ("compacted_bytes_written", get(&self.compacted_bytes_written)),
+            ("compacted_entries", get(&self.compacted_entries)),
+            ("compactions_refused", get(&self.compactions_refused)),
+            // Bytes written to the object store per 100 bytes produced (flushes and compaction).
+            ("write_amplification_pct", {
+                let written = get(&self.object_bytes_written) + get(&self.compacted_bytes_written);
+                (written * 100).checked_div(get(&self.produced_bytes)).unwrap_or(0)
+            }),
             ("object_gets", read.gets),
             ("read_cache_hits", read.cache_hits),
             ("recent_object_hits", read.recent_hits),

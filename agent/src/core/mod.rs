@@ -12,8 +12,10 @@
 //! - [`replay`]: which write-ahead-log entries continue a partition's log.
 //! - [`topic_config`]: topic config keys, their values, and a topic's effective settings.
 //! - [`retention`]: how far a partition's log start may advance.
+//! - [`compaction`]: which runs of small index entries to rewrite into per-partition segments.
 //! - [`gc`]: which objects a bucket sweep checks.
 
+pub mod compaction;
 pub mod flush;
 pub mod gc;
 pub mod groups;

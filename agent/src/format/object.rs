@@ -147,9 +147,24 @@ pub fn name(agent_id: &str, now_ms: i64, seq: u64) -> String {
     format!("{PREFIX}{spread:04x}/{stem}.silt")
 }
 
+/// How the names of segments compaction writes end (flush objects end in `.silt`).
+const SEGMENT_SUFFIX: &str = ".seg.silt";
+
+/// A compacted segment's name: as [`name`], marked so it is never compacted again.
+pub fn segment_name(agent_id: &str, now_ms: i64, seq: u64) -> String {
+    let flush = name(agent_id, now_ms, seq);
+    format!("{}{SEGMENT_SUFFIX}", flush.strip_suffix(".silt").unwrap_or(&flush))
+}
+
+/// Whether compaction wrote this object.
+pub fn is_segment(name: &str) -> bool {
+    name.ends_with(SEGMENT_SUFFIX)
+}
+
 /// When an object was created, from its [`name`] (None: not a name silt gave).
 pub fn created_ms(name: &str) -> Option<i64> {
     let stem = name.strip_prefix(PREFIX)?.split_once('/')?.1.strip_suffix(".silt")?;
+    let stem = stem.strip_suffix(".seg").unwrap_or(stem);
     let mut parts = stem.rsplitn(4, '-');
     let (_suffix, _seq, ms, _agent) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     ms.parse().ok()
@@ -201,6 +216,10 @@ mod tests {
         assert_ne!(a, name("agent-7", 1_700_000_000_123, 1));
         assert!(a.starts_with(PREFIX) && a.ends_with(".silt"));
         assert_eq!(created_ms(&a), Some(1_700_000_000_123));
+        assert!(!is_segment(&a));
+        let s = segment_name("agent-7", 1_700_000_000_456, 2);
+        assert!(is_segment(&s) && s.starts_with(PREFIX));
+        assert_eq!(created_ms(&s), Some(1_700_000_000_456));
         for other in ["data/x.silt", "other/00ff/a-1-2-3.silt", "data/00ff/a-b-c-d.silt", "data/00ff/a-1-2-3.txt"] {
             assert_eq!(created_ms(other), None, "{other}");
         }

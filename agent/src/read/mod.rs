@@ -27,6 +27,7 @@ pub use cache::ReadCache;
 pub use index::SegmentIndex;
 pub use recent::RecentObjects;
 
+#[derive(Clone)]
 pub struct ReadPath {
     pub store: Arc<dyn ObjectStore>,
     pub catalog: Catalog,
@@ -49,9 +50,23 @@ impl ReadPath {
     ) -> Result<Bytes, ServiceError> {
         let mut out = BytesMut::new();
         let mut at = offset;
+        let mut looked_again = false;
         while at < high_watermark && out.len() < max_bytes {
             let segment = self.segment(part, at).await?;
-            let (mut data, key) = self.range(&segment).await?;
+            let (mut data, key) = match self.range(&segment).await {
+                // The range was rewritten elsewhere (compaction) and its old
+                // object collected: the index knows where it is now.
+                Err(ServiceError::Storage(e))
+                    if matches!(*e, object_store::Error::NotFound { .. }) && !looked_again =>
+                {
+                    tracing::debug!(object = %segment.object, "an object is gone; looking its range up again");
+                    part.forget_object(&segment.object);
+                    looked_again = true;
+                    continue;
+                }
+                other => other?,
+            };
+            looked_again = false;
             if let Some(key) = key {
                 // Bytes from the read cache: if they fail their checks, drop
                 // them and read the object store instead.
@@ -90,6 +105,31 @@ impl ReadPath {
             }
         }
         Ok(out.freeze())
+    }
+
+    /// A segment's batches, whole and CRC-checked, starting where the index
+    /// says and without gaps or overlaps (compaction copies them).
+    pub async fn segment_batches(&self, segment: &Segment) -> Result<Vec<silt_wire::Batch>, ServiceError> {
+        let (data, _) = self.range(segment).await?;
+        let place = || format!("object {} bytes {}+{}", segment.object, segment.start, segment.len);
+        let mut expected = segment.base_offset;
+        let mut out = Vec::new();
+        for batch in silt_wire::batch::split(&data) {
+            let batch = batch.map_err(|source| ServiceError::CorruptBatch { at: place(), source })?;
+            if batch.header().base_offset != expected {
+                return Err(ServiceError::Corrupt(format!(
+                    "{}: a batch starts at offset {} where {expected} was due",
+                    place(),
+                    batch.header().base_offset
+                )));
+            }
+            expected = batch.last_offset() + 1;
+            out.push(batch);
+        }
+        if expected != segment.last_offset + 1 {
+            return Err(ServiceError::Corrupt(format!("{}: it ends before offset {}", place(), segment.last_offset)));
+        }
+        Ok(out)
     }
 
     async fn segment(&self, index: &SegmentIndex, offset: i64) -> Result<Segment, ServiceError> {

@@ -162,8 +162,9 @@ async fn delete(up: &Upkeep, names: &[String]) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Notes the objects nothing ever pointed into, created since the last
-/// sweep's horizon and older than the orphan age.
+/// Notes the objects nothing points into, created since the last sweep's
+/// horizon and older than the orphan age: those nothing ever pointed into,
+/// and (harmlessly, noted twice) those whose last entry went lately.
 pub async fn sweep(up: &Upkeep) -> Result<(), ServiceError> {
     let now = up.cluster.clock().now_ms();
     let from = up.catalog.gc_swept_to().await?;
@@ -189,7 +190,10 @@ pub async fn sweep(up: &Upkeep) -> Result<(), ServiceError> {
     if !orphans.is_empty() {
         tracing::info!(orphans = orphans.len(), "the sweep found objects nothing points into");
         metrics::add(&up.metrics.orphans_found, orphans.len() as u64);
-        up.catalog.gc_note(&orphans, now).await?;
+        // A grace period like any other: an object whose last index entry
+        // went a moment ago may still be read.
+        let due = now.saturating_add(up.settings.gc_grace.as_millis() as i64);
+        up.catalog.gc_note(&orphans, due).await?;
     }
     up.catalog.set_gc_swept_to(window.end).await?;
     Ok(())

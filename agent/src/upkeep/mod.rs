@@ -1,9 +1,12 @@
 //! Storage over time: the background work that keeps storage bounded.
 //!
-//! - [`retention`]: each partition's owner advances its log start past
-//!   records older than `retention.ms` or beyond `retention.bytes`
-//!   (decided by `core::retention`), in a fenced metadata transaction that
-//!   notes the objects the removed index entries pointed into.
+//! - [`partitions`]: each partition's owner applies retention (advances
+//!   its log start past records older than `retention.ms` or beyond
+//!   `retention.bytes`, as `core::retention` decides, in a fenced metadata
+//!   transaction that notes the objects the removed entries pointed into),
+//!   then [`compaction`]: rewrites runs of small old entries into
+//!   per-partition segments (as `core::compaction` decides) and swaps them
+//!   into the index, fenced the same way.
 //! - [`gc`]: one agent at a time (the owner of the first coordination
 //!   slot) deletes noted objects that nothing points into any more, once
 //!   their grace period has passed, and sweeps the bucket for objects no
@@ -12,8 +15,9 @@
 //! Both run on timers; an agent at rest reads only what changed and writes
 //! nothing.
 
+pub mod compaction;
 pub mod gc;
-pub mod retention;
+pub mod partitions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +31,7 @@ use tracing::Instrument;
 use crate::cluster::Cluster;
 use crate::core::topic_config::TopicConfig;
 use crate::metrics::Metrics;
+use crate::read::ReadPath;
 
 /// How often and how patiently upkeep works.
 #[derive(Debug, Clone)]
@@ -38,6 +43,8 @@ pub struct Settings {
     /// How old an object nothing ever pointed into must be before it goes.
     pub orphan_age: Duration,
     pub sweep_every: Duration,
+    /// Flush objects older than this are compacted (None: never).
+    pub compaction_min_age: Option<Duration>,
     pub topic_defaults: TopicConfig,
     pub max_record_bytes: u32,
 }
@@ -47,7 +54,10 @@ pub struct Upkeep {
     pub cluster: Arc<Cluster>,
     pub store: Arc<dyn ObjectStore>,
     pub metrics: Arc<Metrics>,
+    pub read: ReadPath,
     pub settings: Settings,
+    /// Numbers the segments compaction writes.
+    pub seq: std::sync::atomic::AtomicU64,
 }
 
 impl Upkeep {
@@ -57,12 +67,12 @@ impl Upkeep {
         let (r, s) = (this.clone(), stop.clone());
         tasks.spawn(
             async move {
-                let mut retention = retention::Retention::default();
+                let mut partitions = partitions::Partitions::default();
                 while tick(r.settings.retention_every, &s).await {
-                    retention.run(&r).await;
+                    partitions.run(&r).await;
                 }
             }
-            .instrument(tracing::info_span!("retention")),
+            .instrument(tracing::info_span!("upkeep")),
         );
         tasks.spawn(async move { gc::run(&this, &stop).await }.instrument(tracing::info_span!("gc")));
     }

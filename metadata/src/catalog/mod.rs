@@ -76,7 +76,7 @@ pub use lease::{Acquired, Lease};
 pub use offset::{OffsetCommit, OffsetRecord};
 pub use partition::PartitionState;
 pub use producer::{BatchMeta, ProducerState};
-pub use segment::{FlushEntry, FlushOutcome, Segment, Trimmed};
+pub use segment::{FlushEntry, FlushOutcome, Segment, Swapped, Trimmed};
 pub use topic::Topic;
 
 /// How often an operation is tried when it keeps losing optimistic conflicts.

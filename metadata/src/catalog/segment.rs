@@ -221,6 +221,77 @@ impl Catalog {
     }
 }
 
+/// The outcome of a [`Catalog::swap_segments`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swapped {
+    Done,
+    /// The caller no longer holds the partition's lease at its epoch.
+    Fenced,
+    /// The topic is gone.
+    Deleted,
+    /// The entries to replace are not (all) there as given any more.
+    Changed,
+}
+
+impl Catalog {
+    /// The most index entries one [`Catalog::swap_segments`] may replace.
+    pub fn max_swap_entries(&self) -> usize {
+        (self.budget().saturating_sub(4) / 2).clamp(1, 4096)
+    }
+
+    /// Replaces consecutive index entries `old` with one entry `new` over
+    /// the same offsets (a compacted segment), in one transaction, fenced
+    /// like a flush commit, and notes the objects `old` pointed into for
+    /// collection at `gc_due_ms`.
+    pub async fn swap_segments(
+        &self,
+        owner: &str,
+        epoch: u64,
+        (topic_id, partition): PartitionId,
+        old: &[Segment],
+        new: &Segment,
+        gc_due_ms: i64,
+    ) -> Result<Swapped, CatalogError> {
+        let (Some(first), Some(last)) = (old.first(), old.last()) else { return Ok(Swapped::Changed) };
+        let contiguous = old.windows(2).all(|w| w[0].last_offset + 1 == w[1].base_offset);
+        if !contiguous || new.base_offset != first.base_offset || new.last_offset != last.last_offset {
+            return Err(CatalogError::Corrupt {
+                key: format!("{:02x?}", key(topic_id, partition, new.last_offset)),
+                source: CodecError::Invalid("a compacted segment must cover exactly the entries it replaces"),
+            });
+        }
+        if old.len() > self.max_swap_entries() {
+            return Err(CatalogError::Corrupt {
+                key: format!("{:02x?}", key(topic_id, partition, new.last_offset)),
+                source: CodecError::Invalid("too many entries for one swap"),
+            });
+        }
+        transact!(self, |t| {
+            let mut keys = vec![lease::key(topic_id, partition), partition::key(topic_id, partition)];
+            keys.extend(old.iter().map(|s| key(topic_id, partition, s.last_offset)));
+            let raw = t.batch_get_for_update(&keys).await?;
+            let lease = raw[0].as_ref().map(|v| Lease::decode(v).map_err(|e| corrupt(&keys[0], e))).transpose()?;
+            if raw[1].is_none() {
+                return Ok(Swapped::Deleted);
+            }
+            if !matches!(lease, Some(l) if l.owner == owner && l.epoch == epoch) {
+                return Ok(Swapped::Fenced);
+            }
+            for (s, current) in old.iter().zip(&raw[2..]) {
+                if current.as_deref() != Some(&s.encode()[..]) {
+                    return Ok(Swapped::Changed);
+                }
+            }
+            for k in &keys[2..] {
+                t.delete(k.clone());
+            }
+            t.put(key(topic_id, partition, new.last_offset), new.encode());
+            super::gc::note(t, old.iter().map(|s| s.object.as_str()), gc_due_ms);
+            Ok(Swapped::Done)
+        })
+    }
+}
+
 async fn commit_some(t: &mut Txn, owner: &str, entries: &[FlushEntry]) -> Result<FlushOutcome, CatalogError> {
     // Every entry's lease and state, read for update in one request.
     let mut keys = Vec::with_capacity(entries.len() * 2);
@@ -511,6 +582,54 @@ mod tests {
         }
         c.delete_topic("t", 70).await.unwrap();
         assert_eq!(c.gc_due(70, 10).await.unwrap(), vec![(70, "o/0".to_string()), (70, "o/10".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn swaps_replace_entries_with_one_fenced_and_checked() {
+        let (_d, c) = catalog().await;
+        let t = c.create_topic("t", 1, &[], 0).await.unwrap();
+        c.heartbeat("a", "a1", 0, 0, 100).await.unwrap();
+        let lease = take(&c, "a", (t.id, 0), 0).await;
+        let old = vec![seg(0, 9), seg(10, 14), seg(15, 19)];
+        for s in &old {
+            let e = FlushEntry {
+                topic_id: t.id,
+                partition: 0,
+                epoch: lease.epoch,
+                segment: s.clone(),
+                producers: vec![],
+                expired: vec![],
+            };
+            c.commit_flush("a", &[e]).await.unwrap();
+        }
+        let new = Segment { object: "compacted".into(), len: 30, ..seg(0, 14) };
+        // Someone else, or an old epoch: nothing changes.
+        assert_eq!(c.swap_segments("b", lease.epoch, (t.id, 0), &old[..2], &new, 9).await.unwrap(), Swapped::Fenced);
+        assert_eq!(
+            c.swap_segments("a", lease.epoch + 1, (t.id, 0), &old[..2], &new, 9).await.unwrap(),
+            Swapped::Fenced
+        );
+        // Entries that are not as given (trimmed, or swapped already): nothing changes.
+        let stale = vec![Segment { object: "elsewhere".into(), ..seg(0, 9) }, seg(10, 14)];
+        assert_eq!(c.swap_segments("a", lease.epoch, (t.id, 0), &stale, &new, 9).await.unwrap(), Swapped::Changed);
+        // A segment over other offsets is refused outright.
+        let wrong = Segment { object: "x".into(), ..seg(0, 13) };
+        assert!(c.swap_segments("a", lease.epoch, (t.id, 0), &old[..2], &wrong, 9).await.is_err());
+        assert_eq!(c.segments(t.id, 0, 0, 10).await.unwrap(), old);
+        assert!(c.gc_due(100, 10).await.unwrap().is_empty());
+
+        assert_eq!(c.swap_segments("a", lease.epoch, (t.id, 0), &old[..2], &new, 9).await.unwrap(), Swapped::Done);
+        assert_eq!(c.segments(t.id, 0, 0, 10).await.unwrap(), vec![new.clone(), seg(15, 19)]);
+        assert_eq!(c.segments(t.id, 0, 12, 10).await.unwrap()[0], new);
+        assert_eq!(c.gc_due(100, 10).await.unwrap(), vec![(9, "o/0".to_string()), (9, "o/10".to_string())]);
+        assert_eq!(c.swap_segments("a", lease.epoch, (t.id, 0), &old[..2], &new, 9).await.unwrap(), Swapped::Changed);
+        let (state, _) = c.partition(t.id, 0).await.unwrap().unwrap();
+        assert_eq!((state.log_start, state.high_watermark), (0, 20), "offsets do not move");
+        c.delete_topic("t", 0).await.unwrap();
+        assert_eq!(
+            c.swap_segments("a", lease.epoch, (t.id, 0), &[seg(15, 19)], &seg(15, 19), 9).await.unwrap(),
+            Swapped::Deleted
+        );
     }
 
     #[test]

@@ -166,6 +166,11 @@ impl TestCluster {
 
     /// (Re)starts agent `i` with extra flags, which replace common ones of the same name.
     pub fn launch_with(&mut self, i: usize, extra: &[&str]) {
+        self.launch_with_env(i, extra, &[]);
+    }
+
+    /// [`TestCluster::launch_with`] with extra environment variables.
+    pub fn launch_with_env(&mut self, i: usize, extra: &[&str], env: &[(&str, &str)]) {
         // Common flags come in (name, value) pairs.
         let mut flags: Vec<String> =
             self.common.chunks(2).filter(|pair| !extra.contains(&pair[0].as_str())).flatten().cloned().collect();
@@ -175,8 +180,24 @@ impl TestCluster {
         flags.extend(extra.iter().map(|s| s.to_string()));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let (data, addr) = (self.data_dir(i), self.addrs[i].clone());
-        let agent = tokio::task::block_in_place(|| AgentProcess::start_with_env(&data, &addr, &flags, &self.env));
+        let mut env_all = self.env.clone();
+        env_all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let agent = tokio::task::block_in_place(|| AgentProcess::start_with_env(&data, &addr, &flags, &env_all));
         self.agents[i] = Some(agent);
+    }
+
+    /// Waits up to `timeout` for agent `i` to exit by itself (a crash point).
+    pub async fn wait_exit_within(&mut self, i: usize, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let a = self.agents[i].as_mut().unwrap_or_else(|| panic!("agent {i} is down"));
+            if let Some(status) = a.child.try_wait().unwrap() {
+                self.agents[i] = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "agent {i} did not exit within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn agent(&self, i: usize) -> &AgentProcess {
