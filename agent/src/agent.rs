@@ -172,6 +172,7 @@ impl Agent {
                 orphan_age: config.orphan_age,
                 sweep_every: config.orphan_sweep_interval,
                 compaction_min_age: config.compaction_min_age,
+                object_compaction: config.object_compaction,
                 topic_defaults: limits.topic_defaults,
                 max_record_bytes: config.max_record_bytes as u32,
             },

@@ -141,10 +141,12 @@ pub struct Args {
     #[arg(long, env = "SILT_ORPHAN_AGE", default_value = "1h", value_parser = parse_duration)]
     pub orphan_age: Duration,
     /// Flush objects older than this have their partitions' runs rewritten
-    /// into per-partition segments of about segment.bytes.
+    /// into per-partition segments of about segment.bytes (and key-compacted
+    /// topics' records become eligible for cleaning).
     #[arg(long, env = "SILT_COMPACTION_MIN_AGE", default_value = "10m", value_parser = parse_duration)]
     pub compaction_min_age: Duration,
-    /// Never rewrite flush objects into per-partition segments.
+    /// Never rewrite flush objects into per-partition segments (key-compacted
+    /// topics are still cleaned).
     #[arg(long, env = "SILT_NO_OBJECT_COMPACTION")]
     pub no_object_compaction: bool,
     /// How often the collecting agent lists the bucket for such objects.
@@ -195,8 +197,8 @@ pub struct Config {
     pub gc_interval: Duration,
     pub orphan_age: Duration,
     pub orphan_sweep_interval: Duration,
-    /// None: object compaction is off.
-    pub compaction_min_age: Option<Duration>,
+    pub compaction_min_age: Duration,
+    pub object_compaction: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -326,10 +328,8 @@ impl Args {
             gc_interval,
             orphan_age,
             orphan_sweep_interval,
-            compaction_min_age: match self.no_object_compaction {
-                true => None,
-                false => Some(within("--compaction-min-age", self.compaction_min_age, Duration::ZERO, 30 * day)?),
-            },
+            compaction_min_age: within("--compaction-min-age", self.compaction_min_age, Duration::ZERO, 30 * day)?,
+            object_compaction: !self.no_object_compaction,
         })
     }
 }

@@ -61,6 +61,8 @@ pub enum AgentError {
 pub enum ServiceError {
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
+    #[error("topic {topic:?} is key-compacted (cleanup.policy=compact): every record needs a key")]
+    MissingKey { topic: String },
     #[error("topic {0:?} already exists")]
     TopicExists(String),
     #[error("invalid topic name {name:?}: {reason}")]

@@ -194,7 +194,7 @@ async fn read(client: Client, b: &ReadBench) -> anyhow::Result<()> {
         let (mut n, mut bytes) = (0i64, 0usize);
         while n < total {
             let r = stream.next().await.context("the stream ended early")??;
-            bytes += r.value.len();
+            bytes += r.value.as_ref().map_or(0, |v| v.len());
             n += 1;
         }
         let elapsed = started.elapsed();

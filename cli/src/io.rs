@@ -39,6 +39,11 @@ pub struct ProduceArgs {
     /// as failed.
     #[arg(long)]
     no_idempotence: bool,
+    /// With --key-separator: a line `KEY<SEP>` with nothing after the
+    /// separator sends a tombstone (the key with no value), which deletes
+    /// the key from a key-compacted topic.
+    #[arg(long, requires = "key_separator")]
+    null_value_on_empty: bool,
 }
 
 #[derive(clap::Args)]
@@ -142,6 +147,9 @@ pub async fn produce(client: Client, args: &ProduceArgs) -> anyhow::Result<i32> 
         for line in chunk.context("reading stdin")? {
             let line = Bytes::from(line);
             let mut record = match separator.and_then(|sep| find(&line, sep).map(|at| (at, sep.len()))) {
+                Some((at, len)) if args.null_value_on_empty && at + len == line.len() => {
+                    ProducerRecord::tombstone(line.slice(..at))
+                }
                 Some((at, len)) => ProducerRecord::new(line.slice(at + len..)).with_key(line.slice(..at)),
                 None => ProducerRecord::new(line),
             };
@@ -285,7 +293,8 @@ fn tell_skipped(skipped: Vec<Skipped>) {
 
 /// One record as a line of output.
 fn format_record(record: &ConsumedRecord, args: &ConsumeArgs) -> Vec<u8> {
-    let mut line = Vec::with_capacity(record.value.len() + 32);
+    let value = record.value.as_deref().unwrap_or_default();
+    let mut line = Vec::with_capacity(value.len() + 32);
     if args.print_offset {
         line.extend_from_slice(format!("{}:{}\t", record.partition, record.offset).as_bytes());
     }
@@ -293,7 +302,7 @@ fn format_record(record: &ConsumedRecord, args: &ConsumeArgs) -> Vec<u8> {
         line.extend_from_slice(record.key.as_deref().unwrap_or_default());
         line.extend_from_slice(args.key_separator.as_bytes());
     }
-    line.extend_from_slice(&record.value);
+    line.extend_from_slice(value);
     line.push(b'\n');
     line
 }

@@ -86,7 +86,8 @@ pub struct ConsumedRecord {
     pub offset: i64,
     pub timestamp: i64,
     pub key: Option<Bytes>,
-    pub value: Bytes,
+    /// None: a tombstone (a key-compacted topic's deletion of the key).
+    pub value: Option<Bytes>,
     pub headers: Vec<Header>,
 }
 
@@ -264,15 +265,13 @@ impl<T: Send + 'static> Fetcher<T> {
         let mut out = Vec::new();
         for batch in silt_wire::batch::split(&batches) {
             let batch = batch?;
+            if batch.last_offset() < self.offset {
+                continue;
+            }
             for r in batch.records()? {
+                // Key compaction leaves gaps; records still come in order.
                 if r.offset < self.offset {
                     continue;
-                }
-                if r.offset != self.offset {
-                    return Err(ClientError::Protocol(format!(
-                        "partition {} skipped from offset {} to {}",
-                        self.partition, self.offset, r.offset
-                    )));
                 }
                 self.offset = r.offset + 1;
                 out.push(ConsumedRecord {
@@ -285,6 +284,8 @@ impl<T: Send + 'static> Fetcher<T> {
                     headers: r.headers,
                 });
             }
+            // Past the batch's last offset, even when compaction removed its last records.
+            self.offset = self.offset.max(batch.last_offset() + 1);
         }
         Ok(out)
     }

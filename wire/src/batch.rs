@@ -9,7 +9,7 @@
 //!  0      8   base offset (i64)       stamped by the agent; outside the CRC
 //!  8      4   CRC32C (u32)            over every byte from offset 12 to the end
 //! 12      4   length (u32)            bytes after this field
-//! 16      1   format version (1)
+//! 16      1   format version (2; 1 is still read)
 //! 17      1   attributes              bits 0-2: compression (0 none, 1 zstd)
 //! 18      4   record count (u32)      at least 1
 //! 22      8   first timestamp (i64, ms since the epoch)
@@ -18,18 +18,25 @@
 //! 46      2   producer epoch (i16)
 //! 48      4   base sequence (i32)
 //! 52      4   uncompressed payload length (u32)
-//! 56      ..  payload: the records, compressed as a whole
+//! 56      4   last offset delta (u32)  version 2 only: the last offset is base + this
+//! 60      ..  payload: the records, compressed as a whole (at 56 in version 1)
 //! ```
+//!
+//! A batch from a producer holds offsets base to base + count - 1. Key
+//! compaction rewrites batches keeping only some records: their offsets
+//! stay, so a version 2 batch may have gaps (fewer records than offsets),
+//! and one that keeps none still marks its offsets (record count 0).
 //!
 //! Each record in the (uncompressed) payload:
 //!
 //! ```text
 //! length            uvarint  bytes of the record after this field
 //! timestamp delta   varint   from the batch's first timestamp
-//! offset delta      uvarint  from the base offset; 0, 1, 2, ... in order
+//! offset delta      uvarint  from the base offset; 0, 1, 2, ... in version 1,
+//!                            strictly increasing up to the last offset delta in 2
 //! key length        varint   -1 for no key
 //! key
-//! value length      uvarint
+//! value length      varint   -1 for no value (a tombstone); uvarint in version 1
 //! value
 //! header count      uvarint
 //!   name length uvarint, name (UTF-8), value length uvarint, value
@@ -39,8 +46,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::buf::{uvarint_len, varint_len, DecodeError, Reader, WriteExt};
 
-pub const VERSION: u8 = 1;
-pub const HEADER_LEN: usize = 56;
+pub const VERSION: u8 = 2;
+/// The header of the version written (2).
+pub const HEADER_LEN: usize = 60;
+const HEADER_LEN_V1: usize = 56;
 const CRC_START: usize = 12;
 const LENGTH_END: usize = 16;
 /// The most a batch may decompress to. Bounds every allocation a batch can
@@ -96,6 +105,8 @@ pub enum BatchError {
     Crc { stored: u32, computed: u32 },
     #[error("batch holds no records")]
     Empty,
+    #[error("batch offsets do not match its records: {0}")]
+    Offsets(String),
     #[error("batch decompresses to {0} bytes, over the limit of {MAX_UNCOMPRESSED}")]
     TooLarge(usize),
     #[error("batch payload does not decompress: {0}")]
@@ -119,7 +130,8 @@ pub struct Record {
     pub offset: i64,
     pub timestamp: i64,
     pub key: Option<Bytes>,
-    pub value: Bytes,
+    /// None: a tombstone (the key's record is deleted by key compaction).
+    pub value: Option<Bytes>,
     pub headers: Vec<Header>,
 }
 
@@ -138,27 +150,36 @@ pub struct BatchHeader {
     pub producer_epoch: i16,
     pub base_sequence: i32,
     pub uncompressed_len: u32,
+    /// The last offset's distance from the base offset (in version 1,
+    /// always the record count less one).
+    pub last_offset_delta: u32,
 }
 
 impl BatchHeader {
     /// Reads the header at the start of `buf` without checking the CRC.
     /// Returns the header and the batch's total length in bytes.
     pub fn parse(buf: &[u8]) -> Result<(BatchHeader, usize), BatchError> {
-        if buf.len() < HEADER_LEN {
-            return Err(BatchError::Truncated(format!("{} bytes, the header alone is {HEADER_LEN}", buf.len())));
+        if buf.len() < HEADER_LEN_V1 {
+            return Err(BatchError::Truncated(format!("{} bytes, the header alone is {HEADER_LEN_V1}", buf.len())));
         }
-        let mut r = Reader::new(&buf[..HEADER_LEN]);
+        let version = buf[16];
+        let header_len = match version {
+            1 => HEADER_LEN_V1,
+            2 => HEADER_LEN,
+            other => return Err(BatchError::Version(other)),
+        };
+        if buf.len() < header_len {
+            return Err(BatchError::Truncated(format!("{} bytes, the header alone is {header_len}", buf.len())));
+        }
+        let mut r = Reader::new(&buf[..header_len]);
         let base_offset = r.i64("base offset")?;
         let crc = r.u32("crc")?;
         let length = r.u32("length")?;
-        let version = r.u8("version")?;
-        if version != VERSION {
-            return Err(BatchError::Version(version));
-        }
+        let _version = r.u8("version")?;
         let attributes = r.u8("attributes")?;
         let compression =
             Compression::from_bits(attributes & 0x07).ok_or(BatchError::Compression(attributes & 0x07))?;
-        let header = BatchHeader {
+        let mut header = BatchHeader {
             base_offset,
             crc,
             length,
@@ -171,13 +192,25 @@ impl BatchHeader {
             producer_epoch: r.i16("producer epoch")?,
             base_sequence: r.i32("base sequence")?,
             uncompressed_len: r.u32("uncompressed length")?,
+            last_offset_delta: 0,
+        };
+        header.last_offset_delta = match version {
+            1 => header.record_count.saturating_sub(1),
+            _ => r.u32("last offset delta")?,
         };
         let total = LENGTH_END + header.length as usize;
-        if total < HEADER_LEN {
+        if total < header_len {
             return Err(BatchError::LengthMismatch { declared: total, actual: buf.len() });
         }
-        if header.record_count == 0 {
+        if header.record_count == 0 && version == 1 {
             return Err(BatchError::Empty);
+        }
+        if u64::from(header.record_count) > u64::from(header.last_offset_delta) + 1 {
+            return Err(BatchError::Offsets(format!(
+                "{} records in {} offsets",
+                header.record_count,
+                u64::from(header.last_offset_delta) + 1
+            )));
         }
         if header.uncompressed_len as usize > MAX_UNCOMPRESSED {
             return Err(BatchError::TooLarge(header.uncompressed_len as usize));
@@ -185,9 +218,24 @@ impl BatchHeader {
         Ok((header, total))
     }
 
+    /// Bytes before the payload.
+    pub fn header_len(&self) -> usize {
+        if self.version == 1 {
+            HEADER_LEN_V1
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    /// Whether it holds a record for each of its offsets, as a producer's
+    /// batch does (key compaction leaves gaps).
+    pub fn is_dense(&self) -> bool {
+        self.record_count > 0 && self.last_offset_delta == self.record_count - 1
+    }
+
     /// The offset of the batch's last record.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.record_count) - 1
+        self.base_offset + i64::from(self.last_offset_delta)
     }
 
     /// Whether an idempotent producer sent it (it carries a producer id).
@@ -255,10 +303,11 @@ impl Batch {
 
     /// Decompresses and decodes every record.
     pub fn records(&self) -> Result<Vec<Record>, BatchError> {
-        let payload = &self.bytes[HEADER_LEN..];
+        let start = self.header.header_len();
+        let payload = &self.bytes[start..];
         let expected = self.header.uncompressed_len as usize;
         let plain: Bytes = match self.header.compression {
-            Compression::None => self.bytes.slice(HEADER_LEN..),
+            Compression::None => self.bytes.slice(start..),
             Compression::Zstd => {
                 zstd::bulk::decompress(payload, expected).map_err(|e| BatchError::Decompress(e.to_string()))?.into()
             }
@@ -293,28 +342,42 @@ pub fn restamp_producer(batch: &[u8], id: i64, epoch: i16, base_sequence: i32) -
 
 fn decode_records(header: &BatchHeader, plain: &Bytes) -> Result<Vec<Record>, BatchError> {
     let count = header.record_count as usize;
+    let v1 = header.version == 1;
     // Every record needs at least 6 bytes, so the input bounds the allocation.
     let mut records = Vec::with_capacity(count.min(plain.len() / 6));
     let mut r = Reader::new(plain);
+    let mut next_delta = 0u64;
     for i in 0..count {
         let len = r.uvarint("record length")? as usize;
         let body = r.take(len, "record")?;
         let mut rr = Reader::new(body);
         let ts_delta = rr.varint("timestamp delta")?;
         let offset_delta = rr.uvarint("offset delta")?;
-        if offset_delta != i as u64 {
+        let in_order = match v1 {
+            true => offset_delta == i as u64,
+            false => offset_delta >= next_delta && offset_delta <= u64::from(header.last_offset_delta),
+        };
+        if !in_order {
             return Err(
                 DecodeError::invalid("offset delta", format!("record {i} has offset delta {offset_delta}")).into()
             );
         }
+        next_delta = offset_delta + 1;
         let key_len = rr.varint("key length")?;
         let key = match key_len {
             -1 => None,
             n if n >= 0 => Some(plain.slice_ref(rr.take(n as usize, "key")?)),
             n => return Err(DecodeError::invalid("key length", n.to_string()).into()),
         };
-        let value_len = rr.uvarint("value length")? as usize;
-        let value = plain.slice_ref(rr.take(value_len, "value")?);
+        let value_len = match v1 {
+            true => rr.uvarint("value length")? as i64,
+            false => rr.varint("value length")?,
+        };
+        let value = match value_len {
+            -1 => None,
+            n if n >= 0 => Some(plain.slice_ref(rr.take(n as usize, "value")?)),
+            n => return Err(DecodeError::invalid("value length", n.to_string()).into()),
+        };
         let header_count = rr.uvarint("header count")? as usize;
         if header_count > rr.remaining() / 2 {
             return Err(DecodeError::invalid("header count", header_count.to_string()).into());
@@ -331,7 +394,7 @@ fn decode_records(header: &BatchHeader, plain: &Bytes) -> Result<Vec<Record>, Ba
         }
         rr.finish()?;
         records.push(Record {
-            offset: header.base_offset + i as i64,
+            offset: header.base_offset + offset_delta as i64,
             timestamp: header.first_timestamp.wrapping_add(ts_delta),
             key,
             value,
@@ -340,6 +403,41 @@ fn decode_records(header: &BatchHeader, plain: &Bytes) -> Result<Vec<Record>, Ba
     }
     r.finish()?;
     Ok(records)
+}
+
+/// A copy of `batch` keeping only the records `keep` accepts, at their
+/// offsets, with the batch's other fields (producer, timestamps, last
+/// offset) as they were: what key compaction writes. None when it keeps
+/// none and `keep_empty` is false; with `keep_empty`, a batch of no
+/// records that still marks the offsets.
+pub fn retain(
+    batch: &Batch,
+    mut keep: impl FnMut(&Record) -> bool,
+    keep_empty: bool,
+) -> Result<Option<Batch>, BatchError> {
+    let h = *batch.header();
+    let records = batch.records()?;
+    let kept: Vec<&Record> = records.iter().filter(|r| keep(r)).collect();
+    if kept.is_empty() && !keep_empty {
+        return Ok(None);
+    }
+    if kept.len() == records.len() && h.version == VERSION {
+        return Ok(Some(batch.clone()));
+    }
+    let mut payload = Vec::new();
+    for r in &kept {
+        let body = encode_record(
+            r.timestamp.wrapping_sub(h.first_timestamp),
+            (r.offset - h.base_offset) as u64,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &r.headers,
+        );
+        payload.put_uvarint(body.len() as u64);
+        payload.extend_from_slice(&body);
+    }
+    let header = BatchHeader { record_count: kept.len() as u32, ..h };
+    encode(&header, h.compression, &payload).map(Some)
 }
 
 /// Splits a concatenation of batches (a stored byte range, a fetch reply)
@@ -412,7 +510,7 @@ impl BatchBuilder {
         let body = 10
             + 5
             + key.map_or(1, |k| varint_len(k.len() as i64) + k.len())
-            + uvarint_len(value.len() as u64)
+            + varint_len(value.len() as i64)
             + value.len()
             + uvarint_len(headers.len() as u64)
             + headers
@@ -425,29 +523,17 @@ impl BatchBuilder {
     }
 
     pub fn push(&mut self, timestamp: i64, key: Option<&[u8]>, value: &[u8], headers: &[Header]) {
+        self.push_record(timestamp, key, Some(value), headers);
+    }
+
+    /// Adds a record; a None value is a tombstone.
+    pub fn push_record(&mut self, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) {
         if self.count == 0 {
             self.first_timestamp = timestamp;
         }
         self.max_timestamp = self.max_timestamp.max(timestamp);
-        let mut body = Vec::with_capacity(Self::record_size(key, value, headers));
-        body.put_varint(timestamp.wrapping_sub(self.first_timestamp));
-        body.put_uvarint(u64::from(self.count));
-        match key {
-            None => body.put_varint(-1),
-            Some(k) => {
-                body.put_varint(k.len() as i64);
-                body.put_slice(k);
-            }
-        }
-        body.put_uvarint(value.len() as u64);
-        body.put_slice(value);
-        body.put_uvarint(headers.len() as u64);
-        for h in headers {
-            body.put_uvarint(h.name.len() as u64);
-            body.put_slice(h.name.as_bytes());
-            body.put_uvarint(h.value.len() as u64);
-            body.put_slice(&h.value);
-        }
+        let body =
+            encode_record(timestamp.wrapping_sub(self.first_timestamp), u64::from(self.count), key, value, headers);
         self.payload.put_uvarint(body.len() as u64);
         self.payload.extend_from_slice(&body);
         self.count += 1;
@@ -471,36 +557,92 @@ impl BatchBuilder {
         if self.count == 0 {
             return Err(BatchError::Empty);
         }
-        if self.payload.len() > MAX_UNCOMPRESSED {
-            return Err(BatchError::TooLarge(self.payload.len()));
-        }
-        let compressed;
-        let payload: &[u8] = match self.compression {
-            Compression::None => &self.payload,
-            Compression::Zstd => {
-                compressed =
-                    zstd::bulk::compress(&self.payload, 1).map_err(|e| BatchError::Decompress(e.to_string()))?;
-                &compressed
-            }
+        let header = BatchHeader {
+            base_offset: 0,
+            crc: 0,
+            length: 0,
+            version: VERSION,
+            compression: self.compression,
+            record_count: self.count,
+            first_timestamp: self.first_timestamp,
+            max_timestamp: self.max_timestamp,
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+            uncompressed_len: 0,
+            last_offset_delta: self.count - 1,
         };
-        let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
-        out.put_i64(0);
-        out.put_u32(0); // CRC, filled below
-        out.put_u32((HEADER_LEN - LENGTH_END + payload.len()) as u32);
-        out.put_u8(VERSION);
-        out.put_u8(self.compression.bits());
-        out.put_u32(self.count);
-        out.put_i64(self.first_timestamp);
-        out.put_i64(self.max_timestamp);
-        out.put_i64(self.producer_id);
-        out.put_i16(self.producer_epoch);
-        out.put_i32(self.base_sequence);
-        out.put_u32(self.payload.len() as u32);
-        out.put_slice(payload);
-        let crc = crc32c::crc32c(&out[CRC_START..]);
-        out[8..12].copy_from_slice(&crc.to_be_bytes());
-        Batch::validate(out.freeze())
+        encode(&header, self.compression, &self.payload)
     }
+}
+
+/// One record's body (after its length), in the version 2 layout.
+fn encode_record(
+    timestamp_delta: i64,
+    offset_delta: u64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(BatchBuilder::record_size(key, value.unwrap_or_default(), headers));
+    body.put_varint(timestamp_delta);
+    body.put_uvarint(offset_delta);
+    match key {
+        None => body.put_varint(-1),
+        Some(k) => {
+            body.put_varint(k.len() as i64);
+            body.put_slice(k);
+        }
+    }
+    match value {
+        None => body.put_varint(-1),
+        Some(v) => {
+            body.put_varint(v.len() as i64);
+            body.put_slice(v);
+        }
+    }
+    body.put_uvarint(headers.len() as u64);
+    for h in headers {
+        body.put_uvarint(h.name.len() as u64);
+        body.put_slice(h.name.as_bytes());
+        body.put_uvarint(h.value.len() as u64);
+        body.put_slice(&h.value);
+    }
+    body
+}
+
+/// Encodes a version 2 batch: `header`'s offsets, counts, timestamps and
+/// producer fields over `plain` records, compressed, with length and CRC.
+fn encode(header: &BatchHeader, compression: Compression, plain: &[u8]) -> Result<Batch, BatchError> {
+    if plain.len() > MAX_UNCOMPRESSED {
+        return Err(BatchError::TooLarge(plain.len()));
+    }
+    let compressed;
+    let payload: &[u8] = match compression {
+        Compression::None => plain,
+        Compression::Zstd => {
+            compressed = zstd::bulk::compress(plain, 1).map_err(|e| BatchError::Decompress(e.to_string()))?;
+            &compressed
+        }
+    };
+    let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
+    out.put_i64(header.base_offset);
+    out.put_u32(0); // CRC, filled below
+    out.put_u32((HEADER_LEN - LENGTH_END + payload.len()) as u32);
+    out.put_u8(VERSION);
+    out.put_u8(compression.bits());
+    out.put_u32(header.record_count);
+    out.put_i64(header.first_timestamp);
+    out.put_i64(header.max_timestamp);
+    out.put_i64(header.producer_id);
+    out.put_i16(header.producer_epoch);
+    out.put_i32(header.base_sequence);
+    out.put_u32(plain.len() as u32);
+    out.put_u32(header.last_offset_delta);
+    out.put_slice(payload);
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[8..12].copy_from_slice(&crc.to_be_bytes());
+    Batch::validate(out.freeze())
 }
 
 #[cfg(test)]
@@ -516,6 +658,88 @@ mod tests {
         let h = again.header();
         assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (7, 1, 0));
         assert_eq!(again.records().unwrap(), first.records().unwrap());
+    }
+
+    #[test]
+    fn tombstones_and_gaps_round_trip_and_version_1_is_still_read() {
+        let mut b = BatchBuilder::new(Compression::Zstd).with_producer(3, 0, 10);
+        for i in 0..5u8 {
+            b.push_record(100 + i64::from(i), Some(&[b'k', i % 2]), (i != 3).then_some(&[i][..]), &[]);
+        }
+        let batch = b.build().unwrap().with_base_offset(50);
+        assert_eq!((batch.header().version, batch.last_offset(), batch.header().is_dense()), (2, 54, true));
+        let all = batch.records().unwrap();
+        assert_eq!(all[3].value, None, "a tombstone");
+        assert_eq!(all[4].value.as_deref(), Some(&[4u8][..]));
+
+        // Keep the latest of each key: offsets stay, the batch has gaps.
+        let kept = retain(&batch, |r| r.offset >= 53, false).unwrap().unwrap();
+        let h = kept.header();
+        assert_eq!((h.base_offset, h.record_count, h.last_offset_delta, kept.last_offset()), (50, 2, 4, 54));
+        assert_eq!((h.producer_id, h.base_sequence, h.first_timestamp, h.max_timestamp), (3, 10, 100, 104));
+        assert!(!h.is_dense());
+        assert_eq!(kept.records().unwrap(), all[3..].to_vec());
+        let again = Batch::validate(kept.bytes().clone()).unwrap();
+        assert_eq!(again, kept);
+        // Keeping none: nothing, or a batch that only marks the offsets.
+        assert_eq!(retain(&batch, |_| false, false).unwrap(), None);
+        let marker = retain(&batch, |_| false, true).unwrap().unwrap();
+        assert_eq!((marker.header().record_count, marker.last_offset()), (0, 54));
+        assert!(marker.records().unwrap().is_empty());
+        // Keeping all of a version 2 batch keeps it as it is.
+        assert_eq!(retain(&batch, |_| true, false).unwrap().unwrap(), batch);
+
+        // A version 1 batch, as older agents stored it.
+        let mut v1 = BytesMut::new();
+        let mut payload = Vec::new();
+        for (i, v) in [&b"a"[..], b"bc"].iter().enumerate() {
+            let mut body = Vec::new();
+            body.put_varint(i as i64);
+            body.put_uvarint(i as u64);
+            body.put_varint(-1);
+            body.put_uvarint(v.len() as u64);
+            body.put_slice(v);
+            body.put_uvarint(0);
+            payload.put_uvarint(body.len() as u64);
+            payload.extend_from_slice(&body);
+        }
+        v1.put_i64(7);
+        v1.put_u32(0);
+        v1.put_u32((HEADER_LEN_V1 - LENGTH_END + payload.len()) as u32);
+        v1.put_u8(1);
+        v1.put_u8(0);
+        v1.put_u32(2);
+        v1.put_i64(1000);
+        v1.put_i64(1001);
+        v1.put_i64(-1);
+        v1.put_i16(-1);
+        v1.put_i32(-1);
+        v1.put_u32(payload.len() as u32);
+        v1.put_slice(&payload);
+        let crc = crc32c::crc32c(&v1[CRC_START..]);
+        v1[8..12].copy_from_slice(&crc.to_be_bytes());
+        let old = Batch::validate(v1.freeze()).unwrap();
+        assert_eq!((old.header().version, old.last_offset()), (1, 8));
+        let records = old.records().unwrap();
+        assert_eq!(
+            records.iter().map(|r| (r.offset, r.value.clone().unwrap())).collect::<Vec<_>>(),
+            vec![(7, Bytes::from_static(b"a")), (8, Bytes::from_static(b"bc"))]
+        );
+        // Compaction writes it in version 2.
+        let kept = retain(&old, |r| r.offset == 8, false).unwrap().unwrap();
+        assert_eq!((kept.header().version, kept.last_offset(), kept.records().unwrap()), (2, 8, records[1..].to_vec()));
+    }
+
+    #[test]
+    fn record_counts_beyond_the_offsets_are_refused() {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push(1, None, b"a", &[]);
+        b.push(1, None, b"b", &[]);
+        let mut raw = BytesMut::from(&b.build().unwrap().bytes()[..]);
+        raw[56..60].copy_from_slice(&0u32.to_be_bytes());
+        let crc = crc32c::crc32c(&raw[CRC_START..]);
+        raw[8..12].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(Batch::validate(raw.freeze()), Err(BatchError::Offsets(_))));
     }
 
     #[test]
@@ -553,13 +777,13 @@ mod tests {
             assert_eq!(records.len(), 3);
             assert_eq!(records[0].offset, 42);
             assert_eq!(records[0].key.as_deref(), Some(&b"k1"[..]));
-            assert_eq!(&records[0].value[..], b"hello");
+            assert_eq!(records[0].value.as_deref(), Some(&b"hello"[..]));
             assert_eq!(records[1].timestamp, 999);
             assert_eq!(records[1].key, None);
-            assert_eq!(&records[1].value[..], b"");
+            assert_eq!(records[1].value.as_deref(), Some(&b""[..]));
             assert_eq!(&records[1].headers[0].value[..], b"\x00\xff");
             assert_eq!(records[2].key.as_deref(), Some(&b""[..]));
-            assert_eq!(&records[2].value[..], &[0u8, 1, 2, 255]);
+            assert_eq!(records[2].value.as_deref(), Some(&[0u8, 1, 2, 255][..]));
         }
     }
 
@@ -628,7 +852,7 @@ mod tests {
                 prop_assert_eq!(rec.offset, base + i as i64);
                 prop_assert_eq!(rec.timestamp, *ts);
                 prop_assert_eq!(rec.key.as_deref(), key.as_deref());
-                prop_assert_eq!(&rec.value[..], &value[..]);
+                prop_assert_eq!(rec.value.as_deref(), Some(&value[..]));
                 prop_assert_eq!(rec.headers.len(), headers.len());
             }
         }

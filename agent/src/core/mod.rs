@@ -13,6 +13,7 @@
 //! - [`topic_config`]: topic config keys, their values, and a topic's effective settings.
 //! - [`retention`]: how far a partition's log start may advance.
 //! - [`compaction`]: which runs of small index entries to rewrite into per-partition segments.
+//! - [`key_compaction`]: for `cleanup.policy=compact`, what to clean, when, and which records survive.
 //! - [`gc`]: which objects a bucket sweep checks.
 
 pub mod compaction;
@@ -20,6 +21,7 @@ pub mod flush;
 pub mod gc;
 pub mod groups;
 pub mod handover;
+pub mod key_compaction;
 pub mod ownership;
 pub mod producers;
 pub mod replay;

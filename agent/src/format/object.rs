@@ -64,6 +64,21 @@ impl Builder {
         }
     }
 
+    /// Appends one batch of a key-compacted run: it continues the
+    /// partition's run when it comes after it, gaps allowed.
+    pub fn push_sparse(&mut self, topic_id: u64, partition: u32, batch: &silt_wire::Batch) {
+        let h = batch.header();
+        match self.entries.last_mut() {
+            Some(e) if e.topic_id == topic_id && e.partition == partition && e.last_offset < h.base_offset => {
+                e.len += batch.bytes().len() as u64;
+                e.last_offset = batch.last_offset();
+                e.max_timestamp = e.max_timestamp.max(h.max_timestamp);
+                self.data.extend_from_slice(batch.bytes());
+            }
+            _ => self.push(topic_id, partition, batch),
+        }
+    }
+
     pub fn finish(mut self) -> (Bytes, Vec<Entry>) {
         let footer_start = self.data.len();
         for e in &self.entries {

@@ -1,7 +1,7 @@
 //! Appending a batch to a partition this agent leads.
 
 use bytes::Bytes;
-use silt_wire::Batch;
+use silt_wire::{Batch, BatchError};
 
 use super::{Acks, Service, Ticket};
 use crate::error::ServiceError;
@@ -14,11 +14,23 @@ impl Service {
         if acks == Acks::Local && !self.wal {
             return Err(ServiceError::AcksUnsupported);
         }
-        let part = self.partition(topic, partition).await?;
+        let t = self.topic_state(topic).await?;
+        let part = t.get(partition).ok_or(ServiceError::UnknownPartition {
+            topic: topic.into(),
+            partition,
+            count: t.topic.partitions,
+        })?;
         if batch.len() > self.limits.max_batch_bytes {
             return Err(ServiceError::BatchTooLarge { size: batch.len(), max: self.limits.max_batch_bytes });
         }
         let batch = Batch::validate(batch)?;
+        if !batch.header().is_dense() {
+            // Gaps are what key compaction leaves; a producer's batch has none.
+            return Err(BatchError::Offsets("a produced batch holds one record per offset".into()).into());
+        }
+        if self.topic_config(&t.overrides()).cleanup.compact && batch.records()?.iter().any(|r| r.key.is_none()) {
+            return Err(ServiceError::MissingKey { topic: topic.into() });
+        }
         metrics::add(&self.metrics.produced_batches, 1);
         metrics::add(&self.metrics.produced_records, u64::from(batch.header().record_count));
         metrics::add(&self.metrics.produced_bytes, batch.bytes().len() as u64);

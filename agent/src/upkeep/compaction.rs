@@ -83,23 +83,42 @@ async fn rewrite(up: &Upkeep, part: &Partition, old: &[Segment]) -> Result<Optio
         }
     }
     let (data, runs) = builder.finish();
-    let [run] = runs.as_slice() else {
+    if runs.len() != 1 {
         return Err(ServiceError::Corrupt(format!(
             "{}/{partition}: entries to compact are not contiguous",
             part.topic
         )));
-    };
+    }
+    store_and_swap(up, part, old, data, &runs[0]).await
+}
+
+/// Stores a segment built from the entries `old` (its one run `run`) and
+/// swaps it in for them: the new entry, or None when the swap was refused
+/// (its object is then noted for collection).
+pub async fn store_and_swap(
+    up: &Upkeep,
+    part: &Partition,
+    old: &[Segment],
+    data: bytes::Bytes,
+    run: &object::Entry,
+) -> Result<Option<Segment>, ServiceError> {
+    let partition = part.id.1;
     let now = up.cluster.clock().now_ms();
     let seq = up.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = object::segment_name(up.cluster.agent_id(), now, seq);
+    // It covers exactly the entries it replaces (cleaning may have removed
+    // records at either end; the last batch always stays to mark the end).
     let new = Segment {
-        base_offset: run.base_offset,
-        last_offset: run.last_offset,
+        base_offset: old[0].base_offset,
+        last_offset: old[old.len() - 1].last_offset,
         object: name.clone(),
         start: run.start,
         len: run.len,
         max_timestamp: run.max_timestamp,
     };
+    if run.last_offset != new.last_offset {
+        return Err(ServiceError::Corrupt(format!("{}/{partition}: a rewritten run ends early", part.topic)));
+    }
     failpoint::reached("compaction-before-put");
     let written = data.len() as u64;
     let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
@@ -110,18 +129,13 @@ async fn rewrite(up: &Upkeep, part: &Partition, old: &[Segment]) -> Result<Optio
     metrics::add(&up.metrics.compacted_bytes_written, written);
     failpoint::reached("compaction-before-commit");
     let due = now.saturating_add(up.settings.gc_grace.as_millis() as i64);
-    let outcome = up.catalog.swap_segments(up.cluster.agent_id(), part.epoch, part.id, old, &new, due).await;
-    let swapped = match outcome {
-        Ok(s) => s,
-        Err(e) => {
-            // Perhaps committed after all: the sweep sorts that out (it checks the index).
-            return Err(e.into());
-        }
-    };
+    // An error may hide a swap that went through: the sweep sorts that out
+    // (it checks the index before deleting anything).
+    let swapped = up.catalog.swap_segments(up.cluster.agent_id(), part.epoch, part.id, old, &new, due).await?;
     if swapped != Swapped::Done {
-        tracing::info!(topic = %part.topic, partition = partition, outcome = ?swapped, "a compaction swap was refused; dropping its segment");
+        tracing::info!(topic = %part.topic, partition, outcome = ?swapped, "a compaction swap was refused; dropping its segment");
         metrics::add(&up.metrics.compactions_refused, 1);
-        up.catalog.gc_note(&[name], now).await?;
+        up.catalog.gc_note(&[name], due).await?;
         return Ok(None);
     }
     failpoint::reached("compaction-before-delete");

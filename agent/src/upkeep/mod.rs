@@ -6,7 +6,8 @@
 //!   transaction that notes the objects the removed entries pointed into),
 //!   then [`compaction`]: rewrites runs of small old entries into
 //!   per-partition segments (as `core::compaction` decides) and swaps them
-//!   into the index, fenced the same way.
+//!   into the index, fenced the same way; for key-compacted topics,
+//!   [`key_compaction`] instead keeps each key's latest record.
 //! - [`gc`]: one agent at a time (the owner of the first coordination
 //!   slot) deletes noted objects that nothing points into any more, once
 //!   their grace period has passed, and sweeps the bucket for objects no
@@ -17,6 +18,7 @@
 
 pub mod compaction;
 pub mod gc;
+pub mod key_compaction;
 pub mod partitions;
 
 use std::sync::Arc;
@@ -43,8 +45,10 @@ pub struct Settings {
     /// How old an object nothing ever pointed into must be before it goes.
     pub orphan_age: Duration,
     pub sweep_every: Duration,
-    /// Flush objects older than this are compacted (None: never).
-    pub compaction_min_age: Option<Duration>,
+    /// Flush objects older than this are compacted (when `object_compaction`)
+    /// or, for key-compacted topics, cleaned.
+    pub compaction_min_age: Duration,
+    pub object_compaction: bool,
     pub topic_defaults: TopicConfig,
     pub max_record_bytes: u32,
 }

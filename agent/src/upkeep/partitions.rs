@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use silt_metadata::catalog::{PartitionId, Segment, Trimmed};
 
-use super::{compaction, Upkeep};
+use super::{compaction, key_compaction, Upkeep};
 use crate::cluster::TopicState;
 use crate::core::retention::{trim_to, Span};
 use crate::error::ServiceError;
@@ -56,7 +56,7 @@ impl Partitions {
     async fn tend(&mut self, up: &Upkeep, topic: &TopicState, part: &Partition) -> Result<(), ServiceError> {
         let config = up.settings.topic_defaults.effective(&topic.overrides(), up.settings.max_record_bytes);
         let retains = config.cleanup.delete && (config.retention_ms.is_some() || config.retention_bytes.is_some());
-        let compacts = up.settings.compaction_min_age.is_some();
+        let compacts = up.settings.object_compaction || config.cleanup.compact;
         if !(retains || compacts) || !part.is_leader() {
             self.summaries.remove(&part.id);
             return Ok(());
@@ -83,10 +83,14 @@ impl Partitions {
                 }
             }
         }
-        if let Some(min_age) = up.settings.compaction_min_age {
-            if !compaction::run(up, part, summary, &config, min_age).await? {
-                self.summaries.remove(&part.id);
-            }
+        let min_age = up.settings.compaction_min_age;
+        let holds = match config.cleanup.compact {
+            true => key_compaction::run(up, part, summary, &config, min_age).await?,
+            false if up.settings.object_compaction => compaction::run(up, part, summary, &config, min_age).await?,
+            false => true,
+        };
+        if !holds {
+            self.summaries.remove(&part.id);
         }
         Ok(())
     }

@@ -98,7 +98,7 @@ impl Accumulator {
                 opened: Instant::now(),
             });
             let index = open.builder.len() as i64;
-            open.builder.push(timestamp, record.key.as_deref(), &record.value, &record.headers);
+            open.builder.push_record(timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers);
             open.bytes += size;
             (open.slot.subscribe(), index, index == 0, open.bytes >= self.batch_bytes)
         };

@@ -80,7 +80,8 @@ impl Default for ProducerConfig {
 #[derive(Debug, Clone, Default)]
 pub struct ProducerRecord {
     pub key: Option<Bytes>,
-    pub value: Bytes,
+    /// None: a tombstone, which deletes the key from a key-compacted topic.
+    pub value: Option<Bytes>,
     pub headers: Vec<Header>,
     /// Pins the record to a partition; otherwise the key decides, and
     /// keyless records spread over partitions batch by batch.
@@ -91,7 +92,12 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     pub fn new(value: impl Into<Bytes>) -> Self {
-        ProducerRecord { value: value.into(), ..Default::default() }
+        ProducerRecord { value: Some(value.into()), ..Default::default() }
+    }
+    /// A record with a key and no value: on a key-compacted topic
+    /// (`cleanup.policy=compact`), it deletes the key.
+    pub fn tombstone(key: impl Into<Bytes>) -> Self {
+        ProducerRecord { key: Some(key.into()), ..Default::default() }
     }
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
@@ -240,9 +246,13 @@ impl Producer {
         if inner.stop.is_cancelled() {
             return Err(ClientError::Closed);
         }
-        let size = BatchBuilder::record_size(record.key.as_deref(), &record.value, &record.headers);
+        let size = BatchBuilder::record_size(
+            record.key.as_deref(),
+            record.value.as_deref().unwrap_or_default(),
+            &record.headers,
+        );
         let payload = record.key.as_ref().map_or(0, |k| k.len())
-            + record.value.len()
+            + record.value.as_ref().map_or(0, |v| v.len())
             + record.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
         if payload > inner.max_record_bytes {
             return Err(ClientError::RecordTooLarge { size: payload, max: inner.max_record_bytes });

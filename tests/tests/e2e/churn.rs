@@ -59,7 +59,10 @@ async fn churn(builder: crate::harness::cluster::ClusterBuilder, acks: Acks) {
                         idle_since = None;
                         assert_eq!(r.offset, next[r.partition as usize], "the consumer saw a gap or a repeat");
                         next[r.partition as usize] += 1;
-                        seen.insert((r.partition, r.offset), String::from_utf8(r.value.to_vec()).unwrap());
+                        seen.insert(
+                            (r.partition, r.offset),
+                            String::from_utf8(r.value.clone().unwrap_or_default().to_vec()).unwrap(),
+                        );
                     }
                     Ok(Some(Err(e))) => panic!("the consumer failed: {e}"),
                     Ok(None) => panic!("the consumer's stream ended"),

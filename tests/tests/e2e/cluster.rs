@@ -18,7 +18,7 @@ async fn history_via(c: &TestCluster, via: usize, topic: &str, p: u32) -> Vec<St
     match crate::protocol::exchange(&conn, &request.encode()).await {
         Some(Response::Fetched { batches, .. }) => silt_wire::batch::split(&batches)
             .flat_map(|b| b.unwrap().records().unwrap())
-            .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
+            .map(|r| String::from_utf8(r.value.clone().unwrap_or_default().to_vec()).unwrap())
             .collect(),
         other => panic!("fetch through agent {via}: {other:?}"),
     }

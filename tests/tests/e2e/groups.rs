@@ -365,7 +365,7 @@ async fn a_group_outlives_its_coordinator() {
                     Some(Ok(Received::Record(r))) => consumed.lock().unwrap().push((
                         r.partition,
                         r.offset,
-                        String::from_utf8(r.value.to_vec()).unwrap(),
+                        String::from_utf8(r.value.clone().unwrap_or_default().to_vec()).unwrap(),
                     )),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => panic!("a member failed: {e}"),

@@ -99,7 +99,7 @@ async fn a_batch_sent_again_is_written_once_here_and_after_a_restart() {
     let mut log = Vec::new();
     while log.len() < 7 {
         let r = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
-        log.push((r.offset, String::from_utf8(r.value.to_vec()).unwrap()));
+        log.push((r.offset, String::from_utf8(r.value.clone().unwrap_or_default().to_vec()).unwrap()));
     }
     let expected: Vec<(i64, String)> =
         ["a", "b", "c", "d", "o", "e", "f"].iter().enumerate().map(|(i, v)| (i as i64, v.to_string())).collect();

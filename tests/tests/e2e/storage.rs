@@ -125,7 +125,7 @@ async fn write_rounds(
     for r in rounds {
         for i in 0..per_round {
             let record = ProducerRecord {
-                value: format!("{:<100}", format!("{r}-{i}")).into(),
+                value: Some(format!("{:<100}", format!("{r}-{i}")).into()),
                 partition: Some(0),
                 timestamp: Some(stamp(r)),
                 ..Default::default()
@@ -147,7 +147,10 @@ async fn read_from(client: &Client, topic: &str, from: i64) -> (Vec<(i64, String
     let mut out = Vec::new();
     while out.last().map_or(from, |(o, _)| o + 1) < hw {
         let r = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
-        out.push((r.offset, String::from_utf8(r.value.to_vec()).unwrap().trim_end().to_string()));
+        out.push((
+            r.offset,
+            String::from_utf8(r.value.clone().unwrap_or_default().to_vec()).unwrap().trim_end().to_string(),
+        ));
     }
     (out, stream.skipped())
 }
@@ -343,7 +346,7 @@ async fn write_spread(client: &Client, topic: &str, partitions: u32, rounds: std
             for i in 0..per_partition {
                 let record = ProducerRecord {
                     key: Some(format!("k{p}-{i}").into()),
-                    value: format!("{r}/{p}/{i} {}", "x".repeat((i as usize * 37) % 200)).into(),
+                    value: Some(format!("{r}/{p}/{i} {}", "x".repeat((i as usize * 37) % 200)).into()),
                     headers: vec![Header { name: "round".into(), value: r.to_string().into() }],
                     partition: Some(p),
                     ..Default::default()
@@ -506,4 +509,93 @@ async fn a_compactor_paused_past_its_lease_cannot_swap_the_index() {
     assert_eq!(whole_log(&other, "f", 1).await, want);
     let segments = other.describe_topic("f").await.unwrap();
     assert_eq!(segments.partitions[0].high_watermark, 100);
+}
+
+/// A partition-0 log: (offset, key, value), until a second passes with
+/// nothing more (compaction may have removed its last records).
+async fn keyed_log(client: &Client, topic: &str) -> Vec<(i64, String, Option<bytes::Bytes>)> {
+    let consumer = Consumer::new(client.clone(), topic, ConsumerConfig::default()).await.unwrap();
+    let mut stream = consumer.stream(&[(0, Offset::Earliest)]).await.unwrap();
+    let mut out = Vec::new();
+    while let Ok(next) = tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
+        let next = next.unwrap().unwrap();
+        out.push((next.offset, String::from_utf8(next.key.unwrap().to_vec()).unwrap(), next.value));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_compacted_topic_keeps_the_latest_record_of_each_key() {
+    let c = TestCluster::builder().s3().flags(QUICK_UPKEEP).flags(&["--compaction-min-age", "1s"]).start().await;
+    let client = c.client().await;
+    client.create_topic_with("kv", 1, &[kv("cleanup.policy", "compact")]).await.unwrap();
+
+    // Records without a key are refused, naming the reason.
+    let producer = Producer::new(client.clone(), "kv", ProducerConfig::default()).await.unwrap();
+    let refused = producer.send(ProducerRecord::new("no key")).await.unwrap().await;
+    let e = refused.expect_err("a keyless record on a compacted topic");
+    assert_eq!(e.code(), Some(silt_wire::ErrorCode::MissingKey), "{e}");
+    assert!(e.to_string().contains("every record needs a key"), "{e}");
+    producer.close().await.ok();
+
+    // 100,000 updates over 1,000 keys (offset i updates key i % 1000), then
+    // tombstones: k0..k9 now, k10..k19 stamped two days ago (older than
+    // delete.retention.ms, one day, so they go too).
+    let producer = Producer::new(client.clone(), "kv", ProducerConfig::default()).await.unwrap();
+    let now = now_ms();
+    let mut pending = Vec::new();
+    for i in 0..100_000u32 {
+        let r = ProducerRecord::new(format!("v{i}")).with_key(format!("k{}", i % 1000)).with_timestamp(now);
+        pending.push(producer.send(r).await.unwrap());
+    }
+    for j in 0..20 {
+        let stamp = if j < 10 { now } else { now - 2 * 86_400_000 };
+        pending.push(producer.send(ProducerRecord::tombstone(format!("k{j}")).with_timestamp(stamp)).await.unwrap());
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+    producer.close().await.unwrap();
+    let d = client.describe_topic("kv").await.unwrap();
+    assert_eq!((d.partitions[0].log_start, d.partitions[0].high_watermark), (0, 100_020));
+
+    // One record per live key, at the offset it was written at; the recent
+    // tombstones stay, the old ones and everything they deleted are gone.
+    let mut want: Vec<(i64, String, Option<bytes::Bytes>)> =
+        (20..1000).map(|j| (99_000 + j as i64, format!("k{j}"), Some(format!("v{}", 99_000 + j).into()))).collect();
+    want.extend((0..10).map(|j| (100_000 + j as i64, format!("k{j}"), None)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = keyed_log(&client, "kv").await;
+        if got == want {
+            break;
+        }
+        let first_difference = got.iter().zip(&want).position(|(g, w)| g != w);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not cleaned: {} records, want {}; first difference at {first_difference:?}",
+            got.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(c.stats(0).await["compacted_segments"] >= 1);
+    let d = client.describe_topic("kv").await.unwrap();
+    assert_eq!((d.partitions[0].log_start, d.partitions[0].high_watermark), (0, 100_020));
+    let consumer = Consumer::new(client.clone(), "kv", ConsumerConfig::default()).await.unwrap();
+
+    // Reading from inside a gap starts at the next kept record.
+    let mut from_gap = consumer.stream(&[(0, Offset::At(500))]).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), from_gap.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!((first.offset, first.key.as_deref()), (99_020, Some(&b"k20"[..])));
+
+    // The CLI: a line KEY<sep> with --null-value-on-empty is a tombstone.
+    let agent = c.agent(0);
+    agent.ok(&["produce", "kv", "--key-separator", "=", "--null-value-on-empty"], Some(b"k500=\nk501=new\n"));
+    let out = agent
+        .ok(&["consume", "kv", "--offset", "100020", "--partition", "0", "--print-key", "--max-messages", "2"], None);
+    assert_eq!(String::from_utf8(out).unwrap(), "k500\t\nk501\tnew\n");
+    let mut tail = consumer.stream(&[(0, Offset::At(100_020))]).await.unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(10), tail.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!((t.key.as_deref(), t.value), (Some(&b"k500"[..]), None));
 }

@@ -17,6 +17,7 @@ pub fn code_of(e: &ServiceError) -> ErrorCode {
         ServiceError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
         ServiceError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         ServiceError::InvalidBatch(_) => ErrorCode::InvalidBatch,
+        ServiceError::MissingKey { .. } => ErrorCode::MissingKey,
         ServiceError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
         ServiceError::AcksUnsupported => ErrorCode::InvalidRequest,
         ServiceError::Storage(_) => ErrorCode::StorageUnavailable,

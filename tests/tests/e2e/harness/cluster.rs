@@ -330,7 +330,7 @@ pub async fn read_log(config: ClientConfig, topic: &str, partitions: u32) -> BTr
         let r = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(r.offset, next[r.partition as usize], "offsets are dense and in order");
         next[r.partition as usize] += 1;
-        let v = String::from_utf8(r.value.to_vec()).unwrap();
+        let v = String::from_utf8(r.value.clone().unwrap_or_default().to_vec()).unwrap();
         assert!(values.insert(v.clone()), "{v} is in the log twice");
         log.insert((r.partition, r.offset), v);
     }
