@@ -202,20 +202,26 @@ impl BatchHeader {
         if total < header_len {
             return Err(BatchError::LengthMismatch { declared: total, actual: buf.len() });
         }
-        if header.record_count == 0 && version == 1 {
+        Ok((header, total))
+    }
+
+    /// What a batch's fields must say of themselves, checked once the CRC
+    /// holds (so a damaged byte is reported as damage).
+    fn check(&self) -> Result<(), BatchError> {
+        if self.record_count == 0 && self.version == 1 {
             return Err(BatchError::Empty);
         }
-        if u64::from(header.record_count) > u64::from(header.last_offset_delta) + 1 {
+        if u64::from(self.record_count) > u64::from(self.last_offset_delta) + 1 {
             return Err(BatchError::Offsets(format!(
                 "{} records in {} offsets",
-                header.record_count,
-                u64::from(header.last_offset_delta) + 1
+                self.record_count,
+                u64::from(self.last_offset_delta) + 1
             )));
         }
-        if header.uncompressed_len as usize > MAX_UNCOMPRESSED {
-            return Err(BatchError::TooLarge(header.uncompressed_len as usize));
+        if self.uncompressed_len as usize > MAX_UNCOMPRESSED {
+            return Err(BatchError::TooLarge(self.uncompressed_len as usize));
         }
-        Ok((header, total))
+        Ok(())
     }
 
     /// Bytes before the payload.
@@ -274,6 +280,7 @@ impl Batch {
         if computed != header.crc {
             return Err(BatchError::Crc { stored: header.crc, computed });
         }
+        header.check()?;
         Ok(Batch { header, bytes })
     }
 

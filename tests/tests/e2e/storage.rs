@@ -51,9 +51,13 @@ fn topic_configs_are_set_shown_altered_and_checked() {
     );
     let text = describe("c");
     assert_eq!(text.lines().nth(1), Some("CONFIGS cleanup.policy=compact,delete,retention.ms=-1"), "{text}");
-    let mut big = vec![b'v'; 1001];
+    // Now key-compacted: records need a key, and may be larger.
+    let out = agent.cli_with_input(&["produce", "c"], Some(b"no key\n"));
+    assert!(!out.status.success() && stderr(&out).contains("MISSING_KEY"), "{}", stderr(&out));
+    let mut big = b"k=".to_vec();
+    big.extend(vec![b'v'; 1001]);
     big.push(b'\n');
-    agent.ok(&["produce", "c"], Some(&big));
+    agent.ok(&["produce", "c", "--key-separator", "="], Some(&big));
 
     // Bad keys and values are refused, naming the key; nothing changes.
     let before = describe("c");
