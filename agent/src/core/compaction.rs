@@ -11,7 +11,9 @@
 //! to the object store stay within twice the bytes produced. A group that
 //! could still grow (its run ends at an entry too young) waits until it is
 //! half a segment or its first entry is twice the minimum age old, so slow
-//! partitions get few, larger segments rather than one per pass.
+//! partitions get few, larger segments rather than one per pass; a lone
+//! entry is rewritten too once that old, so that no flush object is kept
+//! whole for one partition's small run.
 
 use std::ops::Range;
 
@@ -59,11 +61,7 @@ pub fn plan(entries: &[Entry], policy: &Policy, now_ms: i64) -> Vec<Range<usize>
             bytes += entries[i].bytes;
             i += 1;
         }
-        if i - start < 2 {
-            // One entry alone gains nothing.
-            i = i.max(start + 1);
-            continue;
-        }
+        i = i.max(start + 1);
         // It stopped because it is full, or because the next entry can never
         // join (compacted or large); or the next is too young (or there is
         // none yet), and then the group may still grow.
@@ -71,7 +69,10 @@ pub fn plan(entries: &[Entry], policy: &Policy, now_ms: i64) -> Vec<Range<usize>
         let closed = entries.get(i).is_some_and(|next| {
             next.compacted || next.bytes >= policy.segment_bytes / 2 || bytes + next.bytes > policy.segment_bytes
         });
-        if full || closed || entries[start].created_ms <= settled {
+        let settled = entries[start].created_ms <= settled;
+        // One entry alone gains a read nothing, but it still holds its
+        // (many-partition) flush object: it goes once settled.
+        if (i - start >= 2 && (full || closed)) || settled {
             groups.push(start..i);
         }
     }
@@ -105,16 +106,18 @@ mod tests {
         let cases: Vec<Case> = vec![
             ("nothing", vec![], vec![]),
             ("young entries wait", vec![e(100, 9_500), e(100, 9_600)], vec![]),
-            ("one old entry alone gains nothing", vec![e(100, 0), e(100, 9_900)], vec![]),
+            ("one entry alone waits while it could still grow", vec![e(100, 8_500), e(100, 9_900)], vec![]),
+            ("...and goes once settled, to free its flush object", vec![e(100, 0), e(100, 9_900)], vec![(0, 1)]),
+            ("one entry between segments, once settled", vec![c(900, 0), e(100, 7_000), c(900, 0)], vec![(1, 2)]),
             (
                 "old entries up to a segment's bytes, then the next group",
                 vec![e(400, 0), e(400, 0), e(400, 0), e(400, 0), e(100, 0)],
                 vec![(0, 2), (2, 5)],
             ),
             (
-                "compacted and large entries stay and split runs",
+                "compacted and large entries stay and split runs (old lone entries go alone)",
                 vec![e(100, 0), c(900, 0), e(100, 0), e(600, 0), e(100, 0), e(100, 0)],
-                vec![(4, 6)],
+                vec![(0, 1), (2, 3), (4, 6)],
             ),
             (
                 "a group that may grow waits while it is young and small",
