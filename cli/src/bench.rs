@@ -8,8 +8,10 @@ use silt_client::{Acks, Client, Compression, Producer, ProducerConfig, ProducerR
 
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
-    /// Produce N records of a given size through the SDK; print MB/s,
-    /// records/s, acknowledgement latency percentiles, and the agent's CPU time.
+    /// Produce records of a given size through the SDK (N producers, a
+    /// count or a duration); print MB/s, records/s, acknowledgement latency
+    /// percentiles, the client's and the agent's CPU time and the agent's
+    /// peak memory (`--json` for one JSON object).
     Produce(ProduceBench),
     /// Read a topic from the beginning twice; print MB/s, object-store GETs
     /// and read-cache hits for each pass.
@@ -33,26 +35,45 @@ pub struct ProduceBench {
     topic: String,
     #[arg(long, default_value_t = 6)]
     partitions: u32,
+    /// Records to send in all (split between the producers).
     #[arg(long, default_value_t = 200_000)]
     records: u64,
+    /// Send for this long instead of a number of records (e.g. 30s).
+    #[arg(long, value_parser = silt_agent::config::parse_duration)]
+    duration: Option<Duration>,
     #[arg(long, default_value_t = 1024)]
     record_bytes: usize,
+    /// Producer clients, each with its own connection, as tasks of this one process.
+    #[arg(long, default_value_t = 1)]
+    producers: u32,
     #[arg(long, default_value = "durable")]
     acks: Acks,
     /// zstd or none. The payload is random bytes, so compression gains nothing.
     #[arg(long, default_value = "none")]
     compression: Compression,
-    /// Send at most this many records per second (0: as fast as possible).
-    /// Latency is only meaningful below saturation: at full speed it measures
-    /// the time records wait in the producer's buffer.
+    /// A partition's batch is sent once it holds this many bytes ...
+    #[arg(long, default_value = "1MiB", value_parser = silt_agent::config::parse_bytes)]
+    batch_bytes: u64,
+    /// ... or this long after its first record.
+    #[arg(long, default_value = "5ms", value_parser = silt_agent::config::parse_duration)]
+    linger: Duration,
+    /// Send at most this many records per second in all (0: as fast as
+    /// possible). Latency is only meaningful below saturation: at full speed
+    /// it measures the time records wait in the producer's buffer.
     #[arg(long, default_value_t = 0)]
     rate: u64,
     /// Send without producer ids and sequence numbers (see `produce --help`).
     #[arg(long)]
     no_idempotence: bool,
-    /// The agent's process id, to report the CPU time it used during the run.
+    /// The agent's process id, to report the CPU time and peak memory it used.
     #[arg(long)]
     agent_pid: Option<u32>,
+    /// Print one JSON object with every figure instead of text.
+    #[arg(long)]
+    json: bool,
+    /// No live status line on stderr (it is off anyway when stderr is not a terminal).
+    #[arg(long)]
+    quiet: bool,
 }
 
 pub async fn run(client: Client, cmd: &BenchCommand) -> anyhow::Result<()> {
@@ -73,99 +94,250 @@ pub(crate) fn cpu_ns(pid: u32) -> Option<u64> {
     Some(ticks * 10_000_000)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
+/// Peak resident memory of a process, in bytes (VmHWM in /proc/PID/status).
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// Acknowledgement latencies in microseconds, shared by the producers.
+type Latencies = std::sync::Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>;
+
+/// Sends records until `records` are sent (or `until` passes), waiting for
+/// acknowledgements once per batch (records of a batch are acknowledged
+/// together), and records each record's send-to-ack latency. Returns how
+/// many it sent.
+async fn produce_one(
+    producer: Producer,
+    payload: Bytes,
+    (records, until): (u64, Option<Instant>),
+    rate: f64,
+    latencies: Latencies,
+    progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let mut waiters = tokio::task::JoinSet::new();
+    // The batch being filled: its first record's delivery and each record's send time.
+    let mut group: Option<(silt_client::Delivery, Vec<Instant>)> = None;
+    let wait = |delivery: silt_client::Delivery, times: Vec<Instant>, latencies: Latencies| async move {
+        delivery.await?;
+        let acked = Instant::now();
+        let mut h = latencies.lock().expect("latency lock");
+        for t in times {
+            let _ = h.record((acked - t).as_micros() as u64);
+        }
+        anyhow::Ok(())
+    };
+    let mut sent = 0u64;
+    while sent < records && until.is_none_or(|u| Instant::now() < u) {
+        if rate > 0.0 && sent % 64 == 0 {
+            let due = started + Duration::from_secs_f64(sent as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let at = Instant::now();
+        let delivery = producer.send(ProducerRecord::new(payload.clone())).await?;
+        sent += 1;
+        match &mut group {
+            Some((first, times)) if first.same_batch(&delivery) => times.push(at),
+            _ => {
+                if let Some((first, times)) = group.replace((delivery, vec![at])) {
+                    waiters.spawn(wait(first, times, latencies.clone()));
+                }
+            }
+        }
+        if sent % 1024 == 0 {
+            progress.fetch_add(1024, std::sync::atomic::Ordering::Relaxed);
+            while let Some(done) = waiters.try_join_next() {
+                done??;
+            }
+        }
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    if let Some((first, times)) = group {
+        waiters.spawn(wait(first, times, latencies.clone()));
+    }
+    while let Some(done) = waiters.join_next().await {
+        done??;
+    }
+    producer.close().await?;
+    Ok(sent)
 }
 
 async fn produce(client: Client, b: &ProduceBench) -> anyhow::Result<()> {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
     if client.describe_topic(&b.topic).await.is_err() {
         client.create_topic(&b.topic, b.partitions).await.context("creating the bench topic")?;
     }
+    let partitions = client.describe_topic(&b.topic).await?.partitions.len();
     let config = ProducerConfig {
         acks: b.acks,
         compression: b.compression,
         idempotence: !b.no_idempotence,
+        batch_bytes: b.batch_bytes as usize,
+        linger: b.linger,
         ..Default::default()
     };
-    let producer = std::sync::Arc::new(Producer::new(client.clone(), &b.topic, config).await?);
+    let n = b.producers.max(1);
+    let mut producers = Vec::new();
+    for _ in 0..n {
+        // Each producer with its own connection.
+        let own = Client::connect(client.config().clone()).await?;
+        producers.push(Producer::new(own, &b.topic, config.clone()).await?);
+    }
     let mut payload = vec![0u8; b.record_bytes];
     for (i, byte) in payload.iter_mut().enumerate() {
         *byte = (i as u32).wrapping_mul(2654435761).to_be_bytes()[0];
     }
     let payload = Bytes::from(payload);
+    let latencies: Latencies =
+        Arc::new(std::sync::Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)?));
+    let progress = Arc::new(AtomicU64::new(0));
     let stats_before = counters(&client).await?;
     let cpu_before = b.agent_pid.and_then(cpu_ns);
+    let client_cpu_before = cpu_ns(std::process::id());
     let started = Instant::now();
-    // Latency is measured per record, from send to acknowledgement.
-    let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut waiters = tokio::task::JoinSet::new();
-    for i in 0..b.records {
-        if b.rate > 0 && i % 64 == 0 {
-            let due = started + Duration::from_secs_f64(i as f64 / b.rate as f64);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let sent_at = Instant::now();
-        let delivery = producer.send(ProducerRecord::new(payload.clone())).await?;
-        let tx = lat_tx.clone();
-        waiters.spawn(async move {
-            let r = delivery.await;
-            let _ = tx.send(sent_at.elapsed());
-            r.map(|_| ())
-        });
-        while let Some(done) = waiters.try_join_next() {
-            done??;
-        }
+    let until = b.duration.map(|d| started + d);
+    let per = if b.duration.is_some() { u64::MAX } else { b.records.div_ceil(u64::from(n)) };
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, producer) in producers.into_iter().enumerate() {
+        let records = if b.duration.is_some() { per } else { per.min(b.records.saturating_sub(per * i as u64)) };
+        let rate = b.rate as f64 / f64::from(n);
+        tasks.spawn(produce_one(
+            producer,
+            payload.clone(),
+            (records, until),
+            rate,
+            latencies.clone(),
+            progress.clone(),
+        ));
     }
-    while let Some(done) = waiters.join_next().await {
-        done??;
+    let status = live_status(!b.quiet, progress.clone(), b.record_bytes, latencies.clone());
+    let mut sent = 0u64;
+    while let Some(done) = tasks.join_next().await {
+        sent += done??;
     }
-    producer.flush().await?;
+    status.abort();
     let elapsed = started.elapsed();
     let cpu_after = b.agent_pid.and_then(cpu_ns);
-    drop(lat_tx);
-    let mut lat = Vec::with_capacity(b.records as usize);
-    while let Some(d) = lat_rx.recv().await {
-        lat.push(d);
-    }
-    lat.sort();
-    let bytes = b.records as f64 * b.record_bytes as f64;
-    println!(
-        "produce bench: {} records x {} B, acks={:?}, {} partitions",
-        b.records, b.record_bytes, b.acks, b.partitions
-    );
-    println!("  elapsed      {:.2} s", elapsed.as_secs_f64());
-    println!(
-        "  throughput   {:.1} MB/s, {:.0} records/s",
-        bytes / elapsed.as_secs_f64() / 1e6,
-        b.records as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "  ack latency  p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms, max {:.1} ms",
-        percentile(&lat, 0.50).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3,
-        percentile(&lat, 0.999).as_secs_f64() * 1e3,
-        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
-    );
+    let client_cpu = cpu_ns(std::process::id()).zip(client_cpu_before).map(|(a, b)| (a - b) as f64 / 1e9);
+    let h = latencies.lock().expect("latency lock").clone();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    let bytes = sent as f64 * b.record_bytes as f64;
     let stats = delta(&stats_before, &counters(&client).await?);
     let objects = stats.get("objects_written").copied().unwrap_or(0);
     let written = stats.get("object_bytes_written").copied().unwrap_or(0);
+    let agent_cpu = cpu_before.zip(cpu_after).map(|(a, b)| (b - a) as f64 / 1e9);
+    let figures = Figures {
+        mb_per_s: bytes / elapsed.as_secs_f64() / 1e6,
+        records_per_s: sent as f64 / elapsed.as_secs_f64(),
+        p50_ms: ms(0.50),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: h.max() as f64 / 1e3,
+        agent_cpu_s: agent_cpu,
+        mib_per_agent_cpu_s: agent_cpu.map(|c| bytes / (1 << 20) as f64 / c.max(1e-9)),
+        client_cpu_s: client_cpu,
+        agent_peak_rss_mib: b.agent_pid.and_then(peak_rss).map(|r| r as f64 / (1 << 20) as f64),
+        puts_per_gib: objects as f64 / (bytes / (1u64 << 30) as f64),
+    };
+    if b.json {
+        println!("{}", figures.json());
+        return Ok(());
+    }
+    println!(
+        "produce bench: {sent} records x {} B, acks={:?}, {partitions} partitions, {n} producer(s)",
+        b.record_bytes, b.acks
+    );
+    println!("  elapsed      {:.2} s", elapsed.as_secs_f64());
+    println!("  throughput   {:.1} MB/s, {:.0} records/s", figures.mb_per_s, figures.records_per_s);
+    println!(
+        "  ack latency  p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms, max {:.1} ms",
+        figures.p50_ms, figures.p99_ms, figures.p999_ms, figures.max_ms
+    );
     println!(
         "  objects      {objects} PUTs for {:.1} MiB stored: {:.0} PUTs per GiB written",
         written as f64 / (1 << 20) as f64,
-        objects as f64 / (bytes / (1u64 << 30) as f64)
+        figures.puts_per_gib
     );
     if let Some(fsyncs) = stats.get("wal_fsyncs").filter(|n| **n > 0) {
-        println!("  WAL          {fsyncs} fsyncs ({:.0} records per fsync)", b.records as f64 / *fsyncs as f64);
+        println!("  WAL          {fsyncs} fsyncs ({:.0} records per fsync)", sent as f64 / *fsyncs as f64);
     }
-    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-        let cpu = (after - before) as f64 / 1e9;
-        println!("  agent CPU    {cpu:.2} s ({:.1} MB per CPU-second)", bytes / 1e6 / cpu.max(1e-9));
+    if let Some(cpu) = client_cpu {
+        println!("  client CPU   {cpu:.2} s ({:.1} MB per CPU-second)", bytes / 1e6 / cpu.max(1e-9));
+    }
+    if let Some(cpu) = agent_cpu {
+        println!("  agent CPU    {cpu:.2} s ({:.1} MiB per CPU-second)", bytes / (1 << 20) as f64 / cpu.max(1e-9));
+    }
+    if let Some(rss) = figures.agent_peak_rss_mib {
+        println!("  agent RSS    peak {rss:.0} MiB");
     }
     Ok(())
+}
+
+/// A benchmark's figures, printed as JSON with `--json`.
+struct Figures {
+    mb_per_s: f64,
+    records_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+    agent_cpu_s: Option<f64>,
+    mib_per_agent_cpu_s: Option<f64>,
+    client_cpu_s: Option<f64>,
+    agent_peak_rss_mib: Option<f64>,
+    puts_per_gib: f64,
+}
+
+impl Figures {
+    fn json(&self) -> String {
+        let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
+        let fields = [
+            ("mb_per_s", format!("{:.3}", self.mb_per_s)),
+            ("records_per_s", format!("{:.1}", self.records_per_s)),
+            ("p50_ms", format!("{:.3}", self.p50_ms)),
+            ("p99_ms", format!("{:.3}", self.p99_ms)),
+            ("p999_ms", format!("{:.3}", self.p999_ms)),
+            ("max_ms", format!("{:.3}", self.max_ms)),
+            ("agent_cpu_s", opt(self.agent_cpu_s)),
+            ("mib_per_agent_cpu_s", opt(self.mib_per_agent_cpu_s)),
+            ("client_cpu_s", opt(self.client_cpu_s)),
+            ("agent_peak_rss_mib", opt(self.agent_peak_rss_mib)),
+            ("puts_per_gib", format!("{:.1}", self.puts_per_gib)),
+        ];
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+        format!("{{{}}}", body.join(", "))
+    }
+}
+
+/// Once a second on stderr (when it is a terminal and `on`): records/s,
+/// MB/s and the p99 so far.
+fn live_status(
+    on: bool,
+    progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    record_bytes: usize,
+    latencies: Latencies,
+) -> tokio::task::JoinHandle<()> {
+    use std::io::IsTerminal;
+    let on = on && std::io::stderr().is_terminal();
+    tokio::spawn(async move {
+        if !on {
+            return;
+        }
+        let mut last = 0u64;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = progress.load(std::sync::atomic::Ordering::Relaxed);
+            let p99 = latencies.lock().expect("latency lock").value_at_quantile(0.99) as f64 / 1e3;
+            let rate = now - last;
+            last = now;
+            eprint!(
+                "\r  {rate} records/s, {:.1} MB/s, p99 {p99:.1} ms so far      ",
+                rate as f64 * record_bytes as f64 / 1e6
+            );
+        }
+    })
 }
 
 async fn counters(client: &Client) -> anyhow::Result<std::collections::HashMap<String, u64>> {

@@ -137,6 +137,12 @@ impl Delivery {
     pub fn partition(&self) -> u32 {
         self.partition
     }
+
+    /// Whether two records went in the same batch (so they are
+    /// acknowledged together): lets a caller wait once per batch.
+    pub fn same_batch(&self, other: &Delivery) -> bool {
+        self.slot.same_channel(&other.slot)
+    }
 }
 
 impl IntoFuture for Delivery {

@@ -279,3 +279,55 @@ fn defaults_need_no_flags_on_one_machine() {
     signal(agent.id(), "TERM");
     assert!(agent.wait().unwrap().success());
 }
+
+#[test]
+fn bench_produce_reports_every_figure_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(&dir.path().join("a"), &[]);
+    let pid = agent.child.id().to_string();
+    let out = agent.ok(
+        &[
+            "bench",
+            "produce",
+            "--records",
+            "3000",
+            "--producers",
+            "2",
+            "--partitions",
+            "3",
+            "--json",
+            "--agent-pid",
+            &pid,
+        ],
+        None,
+    );
+    let text = String::from_utf8(out).unwrap();
+    let line = text.trim();
+    assert!(line.starts_with('{') && line.ends_with('}') && !line.contains('\n'), "{text}");
+    for key in [
+        "mb_per_s",
+        "records_per_s",
+        "p50_ms",
+        "p99_ms",
+        "p999_ms",
+        "max_ms",
+        "agent_cpu_s",
+        "mib_per_agent_cpu_s",
+        "client_cpu_s",
+        "agent_peak_rss_mib",
+        "puts_per_gib",
+    ] {
+        let at = line.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("{key} missing in {line}"));
+        let value = line[at + key.len() + 4..].split([',', '}']).next().unwrap().trim();
+        assert!(value.parse::<f64>().is_ok_and(|v| v >= 0.0), "{key} = {value}");
+    }
+    // Every record was written: two producers of 1,500 each.
+    let d = agent.ok(&["topic", "describe", "bench"], None);
+    let total: i64 = String::from_utf8(d)
+        .unwrap()
+        .lines()
+        .skip(3)
+        .filter_map(|l| l.split_whitespace().last()?.parse::<i64>().ok())
+        .sum();
+    assert_eq!(total, 3000);
+}
