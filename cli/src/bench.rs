@@ -131,7 +131,7 @@ async fn produce_one(
     };
     let mut sent = 0u64;
     while sent < records && until.is_none_or(|u| Instant::now() < u) {
-        if rate > 0.0 && sent % 64 == 0 {
+        if rate > 0.0 && sent.is_multiple_of(64) {
             let due = started + Duration::from_secs_f64(sent as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
@@ -146,7 +146,7 @@ async fn produce_one(
                 }
             }
         }
-        if sent % 1024 == 0 {
+        if sent.is_multiple_of(1024) {
             progress.fetch_add(1024, std::sync::atomic::Ordering::Relaxed);
             while let Some(done) = waiters.try_join_next() {
                 done??;
