@@ -433,15 +433,8 @@ pub fn retain(
     }
     let mut payload = Vec::new();
     for r in &kept {
-        let body = encode_record(
-            r.timestamp.wrapping_sub(h.first_timestamp),
-            (r.offset - h.base_offset) as u64,
-            r.key.as_deref(),
-            r.value.as_deref(),
-            &r.headers,
-        );
-        payload.put_uvarint(body.len() as u64);
-        payload.extend_from_slice(&body);
+        let (ts, delta) = (r.timestamp.wrapping_sub(h.first_timestamp), (r.offset - h.base_offset) as u64);
+        put_record(&mut payload, ts, delta, r.key.as_deref(), r.value.as_deref(), &r.headers);
     }
     let header = BatchHeader { record_count: kept.len() as u32, ..h };
     encode(&header, h.compression, &payload).map(Some)
@@ -476,7 +469,9 @@ pub fn split(bytes: &Bytes) -> impl Iterator<Item = Result<Batch, BatchError>> +
 #[derive(Debug, Clone)]
 pub struct BatchBuilder {
     compression: Compression,
-    payload: Vec<u8>,
+    /// Room for the header, then the records: without compression the
+    /// batch is built in place, its payload never copied.
+    payload: BytesMut,
     count: u32,
     first_timestamp: i64,
     max_timestamp: i64,
@@ -487,9 +482,11 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(compression: Compression) -> Self {
+        let mut payload = BytesMut::new();
+        payload.resize(HEADER_LEN, 0);
         BatchBuilder {
             compression,
-            payload: Vec::new(),
+            payload,
             count: 0,
             first_timestamp: 0,
             max_timestamp: i64::MIN,
@@ -539,10 +536,8 @@ impl BatchBuilder {
             self.first_timestamp = timestamp;
         }
         self.max_timestamp = self.max_timestamp.max(timestamp);
-        let body =
-            encode_record(timestamp.wrapping_sub(self.first_timestamp), u64::from(self.count), key, value, headers);
-        self.payload.put_uvarint(body.len() as u64);
-        self.payload.extend_from_slice(&body);
+        let delta = timestamp.wrapping_sub(self.first_timestamp);
+        put_record(&mut self.payload, delta, u64::from(self.count), key, value, headers);
         self.count += 1;
     }
 
@@ -556,7 +551,7 @@ impl BatchBuilder {
 
     /// Uncompressed bytes buffered so far.
     pub fn size(&self) -> usize {
-        self.payload.len()
+        self.payload.len() - HEADER_LEN
     }
 
     /// Encodes the batch with base offset 0 (the agent stamps the real one).
@@ -579,43 +574,60 @@ impl BatchBuilder {
             uncompressed_len: 0,
             last_offset_delta: self.count - 1,
         };
-        encode(&header, self.compression, &self.payload)
+        match self.compression {
+            Compression::None => {
+                let plain = self.payload.len() - HEADER_LEN;
+                if plain > MAX_UNCOMPRESSED {
+                    return Err(BatchError::TooLarge(plain));
+                }
+                Ok(seal(self.payload, header, Compression::None, plain))
+            }
+            Compression::Zstd => encode(&header, self.compression, &self.payload[HEADER_LEN..]),
+        }
     }
 }
 
-/// One record's body (after its length), in the version 2 layout.
-fn encode_record(
+/// Appends one record (its length, then its body) in the version 2
+/// layout, straight into `out`: no buffer of its own.
+fn put_record(
+    out: &mut impl WriteExt,
     timestamp_delta: i64,
     offset_delta: u64,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
     headers: &[Header],
-) -> Vec<u8> {
-    let mut body = Vec::with_capacity(BatchBuilder::record_size(key, value.unwrap_or_default(), headers));
-    body.put_varint(timestamp_delta);
-    body.put_uvarint(offset_delta);
-    match key {
-        None => body.put_varint(-1),
-        Some(k) => {
-            body.put_varint(k.len() as i64);
-            body.put_slice(k);
+) {
+    let bytes_len = |b: Option<&[u8]>| b.map_or(varint_len(-1), |b| varint_len(b.len() as i64) + b.len());
+    let body = varint_len(timestamp_delta)
+        + uvarint_len(offset_delta)
+        + bytes_len(key)
+        + bytes_len(value)
+        + uvarint_len(headers.len() as u64)
+        + headers
+            .iter()
+            .map(|h| {
+                uvarint_len(h.name.len() as u64) + h.name.len() + uvarint_len(h.value.len() as u64) + h.value.len()
+            })
+            .sum::<usize>();
+    out.put_uvarint(body as u64);
+    out.put_varint(timestamp_delta);
+    out.put_uvarint(offset_delta);
+    for b in [key, value] {
+        match b {
+            None => out.put_varint(-1),
+            Some(b) => {
+                out.put_varint(b.len() as i64);
+                out.put_slice(b);
+            }
         }
     }
-    match value {
-        None => body.put_varint(-1),
-        Some(v) => {
-            body.put_varint(v.len() as i64);
-            body.put_slice(v);
-        }
-    }
-    body.put_uvarint(headers.len() as u64);
+    out.put_uvarint(headers.len() as u64);
     for h in headers {
-        body.put_uvarint(h.name.len() as u64);
-        body.put_slice(h.name.as_bytes());
-        body.put_uvarint(h.value.len() as u64);
-        body.put_slice(&h.value);
+        out.put_uvarint(h.name.len() as u64);
+        out.put_slice(h.name.as_bytes());
+        out.put_uvarint(h.value.len() as u64);
+        out.put_slice(&h.value);
     }
-    body
 }
 
 /// Encodes a version 2 batch: `header`'s offsets, counts, timestamps and
@@ -624,32 +636,42 @@ fn encode(header: &BatchHeader, compression: Compression, plain: &[u8]) -> Resul
     if plain.len() > MAX_UNCOMPRESSED {
         return Err(BatchError::TooLarge(plain.len()));
     }
-    let compressed;
-    let payload: &[u8] = match compression {
-        Compression::None => plain,
+    let mut out = BytesMut::with_capacity(HEADER_LEN + plain.len());
+    out.resize(HEADER_LEN, 0);
+    match compression {
+        Compression::None => out.extend_from_slice(plain),
         Compression::Zstd => {
-            compressed = zstd::bulk::compress(plain, 1).map_err(|e| BatchError::Decompress(e.to_string()))?;
-            &compressed
+            let compressed = zstd::bulk::compress(plain, 1).map_err(|e| BatchError::Decompress(e.to_string()))?;
+            out.extend_from_slice(&compressed);
         }
-    };
-    let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
-    out.put_i64(header.base_offset);
-    out.put_u32(0); // CRC, filled below
-    out.put_u32((HEADER_LEN - LENGTH_END + payload.len()) as u32);
-    out.put_u8(VERSION);
-    out.put_u8(compression.bits());
-    out.put_u32(header.record_count);
-    out.put_i64(header.first_timestamp);
-    out.put_i64(header.max_timestamp);
-    out.put_i64(header.producer_id);
-    out.put_i16(header.producer_epoch);
-    out.put_i32(header.base_sequence);
-    out.put_u32(plain.len() as u32);
-    out.put_u32(header.last_offset_delta);
-    out.put_slice(payload);
+    }
+    Ok(seal(out, *header, compression, plain.len()))
+}
+
+/// Fills in the header at the front of `out` (header room, then the
+/// payload as stored) and its CRC: a batch as valid as [`Batch::validate`]
+/// would find it, without reading it again.
+fn seal(mut out: BytesMut, header: BatchHeader, compression: Compression, plain_len: usize) -> Batch {
+    let length = (out.len() - LENGTH_END) as u32;
+    let mut h = &mut out[..HEADER_LEN];
+    h.put_i64(header.base_offset);
+    h.put_u32(0); // CRC, filled below
+    h.put_u32(length);
+    h.put_u8(VERSION);
+    h.put_u8(compression.bits());
+    h.put_u32(header.record_count);
+    h.put_i64(header.first_timestamp);
+    h.put_i64(header.max_timestamp);
+    h.put_i64(header.producer_id);
+    h.put_i16(header.producer_epoch);
+    h.put_i32(header.base_sequence);
+    h.put_u32(plain_len as u32);
+    h.put_u32(header.last_offset_delta);
     let crc = crc32c::crc32c(&out[CRC_START..]);
     out[8..12].copy_from_slice(&crc.to_be_bytes());
-    Batch::validate(out.freeze())
+    let header =
+        BatchHeader { crc, length, version: VERSION, compression, uncompressed_len: plain_len as u32, ..header };
+    Batch { header, bytes: out.freeze() }
 }
 
 #[cfg(test)]

@@ -23,13 +23,13 @@ mod inflight;
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use silt_wire::{Acks, BatchBuilder, Compression, Header, PRODUCER_WINDOW};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -172,8 +172,10 @@ struct Inner {
     producer_id: i64,
     accumulator: Accumulator,
     memory: Arc<Semaphore>,
-    /// Records sent to `send` and not yet resolved.
-    outstanding: watch::Sender<u64>,
+    /// Records sent to `send` and not yet resolved: counted without waking
+    /// anyone; `drained` wakes `flush` when it comes down to zero.
+    outstanding: AtomicU64,
+    drained: Notify,
     /// Batches kept by the senders (sent and not yet settled, or behind one
     /// that is not).
     flights: watch::Sender<usize>,
@@ -223,7 +225,8 @@ impl Producer {
             max_record_bytes,
             accumulator: Accumulator::new(partitions, config.compression, config.batch_bytes, config.linger),
             memory: Arc::new(Semaphore::new(buffer)),
-            outstanding: watch::Sender::new(0),
+            outstanding: AtomicU64::new(0),
+            drained: Notify::new(),
             flights: watch::Sender::new(0),
             kept_bytes: AtomicUsize::new(0),
             first_error: Mutex::new(None),
@@ -277,7 +280,7 @@ impl Producer {
         };
         let permits = u32::try_from(size).unwrap_or(u32::MAX);
         inner.memory.acquire_many(permits).await.map_err(|_| ClientError::Closed)?.forget();
-        inner.outstanding.send_modify(|n| *n += 1);
+        inner.outstanding.fetch_add(1, Ordering::SeqCst);
         let ts = record.timestamp.unwrap_or_else(now_ms);
         let appended = inner.accumulator.append(p, &record, size, ts);
         Ok(Delivery { slot: appended.slot, partition: p, index: appended.index })
@@ -291,10 +294,17 @@ impl Producer {
     pub async fn flush(&self) -> Result<(), ClientError> {
         let inner = &self.inner;
         inner.accumulator.start_flush();
-        let mut rx = inner.outstanding.subscribe();
-        let waited = rx.wait_for(|n| *n == 0).await.map(|_| ());
+        loop {
+            let drained = inner.drained.notified();
+            tokio::pin!(drained);
+            // Registered before looking, so a wake-up in between is not missed.
+            drained.as_mut().enable();
+            if inner.outstanding.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            drained.await;
+        }
         inner.accumulator.end_flush();
-        waited.map_err(|_| ClientError::Closed)?;
         match inner.first_error.lock().expect("error lock").take() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -336,5 +346,7 @@ fn resolve(
     }
     slot.send_replace(Some(outcome));
     inner.memory.add_permits(bytes);
-    inner.outstanding.send_modify(|n| *n -= records);
+    if inner.outstanding.fetch_sub(records, Ordering::SeqCst) == records {
+        inner.drained.notify_waiters();
+    }
 }
