@@ -207,7 +207,8 @@ impl Client {
     /// Opens a stream and sends one request on it.
     pub(crate) async fn open(&self, request: &Request) -> Result<ResponseStream, ClientError> {
         let (mut send, recv) = self.conn.open_bi().await.map_err(|e| self.lost(e))?;
-        send.write_all(&request.encode()).await.map_err(|e| self.lost(e))?;
+        let mut chunks = request.encode_chunks();
+        send.write_all_chunks(&mut chunks).await.map_err(|e| self.lost(e))?;
         let _ = send.finish();
         Ok(ResponseStream { recv, client: self.clone() })
     }

@@ -482,7 +482,12 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(compression: Compression) -> Self {
-        let mut payload = BytesMut::new();
+        Self::with_capacity(compression, 0)
+    }
+
+    /// A builder whose buffer has room for `bytes` of records before it grows.
+    pub fn with_capacity(compression: Compression, bytes: usize) -> Self {
+        let mut payload = BytesMut::with_capacity(HEADER_LEN + bytes);
         payload.resize(HEADER_LEN, 0);
         BatchBuilder {
             compression,

@@ -65,7 +65,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::buf::{DecodeError, Reader, WriteExt};
 use crate::code::ErrorCode;
-use crate::frame::Frame;
+use crate::frame::{self, Frame};
 use crate::group::{
     read_offsets, read_pairs, read_strings, GroupAssignment, GroupDescription, GroupHeartbeat, GroupInfo, OffsetCommit,
     ResetTo, TopicOffset,
@@ -308,6 +308,24 @@ impl Request {
             Request::DescribeGroup { .. } => kind::DESCRIBE_GROUP,
             Request::ResetOffsets { .. } => kind::RESET_OFFSETS,
             Request::DeleteGroup { .. } => kind::DELETE_GROUP,
+        }
+    }
+
+    /// The whole frame as chunks to write in order: a produce request's
+    /// batch is its own chunk, shared rather than copied.
+    pub fn encode_chunks(&self) -> Vec<Bytes> {
+        match self {
+            Request::Produce { topic, partition, acks, batch } => {
+                let topic = clip(topic);
+                let fields = 2 + topic.len() + 4 + 1;
+                let mut head = BytesMut::with_capacity(frame::PREFIX_LEN + frame::HEAD_LEN + fields);
+                Frame::put_head(&mut head, kind::PRODUCE, fields + batch.len());
+                head.put_string(topic);
+                head.put_u32(*partition);
+                head.put_u8(acks.to_u8());
+                vec![head.freeze(), batch.clone()]
+            }
+            other => vec![other.encode()],
         }
     }
 
@@ -732,6 +750,8 @@ mod tests {
     fn every_message_round_trips() {
         for req in requests() {
             assert_eq!(Request::decode(&unframe(&req.encode())).unwrap(), req);
+            // The chunks a client writes are the same bytes.
+            assert_eq!(req.encode_chunks().concat(), req.encode().to_vec(), "{req:?}");
         }
         for resp in responses() {
             assert_eq!(Response::decode(&unframe(&resp.encode())).unwrap(), resp);

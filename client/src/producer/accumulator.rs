@@ -92,7 +92,8 @@ impl Accumulator {
                 b.sealed.push_back(full);
             }
             let open = b.open.get_or_insert_with(|| Open {
-                builder: BatchBuilder::new(self.compression),
+                // Room for a full batch: it is never copied as it grows.
+                builder: BatchBuilder::with_capacity(self.compression, self.batch_bytes + 4096),
                 slot: watch::Sender::new(None),
                 bytes: 0,
                 opened: Instant::now(),
