@@ -16,6 +16,13 @@ pub enum BenchCommand {
     /// Read a topic from the beginning twice; print MB/s, object-store GETs
     /// and read-cache hits for each pass.
     Read(ReadBench),
+    /// Catch-up reads of a topic from the beginning by N consumers at once
+    /// (each its own connection), pass after pass: MB/s, records/s, GETs
+    /// per GiB and the cache hit ratio of each pass.
+    Consume(ConsumeBench),
+    /// A producer at a fixed --rate while a consumer follows the tail: the
+    /// latency from send to the consumer seeing the record.
+    E2e(E2eBench),
     /// Consumer-group coordination: joins, heartbeats at rest, offset
     /// commits per second, rebalance times (members simulated with the
     /// group protocol, no record fetches).
@@ -80,6 +87,8 @@ pub async fn run(client: Client, cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Produce(b) => produce(client, b).await,
         BenchCommand::Read(b) => read(client, b).await,
+        BenchCommand::Consume(b) => consume(client, b).await,
+        BenchCommand::E2e(b) => e2e(client, b).await,
         BenchCommand::Groups(b) => crate::bench_groups::run(client, b).await,
     }
 }
@@ -378,6 +387,185 @@ async fn read(client: Client, b: &ReadBench) -> anyhow::Result<()> {
             bytes as f64 / elapsed.as_secs_f64() / 1e6,
             n as f64 / elapsed.as_secs_f64(),
             100.0 * (hits + recent) as f64 / reads as f64
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ConsumeBench {
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Consumers, each with its own connection, sharing the partitions.
+    #[arg(long, default_value_t = 1)]
+    consumers: u32,
+    /// Times to read the topic from the beginning (the second pass shows the read cache).
+    #[arg(long, default_value_t = 2)]
+    passes: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct E2eBench {
+    /// Topic to write and follow (created with --partitions if missing).
+    #[arg(long, default_value = "bench-e2e")]
+    topic: String,
+    #[arg(long, default_value_t = 6)]
+    partitions: u32,
+    /// Records per second the producer sends.
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
+    #[arg(long, default_value = "10s", value_parser = silt_agent::config::parse_duration)]
+    duration: Duration,
+    #[arg(long, default_value_t = 1024)]
+    record_bytes: usize,
+    #[arg(long, default_value = "durable")]
+    acks: Acks,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Nanoseconds since the Unix epoch: producer and consumer share the host's clock.
+fn epoch_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Catch-up reads of a whole topic by N consumers at once, pass after pass.
+async fn consume(client: Client, b: &ConsumeBench) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use silt_client::{Consumer, ConsumerConfig, Offset};
+    let description = client.describe_topic(&b.topic).await?;
+    let partitions = description.partitions.len() as u32;
+    let n = b.consumers.clamp(1, partitions.max(1));
+    if !b.json {
+        let total: i64 = description.partitions.iter().map(|p| p.high_watermark - p.log_start).sum();
+        println!("consume bench: topic {} ({total} records, {partitions} partitions), {n} consumer(s)", b.topic);
+    }
+    for pass in 1..=b.passes {
+        let before = counters(&client).await?;
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..n {
+            let own = Client::connect(client.config().clone()).await?;
+            let mine: Vec<(u32, Offset, i64)> = description
+                .partitions
+                .iter()
+                .filter(|p| p.partition % n == c)
+                .map(|p| (p.partition, Offset::Earliest, p.high_watermark - p.log_start))
+                .collect();
+            let topic = b.topic.clone();
+            tasks.spawn(async move {
+                let consumer = Consumer::new(own, &topic, ConsumerConfig::default()).await?;
+                let total: i64 = mine.iter().map(|m| m.2).sum();
+                let assignments: Vec<(u32, Offset)> = mine.iter().map(|m| (m.0, m.1)).collect();
+                let mut stream = consumer.stream(&assignments).await?;
+                let (mut records, mut bytes) = (0i64, 0u64);
+                while records < total {
+                    let r = stream.next().await.context("the stream ended early")??;
+                    bytes += r.value.as_ref().map_or(0, |v| v.len() as u64);
+                    records += 1;
+                }
+                anyhow::Ok((records, bytes))
+            });
+        }
+        let (mut records, mut bytes) = (0i64, 0u64);
+        while let Some(done) = tasks.join_next().await {
+            let (r, b) = done??;
+            records += r;
+            bytes += b;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let d = delta(&before, &counters(&client).await?);
+        let (gets, hits, recent) = (d["object_gets"], d["read_cache_hits"], d["recent_object_hits"]);
+        let reads = (gets + hits + recent).max(1);
+        let mb_per_s = bytes as f64 / elapsed / 1e6;
+        let gets_per_gib = gets as f64 / (bytes as f64 / (1u64 << 30) as f64).max(1e-9);
+        let hit_ratio = (hits + recent) as f64 / reads as f64;
+        if b.json {
+            println!(
+                "{{\"pass\": {pass}, \"mb_per_s\": {mb_per_s:.3}, \"records_per_s\": {:.1}, \"gets\": {gets}, \"gets_per_gib\": {gets_per_gib:.1}, \"cache_hit_ratio\": {hit_ratio:.4}}}",
+                records as f64 / elapsed
+            );
+        } else {
+            println!(
+                "  pass {pass}: {mb_per_s:.1} MB/s, {:.0} records/s; {gets} GETs ({gets_per_gib:.0} per GiB), {hits} read-cache hits, {recent} recent-object hits: hit ratio {:.0}%",
+                records as f64 / elapsed,
+                100.0 * hit_ratio
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A producer at a fixed rate and a consumer following the topic's tail:
+/// the time from `send` to the consumer seeing the record.
+async fn e2e(client: Client, b: &E2eBench) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use silt_client::{Consumer, ConsumerConfig, Offset};
+    if client.describe_topic(&b.topic).await.is_err() {
+        client.create_topic(&b.topic, b.partitions).await.context("creating the bench topic")?;
+    }
+    let partitions = client.describe_topic(&b.topic).await?.partitions.len() as u32;
+    let consumer =
+        Consumer::new(Client::connect(client.config().clone()).await?, &b.topic, ConsumerConfig::default()).await?;
+    let mut stream = consumer.stream(&(0..partitions).map(|p| (p, Offset::Latest)).collect::<Vec<_>>()).await?;
+    let producer =
+        Producer::new(client.clone(), &b.topic, ProducerConfig { acks: b.acks, ..Default::default() }).await?;
+    let records = (b.rate as f64 * b.duration.as_secs_f64()) as u64;
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let size = b.record_bytes.max(8);
+    let send = async {
+        let started = Instant::now();
+        for i in 0..records {
+            let due = started + Duration::from_secs_f64(i as f64 / b.rate.max(1) as f64);
+            tokio::time::sleep_until(due.into()).await;
+            let mut value = vec![0u8; size];
+            value[..8].copy_from_slice(&epoch_ns().to_be_bytes());
+            let _ = producer.send(ProducerRecord::new(value)).await?;
+        }
+        producer.flush().await?;
+        anyhow::Ok(())
+    };
+    let receive = async {
+        let mut seen = 0u64;
+        while seen < records {
+            let r = tokio::time::timeout(Duration::from_secs(30), stream.next())
+                .await
+                .context("no record for 30 s")?
+                .context("the stream ended")??;
+            let value = r.value.unwrap_or_default();
+            if value.len() >= 8 {
+                let sent = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
+                let _ = hist.record(epoch_ns().saturating_sub(sent) / 1000);
+            }
+            seen += 1;
+        }
+        anyhow::Ok(())
+    };
+    let (sent, received) = tokio::join!(send, receive);
+    sent?;
+    received?;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
+    if b.json {
+        println!(
+            "{{\"records\": {records}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"p999_ms\": {:.3}, \"max_ms\": {:.3}}}",
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            hist.max() as f64 / 1e3
+        );
+    } else {
+        println!(
+            "e2e bench: {records} records x {size} B at {} records/s, acks={:?}, {partitions} partitions",
+            b.rate, b.acks
+        );
+        println!(
+            "  produce-to-consume latency  p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms, max {:.1} ms",
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            hist.max() as f64 / 1e3
         );
     }
     Ok(())

@@ -331,3 +331,26 @@ fn bench_produce_reports_every_figure_as_json() {
         .sum();
     assert_eq!(total, 3000);
 }
+
+#[test]
+fn bench_consume_and_e2e_report_their_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(&dir.path().join("a"), &["--flush-interval", "20ms"]);
+    agent.ok(&["bench", "produce", "--records", "2000", "--partitions", "3", "--quiet"], None);
+    let out = String::from_utf8(agent.ok(&["bench", "consume", "--consumers", "2", "--passes", "2", "--json"], None))
+        .unwrap();
+    let passes: Vec<&str> = out.lines().collect();
+    assert_eq!(passes.len(), 2, "{out}");
+    for (i, p) in passes.iter().enumerate() {
+        assert!(p.starts_with(&format!("{{\"pass\": {}, \"mb_per_s\": ", i + 1)), "{p}");
+        for key in ["records_per_s", "gets", "gets_per_gib", "cache_hit_ratio"] {
+            assert!(p.contains(&format!("\"{key}\": ")), "{key} missing in {p}");
+        }
+    }
+    let out =
+        String::from_utf8(agent.ok(&["bench", "e2e", "--rate", "500", "--duration", "1s", "--json"], None)).unwrap();
+    assert!(out.starts_with("{\"records\": 500, \"p50_ms\": "), "{out}");
+    for key in ["p99_ms", "p999_ms", "max_ms"] {
+        assert!(out.contains(&format!("\"{key}\": ")), "{key} missing in {out}");
+    }
+}
