@@ -515,19 +515,9 @@ impl BatchBuilder {
     }
 
     /// The encoded size of one record, as `push` would write it.
+    /// (At most: the timestamp and offset deltas are counted at their largest.)
     pub fn record_size(key: Option<&[u8]>, value: &[u8], headers: &[Header]) -> usize {
-        let body = 10
-            + 5
-            + key.map_or(1, |k| varint_len(k.len() as i64) + k.len())
-            + varint_len(value.len() as i64)
-            + value.len()
-            + uvarint_len(headers.len() as u64)
-            + headers
-                .iter()
-                .map(|h| {
-                    uvarint_len(h.name.len() as u64) + h.name.len() + uvarint_len(h.value.len() as u64) + h.value.len()
-                })
-                .sum::<usize>();
+        let body = 10 + 5 + fields_len(key, Some(value), headers);
         body + uvarint_len(body as u64)
     }
 
@@ -592,6 +582,20 @@ impl BatchBuilder {
     }
 }
 
+/// The encoded size of a record's key, value and headers.
+fn fields_len(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) -> usize {
+    let bytes_len = |b: Option<&[u8]>| b.map_or(varint_len(-1), |b| varint_len(b.len() as i64) + b.len());
+    bytes_len(key)
+        + bytes_len(value)
+        + uvarint_len(headers.len() as u64)
+        + headers
+            .iter()
+            .map(|h| {
+                uvarint_len(h.name.len() as u64) + h.name.len() + uvarint_len(h.value.len() as u64) + h.value.len()
+            })
+            .sum::<usize>()
+}
+
 /// Appends one record (its length, then its body) in the version 2
 /// layout, straight into `out`: no buffer of its own.
 fn put_record(
@@ -602,18 +606,7 @@ fn put_record(
     value: Option<&[u8]>,
     headers: &[Header],
 ) {
-    let bytes_len = |b: Option<&[u8]>| b.map_or(varint_len(-1), |b| varint_len(b.len() as i64) + b.len());
-    let body = varint_len(timestamp_delta)
-        + uvarint_len(offset_delta)
-        + bytes_len(key)
-        + bytes_len(value)
-        + uvarint_len(headers.len() as u64)
-        + headers
-            .iter()
-            .map(|h| {
-                uvarint_len(h.name.len() as u64) + h.name.len() + uvarint_len(h.value.len() as u64) + h.value.len()
-            })
-            .sum::<usize>();
+    let body = varint_len(timestamp_delta) + uvarint_len(offset_delta) + fields_len(key, value, headers);
     out.put_uvarint(body as u64);
     out.put_varint(timestamp_delta);
     out.put_uvarint(offset_delta);

@@ -54,7 +54,7 @@ impl ReadPath {
         let mut looked_again = false;
         while at < high_watermark && out.len() < max_bytes {
             let segment = self.segment(part, at).await?;
-            let (mut data, key) = match self.range(&segment).await {
+            let batches = match self.segment_batches(&segment).await {
                 // The range was rewritten elsewhere (compaction) and its old
                 // object collected: the index knows where it is now.
                 Err(ServiceError::Storage(e))
@@ -68,29 +68,9 @@ impl ReadPath {
                 other => other?,
             };
             looked_again = false;
-            if let Some(key) = key {
-                // Bytes from the read cache: if they fail their checks, drop
-                // them and read the object store instead.
-                if silt_wire::batch::split(&data).any(|b| b.is_err()) {
-                    tracing::warn!(object = %segment.object, "a cached range failed its CRC; reading it again");
-                    self.cache.remove(&key);
-                    data = self.fetch(&segment, key).await?;
-                }
-            }
-            let place = || format!("object {} bytes {}+{}", segment.object, segment.start, segment.len);
-            let corrupt = |what: String| ServiceError::Corrupt(format!("{}: {what}", place()));
-            // The CRC does not cover a batch's base offset, so check that the
-            // run starts where the index says and has no gap or overlap
-            // (key-compacted segments may have gaps between batches).
-            let gaps = object::is_segment(&segment.object);
-            let mut expected = segment.base_offset;
-            for batch in silt_wire::batch::split(&data) {
-                let batch = batch.map_err(|source| ServiceError::CorruptBatch { at: place(), source })?;
-                let base = batch.header().base_offset;
-                if base != expected && !(gaps && base > expected) {
-                    return Err(corrupt(format!("a batch starts at offset {base} where {expected} was due")));
-                }
-                expected = batch.last_offset() + 1;
+            // The run ends at the entry's last offset, which holds `at`: this
+            // moves `at` past it unless the reply fills up first.
+            for batch in batches {
                 if batch.last_offset() < at {
                     continue;
                 }
@@ -100,41 +80,24 @@ impl ReadPath {
                 out.extend_from_slice(batch.bytes());
                 at = batch.last_offset() + 1;
             }
-            if at <= segment.last_offset {
-                return Err(ServiceError::Corrupt(format!(
-                    "object {} ends before offset {} that its index entry promises",
-                    segment.object, segment.last_offset
-                )));
-            }
         }
         Ok(out.freeze())
     }
 
-    /// A segment's batches, whole and CRC-checked, starting where the index
-    /// says and without gaps or overlaps (compaction copies them).
+    /// A segment's batches, whole and CRC-checked (see [`check_run`]).
+    /// Bytes from the read cache that fail their checks are dropped and
+    /// read from the object store instead.
     pub async fn segment_batches(&self, segment: &Segment) -> Result<Vec<silt_wire::Batch>, ServiceError> {
-        let (data, _) = self.range(segment).await?;
-        let place = || format!("object {} bytes {}+{}", segment.object, segment.start, segment.len);
-        let gaps = object::is_segment(&segment.object);
-        let mut expected = segment.base_offset;
-        let mut out = Vec::new();
-        for batch in silt_wire::batch::split(&data) {
-            let batch = batch.map_err(|source| ServiceError::CorruptBatch { at: place(), source })?;
-            let base = batch.header().base_offset;
-            if base != expected && !(gaps && base > expected) {
-                return Err(ServiceError::Corrupt(format!(
-                    "{}: a batch starts at offset {} where {expected} was due",
-                    place(),
-                    batch.header().base_offset
-                )));
+        let (data, key) = self.range(segment).await?;
+        match (check_run(segment, &data), key) {
+            (Err(e), Some(key)) => {
+                tracing::warn!(object = %segment.object, error = %e, "a cached range failed its checks; reading it again");
+                self.cache.remove(&key);
+                let data = self.fetch(segment, key).await?;
+                check_run(segment, &data)
             }
-            expected = batch.last_offset() + 1;
-            out.push(batch);
+            (checked, _) => checked,
         }
-        if expected != segment.last_offset + 1 {
-            return Err(ServiceError::Corrupt(format!("{}: it ends before offset {}", place(), segment.last_offset)));
-        }
-        Ok(out)
     }
 
     async fn segment(&self, index: &SegmentIndex, offset: i64) -> Result<Segment, ServiceError> {
@@ -177,4 +140,35 @@ impl ReadPath {
         self.cache.insert(key, data.clone());
         Ok(data)
     }
+}
+
+/// An index entry's bytes as batches: each whole and CRC-checked, the run
+/// starting at the entry's base offset and ending at its last, without
+/// overlaps, and without gaps except in key-compacted segments. The CRC
+/// does not cover a batch's base offset, hence the offset checks.
+fn check_run(segment: &Segment, data: &Bytes) -> Result<Vec<silt_wire::Batch>, ServiceError> {
+    let place = || format!("object {} bytes {}+{}", segment.object, segment.start, segment.len);
+    let gaps = object::is_segment(&segment.object);
+    let mut expected = segment.base_offset;
+    let mut out = Vec::new();
+    for batch in silt_wire::batch::split(data) {
+        let batch = batch.map_err(|source| ServiceError::CorruptBatch { at: place(), source })?;
+        let base = batch.header().base_offset;
+        if base != expected && !(gaps && base > expected) {
+            return Err(ServiceError::Corrupt(format!(
+                "{}: a batch starts at offset {base} where {expected} was due",
+                place()
+            )));
+        }
+        expected = batch.last_offset() + 1;
+        out.push(batch);
+    }
+    if expected != segment.last_offset + 1 {
+        return Err(ServiceError::Corrupt(format!(
+            "{}: it ends before offset {} that its index entry promises",
+            place(),
+            segment.last_offset
+        )));
+    }
+    Ok(out)
 }

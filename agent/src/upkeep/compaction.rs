@@ -64,10 +64,7 @@ pub async fn run(
     for group in groups.into_iter().take(GROUPS_PER_PASS).rev() {
         let old: Vec<Segment> = summary.entries.range(group.clone()).cloned().collect();
         let Some(new) = rewrite(up, part, &old).await? else { return Ok(false) };
-        let bytes: u64 = old.iter().map(|s| s.len).sum();
-        summary.bytes = summary.bytes - bytes + new.len;
-        summary.entries.drain(group.clone());
-        summary.entries.insert(group.start, new);
+        summary.replace(group, new);
     }
     Ok(true)
 }

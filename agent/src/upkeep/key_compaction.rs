@@ -91,10 +91,7 @@ pub async fn run(
             return Err(ServiceError::Corrupt(format!("{}/{}: a cleaned group is not one run", part.topic, part.id.1)));
         }
         let Some(new) = store_and_swap(up, part, &old, data, &runs[0]).await? else { return Ok(false) };
-        let bytes: u64 = old.iter().map(|s| s.len).sum();
-        summary.bytes = summary.bytes - bytes + new.len;
-        summary.entries.drain(group.clone());
-        summary.entries.insert(group.start, new);
+        summary.replace(group, new);
     }
     tracing::info!(topic = %part.topic, partition = part.id.1, keys = latest.len(), kept, dropped, "cleaned");
     Ok(true)

@@ -33,6 +33,15 @@ pub struct Summary {
     pub known_to: i64,
 }
 
+impl Summary {
+    /// The entries in `group` were swapped for `new` (a compacted segment).
+    pub fn replace(&mut self, group: std::ops::Range<usize>, new: Segment) {
+        let old: u64 = self.entries.drain(group.clone()).map(|s| s.len).sum();
+        self.bytes = self.bytes - old + new.len;
+        self.entries.insert(group.start, new);
+    }
+}
+
 #[derive(Default)]
 pub struct Partitions {
     summaries: HashMap<PartitionId, Summary>,

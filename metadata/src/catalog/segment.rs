@@ -378,6 +378,24 @@ mod tests {
         got.taken.into_iter().next().expect("the lease is free").1
     }
 
+    /// `owner` registers, takes partition 0 of `topic_id` and commits `segments` to it.
+    async fn holding(c: &Catalog, owner: &str, topic_id: u64, segments: &[Segment]) -> Lease {
+        c.heartbeat(owner, "addr", 0, 0, 100).await.unwrap();
+        let lease = take(c, owner, (topic_id, 0), 0).await;
+        for s in segments {
+            let e = FlushEntry {
+                topic_id,
+                partition: 0,
+                epoch: lease.epoch,
+                segment: s.clone(),
+                producers: vec![],
+                expired: vec![],
+            };
+            c.commit_flush(owner, &[e]).await.unwrap();
+        }
+        lease
+    }
+
     fn producer_state(base_sequence: i32, last_sequence: i32, base_offset: i64) -> ProducerState {
         let last_offset = base_offset + i64::from(last_sequence - base_sequence);
         ProducerState {
@@ -525,19 +543,7 @@ mod tests {
     async fn trimming_advances_the_log_start_and_notes_objects() {
         let (_d, c) = catalog().await;
         let t = c.create_topic("t", 1, &[], 0).await.unwrap();
-        c.heartbeat("a", "a1", 0, 0, 100).await.unwrap();
-        let lease = take(&c, "a", (t.id, 0), 0).await;
-        let entry = |s| FlushEntry {
-            topic_id: t.id,
-            partition: 0,
-            epoch: lease.epoch,
-            segment: s,
-            producers: vec![],
-            expired: vec![],
-        };
-        for (b, l) in [(0, 9), (10, 14), (15, 19)] {
-            c.commit_flush("a", &[entry(seg(b, l))]).await.unwrap();
-        }
+        let lease = holding(&c, "a", t.id, &[seg(0, 9), seg(10, 14), seg(15, 19)]).await;
         // Up to the end of the second entry: two entries go, two objects are noted.
         assert_eq!(
             c.trim("a", lease.epoch, (t.id, 0), 15, 50).await.unwrap(),
@@ -568,18 +574,7 @@ mod tests {
     async fn a_deleted_topics_objects_are_noted() {
         let (_d, c) = catalog().await;
         let t = c.create_topic("t", 1, &[], 0).await.unwrap();
-        let lease = take(&c, "a", (t.id, 0), 0).await;
-        for (b, l) in [(0, 9), (10, 14)] {
-            let e = FlushEntry {
-                topic_id: t.id,
-                partition: 0,
-                epoch: lease.epoch,
-                segment: seg(b, l),
-                producers: vec![],
-                expired: vec![],
-            };
-            c.commit_flush("a", &[e]).await.unwrap();
-        }
+        holding(&c, "a", t.id, &[seg(0, 9), seg(10, 14)]).await;
         c.delete_topic("t", 70).await.unwrap();
         assert_eq!(c.gc_due(70, 10).await.unwrap(), vec![(70, "o/0".to_string()), (70, "o/10".to_string())]);
     }
@@ -588,20 +583,8 @@ mod tests {
     async fn swaps_replace_entries_with_one_fenced_and_checked() {
         let (_d, c) = catalog().await;
         let t = c.create_topic("t", 1, &[], 0).await.unwrap();
-        c.heartbeat("a", "a1", 0, 0, 100).await.unwrap();
-        let lease = take(&c, "a", (t.id, 0), 0).await;
         let old = vec![seg(0, 9), seg(10, 14), seg(15, 19)];
-        for s in &old {
-            let e = FlushEntry {
-                topic_id: t.id,
-                partition: 0,
-                epoch: lease.epoch,
-                segment: s.clone(),
-                producers: vec![],
-                expired: vec![],
-            };
-            c.commit_flush("a", &[e]).await.unwrap();
-        }
+        let lease = holding(&c, "a", t.id, &old).await;
         let new = Segment { object: "compacted".into(), len: 30, ..seg(0, 14) };
         // Someone else, or an old epoch: nothing changes.
         assert_eq!(c.swap_segments("b", lease.epoch, (t.id, 0), &old[..2], &new, 9).await.unwrap(), Swapped::Fenced);
