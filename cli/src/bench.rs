@@ -113,6 +113,39 @@ fn peak_rss(pid: u32) -> Option<u64> {
 /// Acknowledgement latencies in microseconds, shared by the producers.
 type Latencies = std::sync::Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>;
 
+/// Where a batch's send times (known when the next batch starts) meet its
+/// acknowledgement time (known when its waiter hears it), whichever comes
+/// second recording the latencies.
+type Meeting = std::sync::Arc<std::sync::Mutex<Option<Side>>>;
+
+enum Side {
+    Times(Vec<Instant>),
+    Acked(Instant),
+}
+
+fn meet(meeting: &Meeting, side: Side, latencies: &Latencies) {
+    let (times, acked) = {
+        let mut slot = meeting.lock().expect("meeting lock");
+        match (side, slot.take()) {
+            (Side::Times(t), Some(Side::Acked(a))) | (Side::Acked(a), Some(Side::Times(t))) => (t, a),
+            (first, _) => {
+                *slot = Some(first);
+                return;
+            }
+        }
+    };
+    let mut h = latencies.lock().expect("latency lock");
+    for t in times {
+        let _ = h.record(acked.saturating_duration_since(t).as_micros() as u64);
+    }
+}
+
+async fn wait_for_batch(delivery: silt_client::Delivery, meeting: Meeting, latencies: Latencies) -> anyhow::Result<()> {
+    delivery.await?;
+    meet(&meeting, Side::Acked(Instant::now()), &latencies);
+    Ok(())
+}
+
 /// Sends records until `records` are sent (or `until` passes), waiting for
 /// acknowledgements once per batch (records of a batch are acknowledged
 /// together), and records each record's send-to-ack latency. Returns how
@@ -127,17 +160,9 @@ async fn produce_one(
 ) -> anyhow::Result<u64> {
     let started = Instant::now();
     let mut waiters = tokio::task::JoinSet::new();
-    // The batch being filled: its first record's delivery and each record's send time.
-    let mut group: Option<(silt_client::Delivery, Vec<Instant>)> = None;
-    let wait = |delivery: silt_client::Delivery, times: Vec<Instant>, latencies: Latencies| async move {
-        delivery.await?;
-        let acked = Instant::now();
-        let mut h = latencies.lock().expect("latency lock");
-        for t in times {
-            let _ = h.record((acked - t).as_micros() as u64);
-        }
-        anyhow::Ok(())
-    };
+    // The batch being filled: its first record's delivery, each record's
+    // send time, and where its waiter meets those times.
+    let mut group: Option<(silt_client::Delivery, Vec<Instant>, Meeting)> = None;
     let mut sent = 0u64;
     while sent < records && until.is_none_or(|u| Instant::now() < u) {
         if rate > 0.0 && sent.is_multiple_of(64) {
@@ -148,10 +173,14 @@ async fn produce_one(
         let delivery = producer.send(ProducerRecord::new(payload.clone())).await?;
         sent += 1;
         match &mut group {
-            Some((first, times)) if first.same_batch(&delivery) => times.push(at),
+            Some((first, times, _)) if first.same_batch(&delivery) => times.push(at),
             _ => {
-                if let Some((first, times)) = group.replace((delivery, vec![at])) {
-                    waiters.spawn(wait(first, times, latencies.clone()));
+                // A new batch: its waiter starts now, so an acknowledgement
+                // is timed when it comes, not when the next batch starts.
+                let meeting = Meeting::default();
+                waiters.spawn(wait_for_batch(delivery.clone(), meeting.clone(), latencies.clone()));
+                if let Some((_, times, meeting)) = group.replace((delivery, vec![at], meeting)) {
+                    meet(&meeting, Side::Times(times), &latencies);
                 }
             }
         }
@@ -162,8 +191,8 @@ async fn produce_one(
             }
         }
     }
-    if let Some((first, times)) = group {
-        waiters.spawn(wait(first, times, latencies.clone()));
+    if let Some((_, times, meeting)) = group {
+        meet(&meeting, Side::Times(times), &latencies);
     }
     while let Some(done) = waiters.join_next().await {
         done??;

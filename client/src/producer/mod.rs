@@ -125,7 +125,9 @@ pub struct RecordMetadata {
 
 type Outcome = Option<Result<i64, ClientError>>;
 
-/// Resolves when the record is acknowledged (or failed).
+/// Resolves when the record is acknowledged (or failed). A clone resolves
+/// the same way.
+#[derive(Clone)]
 pub struct Delivery {
     slot: watch::Receiver<Outcome>,
     partition: u32,
