@@ -77,10 +77,17 @@ impl FileState {
             && self.outstanding.load(Ordering::SeqCst) == 0
             && !self.keep.load(Ordering::SeqCst)
         {
-            match std::fs::remove_file(&self.path) {
-                Ok(()) => tracing::debug!(file = %self.path.display(), "WAL file fully committed; deleted"),
+            // Deleting a large file may wait on the disk's journal: never
+            // on the runtime's threads.
+            let path = self.path.clone();
+            let delete = move || match std::fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(file = %path.display(), "WAL file fully committed; deleted"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(file = %self.path.display(), error = %e, "cannot delete a committed WAL file"),
+                Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot delete a committed WAL file"),
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(delete)),
+                Err(_) => delete(),
             }
         }
     }
