@@ -27,6 +27,10 @@ pub enum BenchCommand {
     /// commits per second, rebalance times (members simulated with the
     /// group protocol, no record fetches).
     Groups(crate::bench_groups::GroupsBench),
+    /// The object store's own ceiling, without an agent: objects of one
+    /// size PUT with a few in flight (MB/s, PUTs/s, PUT latency), then
+    /// deleted. Needs no running agent.
+    Put(crate::bench_store::PutBench),
 }
 
 #[derive(clap::Args)]
@@ -90,6 +94,7 @@ pub async fn run(client: Client, cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Consume(b) => consume(client, b).await,
         BenchCommand::E2e(b) => e2e(client, b).await,
         BenchCommand::Groups(b) => crate::bench_groups::run(client, b).await,
+        BenchCommand::Put(b) => crate::bench_store::put(b).await,
     }
 }
 

@@ -4,10 +4,16 @@
 //! - `io.rs`: produce from stdin and consume to stdout (alone or in a group).
 //! - `topic.rs`: topic administration.
 //! - `group.rs`: consumer-group administration.
-//! - `bench.rs`, `bench_groups.rs`: the benchmark programs.
+//! - `bench.rs`, `bench_groups.rs`, `bench_store.rs`: the benchmark programs.
+
+/// mimalloc: large, short-lived buffers (batches, 8 MiB objects) go back to
+/// the system instead of staying in fragmented heap arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod bench_groups;
+mod bench_store;
 mod group;
 mod io;
 mod topic;
@@ -147,6 +153,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        // The store's own ceiling needs no agent.
+        Command::Bench(bench::BenchCommand::Put(b)) => bench_store::put(b).await.map(|_| 0),
         Command::Bench(b) => bench::run(cli.connect().await?, b).await.map(|_| 0),
     }
 }

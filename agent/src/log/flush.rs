@@ -203,6 +203,23 @@ impl Flusher {
             }
         }
         let (data, entries) = builder.finish();
+        // The batches wait for the commit as slices of the object, which
+        // holds them in the same order: the buffers they arrived in are
+        // freed now, not after the upload (half the memory per flush).
+        let mut at = 0;
+        let runs: Vec<Vec<Pending>> = runs
+            .into_iter()
+            .map(|run| {
+                run.into_iter()
+                    .map(|p| {
+                        let len = p.batch.bytes().len();
+                        let batch = p.batch;
+                        at += len;
+                        Pending { batch: batch.moved_to(data.slice(at - len..at)), ..p }
+                    })
+                    .collect()
+            })
+            .collect();
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prepared = Prepared { name: object::name(&self.agent_id, self.clock.now_ms(), seq), data, entries, runs };
         let (this, stop) = (self.clone(), stop.clone());
