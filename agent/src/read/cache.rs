@@ -2,6 +2,12 @@
 //! disks) of stored byte ranges, in front of the object store. Reading the
 //! same historical range twice costs one GET.
 //!
+//! What live consumers read, the newest objects, is not here: it sits in
+//! [`super::RecentObjects`], which only the flusher fills, so no scan of
+//! history can push it out. This cache's memory tier is w-TinyLFU: a range
+//! read once by a scan passes through its small window without evicting
+//! ranges read more often (several groups reading the same recent past).
+//!
 //! A cache dir that cannot hold a cache is reported and left out; with
 //! none, the cache is memory only. Cached bytes are checked (batch CRCs)
 //! like fetched ones; a bad cached range is dropped and fetched again.
@@ -13,7 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use foyer::{
     BlockEngineConfig, CombinedDeviceBuilder, Device, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy,
+    HybridCachePolicy, LfuConfig,
 };
 
 use crate::error::AgentError;
@@ -59,6 +65,7 @@ impl ReadCache {
             // range there as it is fetched, not only on eviction.
             .with_policy(HybridCachePolicy::WriteOnInsertion)
             .memory(memory_bytes.max(1))
+            .with_eviction_config(LfuConfig::default())
             .with_weighter(|key: &String, value: &Bytes| key.len() + value.len())
             .storage();
         // Without a disk, no engine: foyer then keeps the cache in memory only.

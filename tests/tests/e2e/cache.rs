@@ -1,16 +1,21 @@
 //! The read cache: the same historical range read twice costs one GET,
-//! served the second time from the cache dirs' disks.
+//! served the second time from the cache dirs' disks; and a scan of
+//! history does not push the recent tail out of memory.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use silt_client::{Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord};
+use silt_client::{Compression, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord};
 
 use crate::harness::*;
 
 async fn read_everything(agent: &TestAgent, n: usize) -> Vec<String> {
-    let consumer = Consumer::new(agent.client().await, "h", ConsumerConfig::default()).await.unwrap();
-    let mut stream = consumer.stream(&[(0, Offset::Earliest)]).await.unwrap();
+    read_from(agent, "h", Offset::Earliest, n).await
+}
+
+async fn read_from(agent: &TestAgent, topic: &str, from: Offset, n: usize) -> Vec<String> {
+    let consumer = Consumer::new(agent.client().await, topic, ConsumerConfig::default()).await.unwrap();
+    let mut stream = consumer.stream(&[(0, from)]).await.unwrap();
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let r = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
@@ -57,6 +62,55 @@ async fn a_repeated_historical_read_costs_one_get() {
         "first read: {} GETs; second read: {} cache hits, 0 GETs",
         after_first.gets - before.gets,
         after_second.cache_hits - after_first.cache_hits
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_scan_leaves_the_tail_in_memory() {
+    let agent = TestAgent::start_with(tempfile::tempdir().unwrap(), |a| {
+        a.recent_cache_bytes = 3 << 20; // the tail: the last two or three objects
+        a.cache_memory = 512 << 10; // far smaller than the history scanned
+    })
+    .await;
+    let client = agent.client().await;
+    client.create_topic("s", 1).await.unwrap();
+    let config = ProducerConfig { compression: Compression::None, ..Default::default() };
+    let producer = Producer::new(client, "s", config).await.unwrap();
+    // Ten objects of about 1 MiB: 1000 records of 1 KiB each.
+    let (rounds, per) = (10, 1000);
+    let value = |round: usize, i: usize| format!("{round}-{i}-{}", "x".repeat(1000));
+    for round in 0..rounds {
+        for i in 0..per {
+            let _ = producer.send(ProducerRecord::new(value(round, i))).await.unwrap();
+        }
+        producer.flush().await.unwrap(); // one object per round
+    }
+    let tail_start = ((rounds - 1) * per) as i64;
+    let tail: Vec<String> = (0..per).map(|i| value(rounds - 1, i)).collect();
+    let stats = || agent.agent.as_ref().unwrap().read_stats();
+
+    let before = stats();
+    assert_eq!(read_from(&agent, "s", Offset::At(tail_start), per).await, tail);
+    let after_tail = stats();
+    assert_eq!(after_tail.gets, before.gets, "the tail is read from memory");
+    assert!(after_tail.recent_hits > before.recent_hits);
+
+    let history = read_from(&agent, "s", Offset::Earliest, rounds * per).await;
+    let expected: Vec<String> = (0..rounds).flat_map(|r| (0..per).map(move |i| value(r, i))).collect();
+    assert_eq!(history, expected, "the scan reads every record once, in order");
+    let after_scan = stats();
+    assert!(after_scan.gets > after_tail.gets, "the old objects were fetched: the scan went past the memory");
+
+    assert_eq!(read_from(&agent, "s", Offset::At(tail_start), per).await, tail);
+    let after = stats();
+    assert_eq!(after.gets, after_scan.gets, "the scan did not push the tail out: no GET for it");
+    assert!(after.recent_hits > after_scan.recent_hits);
+    eprintln!(
+        "scan: {} GETs; tail before and after it: {} and {} reads from memory, 0 GETs",
+        after_scan.gets - after_tail.gets,
+        after_tail.recent_hits - before.recent_hits,
+        after.recent_hits - after_scan.recent_hits
     );
     agent.stop().await;
 }
