@@ -31,6 +31,10 @@ pub enum BenchCommand {
     /// size PUT with a few in flight (MB/s, PUTs/s, PUT latency), then
     /// deleted. Needs no running agent.
     Put(crate::bench_store::PutBench),
+    /// QUIC's own ceiling here, with silt's TLS and transport settings: one
+    /// stream of bytes to a server on 127.0.0.1 in this process (MB/s and
+    /// CPU). Needs no running agent.
+    Quic(crate::bench_quic::QuicBench),
 }
 
 #[derive(clap::Args)]
@@ -95,6 +99,7 @@ pub async fn run(client: Client, cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::E2e(b) => e2e(client, b).await,
         BenchCommand::Groups(b) => crate::bench_groups::run(client, b).await,
         BenchCommand::Put(b) => crate::bench_store::put(b).await,
+        BenchCommand::Quic(b) => crate::bench_quic::quic(b).await,
     }
 }
 

@@ -4,7 +4,8 @@
 //! - `io.rs`: produce from stdin and consume to stdout (alone or in a group).
 //! - `topic.rs`: topic administration.
 //! - `group.rs`: consumer-group administration.
-//! - `bench.rs`, `bench_groups.rs`, `bench_store.rs`: the benchmark programs.
+//! - `bench.rs`, `bench_groups.rs`, `bench_store.rs`,
+//!   `bench_quic.rs`: the benchmark programs.
 
 /// mimalloc: large, short-lived buffers (batches, 8 MiB objects) go back to
 /// the system instead of staying in fragmented heap arenas.
@@ -13,6 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod bench_groups;
+mod bench_quic;
 mod bench_store;
 mod group;
 mod io;
@@ -155,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         // The store's own ceiling needs no agent.
         Command::Bench(bench::BenchCommand::Put(b)) => bench_store::put(b).await.map(|_| 0),
+        Command::Bench(bench::BenchCommand::Quic(b)) => bench_quic::quic(b).await.map(|_| 0),
         Command::Bench(b) => bench::run(cli.connect().await?, b).await.map(|_| 0),
     }
 }

@@ -187,6 +187,12 @@ impl Client {
         })
     }
 
+    /// The QUIC connection under this client, with the SDK's transport
+    /// settings: for measuring what QUIC itself carries (`silt bench quic`).
+    pub fn quic_connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
     pub fn agent(&self) -> &str {
         &self.addr
     }

@@ -354,3 +354,52 @@ fn bench_consume_and_e2e_report_their_figures() {
         assert!(out.contains(&format!("\"{key}\": ")), "{key} missing in {out}");
     }
 }
+
+/// One JSON line's value for `key`, as a number.
+fn json_number(line: &str, key: &str) -> f64 {
+    let at = line.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("{key} missing in {line}"));
+    let value = line[at + key.len() + 4..].split([',', '}']).next().unwrap().trim();
+    value.parse::<f64>().unwrap_or_else(|_| panic!("{key} = {value}"))
+}
+
+#[test]
+fn bench_put_and_quic_measure_ceilings_without_an_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("objects");
+    let url = format!("file://{}", store.display());
+    let out = std::process::Command::new(silt_bin())
+        .args(["bench", "put", "--object-store", &url, "--object-bytes", "256KiB", "--duration", "1s", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(json_number(&line, "mb_per_s") > 0.0 && json_number(&line, "puts_per_s") > 0.0, "{line}");
+    json_number(&line, "p99_ms");
+    let mut left = Vec::new();
+    let mut dirs = vec![store.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p)
+            } else {
+                left.push(p)
+            }
+        }
+    }
+    assert!(left.is_empty(), "the bench deletes what it wrote: {left:?}");
+
+    let out =
+        std::process::Command::new(silt_bin()).args(["bench", "quic", "--bytes", "64MiB", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(json_number(&line, "mb_per_s") > 0.0 && json_number(&line, "mb_per_cpu_s") > 0.0, "{line}");
+
+    let out = std::process::Command::new(silt_bin())
+        .args(["bench", "put", "--object-store", "ftp://nowhere", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected file:///path or s3://BUCKET/PREFIX"), "{err}");
+}
