@@ -535,6 +535,17 @@ impl Response {
         out.freeze()
     }
 
+    /// A `Fetched` frame as chunks to write in order: its head, then the
+    /// batches as they are (shared, not copied).
+    pub fn fetched_chunks(high_watermark: i64, log_start: i64, batches: &[Bytes]) -> Vec<Bytes> {
+        let len: usize = batches.iter().map(Bytes::len).sum();
+        let mut head = BytesMut::with_capacity(frame::PREFIX_LEN + frame::HEAD_LEN + 16);
+        Frame::put_head(&mut head, kind::FETCHED, 16 + len);
+        head.put_i64(high_watermark);
+        head.put_i64(log_start);
+        std::iter::once(head.freeze()).chain(batches.iter().filter(|b| !b.is_empty()).cloned()).collect()
+    }
+
     pub fn decode(frame: &Frame) -> Result<Response, DecodeError> {
         let mut r = Reader::new(&frame.body);
         let response = match frame.kind {
@@ -753,6 +764,10 @@ mod tests {
             // The chunks a client writes are the same bytes.
             assert_eq!(req.encode_chunks().concat(), req.encode().to_vec(), "{req:?}");
         }
+        // A fetch answer written in chunks is the same bytes as the frame.
+        let parts = [Bytes::from_static(b"abc"), Bytes::new(), Bytes::from_static(b"defgh")];
+        let whole = Response::Fetched { high_watermark: 9, log_start: 2, batches: Bytes::from_static(b"abcdefgh") };
+        assert_eq!(Response::fetched_chunks(9, 2, &parts).concat(), whole.encode().to_vec());
         for resp in responses() {
             assert_eq!(Response::decode(&unframe(&resp.encode())).unwrap(), resp);
         }

@@ -16,7 +16,7 @@ pub mod recent;
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use object_store::{path::Path, ObjectStore, ObjectStoreExt};
 use silt_metadata::catalog::Segment;
 use silt_metadata::Catalog;
@@ -48,13 +48,16 @@ impl ReadPath {
         offset: i64,
         max_bytes: usize,
         high_watermark: i64,
-    ) -> Result<Bytes, ServiceError> {
-        let mut out = BytesMut::new();
+    ) -> Result<Vec<Bytes>, ServiceError> {
+        // Each segment's part of the reply is one slice of its range, shared
+        // with the caches, not copied: the frontend writes the slices as they are.
+        let mut out = Vec::new();
+        let mut len = 0usize;
         let mut at = offset;
         let mut looked_again = false;
-        while at < high_watermark && out.len() < max_bytes {
+        while at < high_watermark && len < max_bytes {
             let segment = self.segment(part, at).await?;
-            let batches = match self.segment_batches(&segment).await {
+            let (data, batches) = match self.segment_range(&segment).await {
                 // The range was rewritten elsewhere (compaction) and its old
                 // object collected: the index knows where it is now.
                 Err(ServiceError::Storage(e))
@@ -70,33 +73,53 @@ impl ReadPath {
             looked_again = false;
             // The run ends at the entry's last offset, which holds `at`: this
             // moves `at` past it unless the reply fills up first.
-            for batch in batches {
+            // The batches are slices of `data`, back to back.
+            let offset_in = |b: &silt_wire::Batch| b.bytes().as_ptr() as usize - data.as_ptr() as usize;
+            let mut kept: Option<(usize, usize)> = None;
+            let mut full = false;
+            for batch in &batches {
                 if batch.last_offset() < at {
                     continue;
                 }
-                if !out.is_empty() && out.len() + batch.bytes().len() > max_bytes {
-                    return Ok(out.freeze());
+                if len > 0 && len + batch.bytes().len() > max_bytes {
+                    full = true;
+                    break;
                 }
-                out.extend_from_slice(batch.bytes());
+                let start = offset_in(batch);
+                let (from, _) = *kept.get_or_insert((start, start));
+                kept = Some((from, start + batch.bytes().len()));
+                len += batch.bytes().len();
                 at = batch.last_offset() + 1;
             }
+            if let Some((from, to)) = kept {
+                out.push(data.slice(from..to));
+            }
+            if full {
+                break;
+            }
         }
-        Ok(out.freeze())
+        Ok(out)
     }
 
     /// A segment's batches, whole and CRC-checked (see [`check_run`]).
     /// Bytes from the read cache that fail their checks are dropped and
     /// read from the object store instead.
     pub async fn segment_batches(&self, segment: &Segment) -> Result<Vec<silt_wire::Batch>, ServiceError> {
+        Ok(self.segment_range(segment).await?.1)
+    }
+
+    /// A segment's bytes, and its batches as checked slices of them.
+    async fn segment_range(&self, segment: &Segment) -> Result<(Bytes, Vec<silt_wire::Batch>), ServiceError> {
         let (data, key) = self.range(segment).await?;
         match (check_run(segment, &data), key) {
             (Err(e), Some(key)) => {
                 tracing::warn!(object = %segment.object, error = %e, "a cached range failed its checks; reading it again");
                 self.cache.remove(&key);
                 let data = self.fetch(segment, key).await?;
-                check_run(segment, &data)
+                let batches = check_run(segment, &data)?;
+                Ok((data, batches))
             }
-            (checked, _) => checked,
+            (checked, _) => Ok((data, checked?)),
         }
     }
 

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::{Fetched, Service};
 use crate::error::ServiceError;
 
@@ -64,7 +62,7 @@ impl Service {
         let batches = if offset < hw {
             self.read.read(&part.index, offset, max_bytes.min(self.limits.max_batch_bytes), hw).await?
         } else {
-            Bytes::new()
+            Vec::new()
         };
         Ok(Fetched { high_watermark: hw, log_start, batches })
     }

@@ -51,8 +51,9 @@ pub struct Ticket {
 pub struct Fetched {
     pub high_watermark: i64,
     pub log_start: i64,
-    /// Whole record batches, as stored.
-    pub batches: Bytes,
+    /// Whole record batches, as stored, in order: slices to send one after
+    /// the other.
+    pub batches: Vec<Bytes>,
 }
 
 /// One group, as `list_groups` reports it.

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use silt_wire::frame::{self, Frame};
 use silt_wire::{DecodeError, FrameError, Request, Response};
 use tokio::sync::Semaphore;
@@ -174,22 +174,34 @@ async fn read_frame(recv: &mut quinn::RecvStream, max: usize, budget: &Semaphore
     // stalls costs nothing, and buffered request bytes stay bounded. The
     // budget is held until the request is decoded; produce then accounts
     // for the batch under its own in-flight limit.
-    let mut body = BytesMut::with_capacity(len.min(64 << 10));
+    // The chunks are kept as they came and joined once at the end: one
+    // copy, not one per doubling of a growing buffer.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut got = 0usize;
     let mut held: Option<tokio::sync::SemaphorePermit<'_>> = None;
-    while body.len() < len {
+    while got < len {
         let chunk = recv
-            .read_chunk(len - body.len(), true)
+            .read_chunk(len - got, true)
             .await
             .map_err(|source| StreamError::Body { len, source })?
-            .ok_or(StreamError::Ended { got: body.len(), len })?;
+            .ok_or(StreamError::Ended { got, len })?;
         let permit = budget.acquire_many(chunk.bytes.len() as u32).await.map_err(|_| StreamError::ShuttingDown)?;
         match held.as_mut() {
             Some(h) => h.merge(permit),
             None => held = Some(permit),
         }
-        body.extend_from_slice(&chunk.bytes);
+        got += chunk.bytes.len();
+        chunks.push(chunk.bytes);
     }
-    Ok(Frame::decode(body.freeze())?)
+    let body = match chunks.len() {
+        1 => chunks.pop().expect("one chunk"),
+        _ => {
+            let mut body = BytesMut::with_capacity(len);
+            chunks.iter().for_each(|c| body.extend_from_slice(c));
+            body.freeze()
+        }
+    };
+    Ok(Frame::decode(body)?)
 }
 
 async fn reply(send: &mut quinn::SendStream, response: &Response) -> bool {
@@ -216,13 +228,27 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
         Some(r) => r,
         None => return, // the client went away mid-answer
     };
-    let response = response.unwrap_or_else(|e| {
-        tracing::debug!(error = %describe(&e), "request failed");
-        error_response(&e)
-    });
-    if reply(&mut send, &response).await {
+    let written = match response {
+        Ok(Answer::Frame(response)) => reply(&mut send, &response).await,
+        // Records go out as the slices the read path holds, uncopied.
+        Ok(Answer::Fetched(f)) => {
+            let mut chunks = Response::fetched_chunks(f.high_watermark, f.log_start, &f.batches);
+            send.write_all_chunks(&mut chunks).await.is_ok()
+        }
+        Err(e) => {
+            tracing::debug!(error = %describe(&e), "request failed");
+            reply(&mut send, &error_response(&e)).await
+        }
+    };
+    if written {
         finish(send).await;
     }
+}
+
+/// A request's last answer.
+enum Answer {
+    Frame(Response),
+    Fetched(crate::service::Fetched),
 }
 
 /// Runs one request. Produce answers in several frames and writes all but
@@ -232,8 +258,8 @@ async fn handle(
     request: Request,
     send: &mut quinn::SendStream,
     host: &str,
-) -> Option<Result<Response, ServiceError>> {
-    Some(match request {
+) -> Option<Result<Answer, ServiceError>> {
+    let response = match request {
         Request::CreateTopic { name, partitions, configs } => {
             service.create_topic(&name, partitions, &configs).await.map(|_| Response::Done)
         }
@@ -254,11 +280,7 @@ async fn handle(
         }
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
             let wait = Duration::from_millis(max_wait_ms.into()).min(MAX_FETCH_WAIT);
-            service.fetch(&topic, partition, offset, max_bytes as usize, wait).await.map(|f| Response::Fetched {
-                high_watermark: f.high_watermark,
-                log_start: f.log_start,
-                batches: f.batches,
-            })
+            return Some(service.fetch(&topic, partition, offset, max_bytes as usize, wait).await.map(Answer::Fetched));
         }
         Request::FindCoordinator { group } => {
             service.find_coordinator(&group).await.map(|address| Response::Coordinator { address })
@@ -330,7 +352,8 @@ async fn handle(
                 (Err(e), _) => Err(e),
             }
         }
-    })
+    };
+    Some(response.map(Answer::Frame))
 }
 
 fn heartbeat(h: silt_wire::GroupHeartbeat, host: &str) -> crate::core::groups::Heartbeat {
