@@ -7,11 +7,6 @@
 //! - `bench.rs`, `bench_groups.rs`, `bench_store.rs`,
 //!   `bench_quic.rs`: the benchmark programs.
 
-/// mimalloc: large, short-lived buffers (batches, 8 MiB objects) go back to
-/// the system instead of staying in fragmented heap arenas.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod bench;
 mod bench_groups;
 mod bench_quic;
