@@ -70,7 +70,15 @@ impl ReadCache {
             .storage();
         // Without a disk, no engine: foyer then keeps the cache in memory only.
         let storage = match device {
-            Some(device) => storage.with_engine_config(BlockEngineConfig::new(device)),
+            // A catch-up read inserts hundreds of MB/s; foyer drops what does
+            // not fit its write queue (16 MiB by default), and a dropped
+            // range costs a GET on the next pass.
+            Some(device) => storage.with_engine_config(
+                BlockEngineConfig::new(device)
+                    .with_flushers(2)
+                    .with_buffer_pool_size(32 << 20)
+                    .with_submit_queue_size_threshold(96 << 20),
+            ),
             None => storage,
         };
         let cache = storage.build().await.map_err(|e| AgentError::Cache(Box::new(e)))?;
