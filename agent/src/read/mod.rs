@@ -73,9 +73,9 @@ impl ReadPath {
             looked_again = false;
             // The run ends at the entry's last offset, which holds `at`: this
             // moves `at` past it unless the reply fills up first.
-            // The batches are slices of `data`, back to back.
-            let offset_in = |b: &silt_wire::Batch| b.bytes().as_ptr() as usize - data.as_ptr() as usize;
-            let mut kept: Option<(usize, usize)> = None;
+            // The batches are slices of `data`, back to back: the ones kept
+            // go out as one slice of it.
+            let mut kept: Vec<&Bytes> = Vec::new();
             let mut full = false;
             for batch in &batches {
                 if batch.last_offset() < at {
@@ -85,15 +85,11 @@ impl ReadPath {
                     full = true;
                     break;
                 }
-                let start = offset_in(batch);
-                let (from, _) = *kept.get_or_insert((start, start));
-                kept = Some((from, start + batch.bytes().len()));
+                kept.push(batch.bytes());
                 len += batch.bytes().len();
                 at = batch.last_offset() + 1;
             }
-            if let Some((from, to)) = kept {
-                out.push(data.slice(from..to));
-            }
+            out.extend(joined(&data, &kept));
             if full {
                 break;
             }
@@ -165,6 +161,23 @@ impl ReadPath {
     }
 }
 
+/// `parts`, consecutive slices of `data`, as one slice of it; as they are
+/// when they are not.
+fn joined(data: &Bytes, parts: &[&Bytes]) -> Vec<Bytes> {
+    let (Some(first), Some(last)) = (parts.first(), parts.last()) else { return Vec::new() };
+    let base = data.as_ptr() as usize;
+    let from = (first.as_ptr() as usize).checked_sub(base);
+    let to = (last.as_ptr() as usize).checked_sub(base).map(|at| at + last.len());
+    match (from, to) {
+        (Some(from), Some(to))
+            if to <= data.len() && to.checked_sub(from) == Some(parts.iter().map(|p| p.len()).sum::<usize>()) =>
+        {
+            vec![data.slice(from..to)]
+        }
+        _ => parts.iter().map(|p| (*p).clone()).collect(),
+    }
+}
+
 /// An index entry's bytes as batches: each whole and CRC-checked, the run
 /// starting at the entry's base offset and ending at its last, without
 /// overlaps, and without gaps except in key-compacted segments. The CRC
@@ -194,4 +207,29 @@ fn check_run(segment: &Segment, data: &Bytes) -> Result<Vec<silt_wire::Batch>, S
         )));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_slices_go_out_as_one() {
+        let data = Bytes::from_static(b"aaabbbbcc");
+        let (a, b, c) = (data.slice(0..3), data.slice(3..7), data.slice(7..9));
+        let other = Bytes::from_static(b"zz");
+        let cases: [(&[&Bytes], Vec<&[u8]>); 5] = [
+            (&[], vec![]),
+            (&[&b, &c], vec![b"bbbbcc"]),
+            (&[&a, &b, &c], vec![b"aaabbbbcc"]),
+            // Not back to back, or not from `data`: as they are.
+            (&[&a, &c], vec![b"aaa", b"cc"]),
+            (&[&a, &other], vec![b"aaa", b"zz"]),
+        ];
+        for (parts, want) in cases {
+            let got = joined(&data, parts);
+            assert_eq!(got.iter().map(|b| &b[..]).collect::<Vec<_>>(), want, "{parts:?}");
+        }
+        assert_eq!(joined(&data, &[&a, &b])[0].as_ptr(), data.as_ptr(), "one slice, not a copy");
+    }
 }
