@@ -21,6 +21,7 @@ pub struct PutBench {
     /// The S3 endpoint, for a store that is not AWS.
     #[arg(long, env = "SILT_S3_ENDPOINT")]
     s3_endpoint: Option<String>,
+    /// The S3 region (us-east-1 when unset).
     #[arg(long, env = "AWS_REGION")]
     s3_region: Option<String>,
     /// The size of each object.
@@ -29,6 +30,7 @@ pub struct PutBench {
     /// PUTs in flight at once (the agent's default --max-uploads is 4).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// How long to keep PUTting.
     #[arg(long, default_value = "10s", value_parser = silt_agent::config::parse_duration)]
     duration: Duration,
     /// Print one JSON object (`mb_per_s`, `puts_per_s`, `p50_ms`, `p99_ms`, `max_ms`).
