@@ -300,14 +300,6 @@ impl Batch {
         self.header.last_offset()
     }
 
-    /// The same batch, its bytes now the copy in `bytes` (a slice of a
-    /// larger buffer, say), so the buffer it came in can be freed. `bytes`
-    /// must hold exactly this batch's bytes; it is not checked again.
-    pub fn moved_to(self, bytes: Bytes) -> Batch {
-        debug_assert_eq!(bytes, self.bytes, "a batch moved to other bytes");
-        Batch { header: self.header, bytes }
-    }
-
     /// Rewrites the base offset. The CRC does not cover it, so nothing else
     /// changes.
     pub fn with_base_offset(self, base_offset: i64) -> Batch {

@@ -28,23 +28,77 @@ pub struct Entry {
     pub max_timestamp: i64,
 }
 
+/// A built object: its bytes as the chunks they were given in (each batch
+/// its own, shared with whoever else holds it), the footer last. It is
+/// uploaded as these chunks, and kept as them for tail reads: no buffer
+/// the size of the object is ever filled.
+#[derive(Debug, Clone, Default)]
+pub struct Object {
+    chunks: Vec<Bytes>,
+    /// Where each chunk starts in the object.
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl Object {
+    fn push(&mut self, chunk: Bytes) {
+        self.starts.push(self.len);
+        self.len += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    /// The object in one buffer (a copy).
+    pub fn to_bytes(&self) -> Bytes {
+        self.chunks.concat().into()
+    }
+
+    /// The bytes in `start..end` as slices of the chunks, not copied; None
+    /// past the end.
+    pub fn range(&self, start: usize, end: usize) -> Option<Vec<Bytes>> {
+        if start > end || end > self.len {
+            return None;
+        }
+        // The chunk holding `start`: the last one starting at or before it.
+        let first = self.starts.partition_point(|&s| s <= start).saturating_sub(1);
+        let mut out = Vec::new();
+        for (chunk, &at) in self.chunks.iter().zip(&self.starts).skip(first) {
+            if at >= end {
+                break;
+            }
+            let (from, to) = (start.saturating_sub(at), (end - at).min(chunk.len()));
+            if from < to {
+                out.push(chunk.slice(from..to));
+            }
+        }
+        Some(out)
+    }
+}
+
 /// Builds an object: append each partition's run of batches, then `finish`.
 #[derive(Default)]
 pub struct Builder {
-    data: BytesMut,
+    data: Object,
     entries: Vec<Entry>,
 }
 
 impl Builder {
-    pub fn with_capacity(bytes: usize) -> Self {
-        Builder { data: BytesMut::with_capacity(bytes + 4096), entries: Vec::new() }
-    }
-
     /// Appends one batch of a partition. Consecutive batches of the same
     /// partition form one run (one footer entry, one index entry).
     pub fn push(&mut self, topic_id: u64, partition: u32, batch: &silt_wire::Batch) {
         let start = self.data.len() as u64;
-        self.data.extend_from_slice(batch.bytes());
+        self.data.push(batch.bytes().clone());
         let h = batch.header();
         match self.entries.last_mut() {
             Some(e) if e.topic_id == topic_id && e.partition == partition && e.last_offset + 1 == h.base_offset => {
@@ -73,28 +127,29 @@ impl Builder {
                 e.len += batch.bytes().len() as u64;
                 e.last_offset = batch.last_offset();
                 e.max_timestamp = e.max_timestamp.max(h.max_timestamp);
-                self.data.extend_from_slice(batch.bytes());
+                self.data.push(batch.bytes().clone());
             }
             _ => self.push(topic_id, partition, batch),
         }
     }
 
-    pub fn finish(mut self) -> (Bytes, Vec<Entry>) {
-        let footer_start = self.data.len();
+    pub fn finish(mut self) -> (Object, Vec<Entry>) {
+        let mut footer = BytesMut::with_capacity(self.entries.len() * ENTRY_LEN + TRAILER_LEN);
         for e in &self.entries {
-            self.data.put_u64(e.topic_id);
-            self.data.put_u32(e.partition);
-            self.data.put_u64(e.start);
-            self.data.put_u64(e.len);
-            self.data.put_i64(e.base_offset);
-            self.data.put_i64(e.last_offset);
-            self.data.put_i64(e.max_timestamp);
+            footer.put_u64(e.topic_id);
+            footer.put_u32(e.partition);
+            footer.put_u64(e.start);
+            footer.put_u64(e.len);
+            footer.put_i64(e.base_offset);
+            footer.put_i64(e.last_offset);
+            footer.put_i64(e.max_timestamp);
         }
-        let crc = crc32c::crc32c(&self.data[footer_start..]);
-        self.data.put_u32(self.entries.len() as u32);
-        self.data.put_u32(crc);
-        self.data.put_slice(MAGIC);
-        (self.data.freeze(), self.entries)
+        let crc = crc32c::crc32c(&footer);
+        footer.put_u32(self.entries.len() as u32);
+        footer.put_u32(crc);
+        footer.put_slice(MAGIC);
+        self.data.push(footer.freeze());
+        (self.data, self.entries)
     }
 }
 
@@ -204,7 +259,9 @@ mod tests {
         o.push(1, 0, &batch(0, 2));
         o.push(1, 0, &batch(2, 3));
         o.push(1, 1, &batch(10, 1));
-        let (bytes, entries) = o.finish();
+        let (object, entries) = o.finish();
+        let bytes = object.to_bytes();
+        assert_eq!(object.len(), bytes.len());
         assert_eq!(entries.len(), 2);
         assert_eq!((entries[0].base_offset, entries[0].last_offset), (0, 4));
         assert_eq!((entries[1].base_offset, entries[1].last_offset), (10, 10));
@@ -223,6 +280,31 @@ mod tests {
         let need = tail_len(&bytes[bytes.len() - TRAILER_LEN..]).unwrap();
         assert_eq!(read_tail(&bytes[bytes.len() - need..], bytes.len() as u64).unwrap(), entries);
         assert!(read_tail(&bytes[bytes.len() - need + 1..], bytes.len() as u64).is_err());
+    }
+
+    #[test]
+    fn a_range_is_slices_of_the_chunks() {
+        let mut o = Object::default();
+        for chunk in ["abc", "", "defg", "hi"] {
+            o.push(Bytes::from(chunk));
+        }
+        let cases: [((usize, usize), Option<Vec<&str>>); 8] = [
+            ((0, 9), Some(vec!["abc", "defg", "hi"])),
+            ((0, 3), Some(vec!["abc"])),
+            ((3, 7), Some(vec!["defg"])),
+            ((2, 8), Some(vec!["c", "defg", "h"])),
+            ((4, 5), Some(vec!["e"])),
+            ((9, 9), Some(vec![])),
+            ((5, 4), None),
+            ((0, 10), None),
+        ];
+        for ((start, end), want) in cases {
+            let got = o.range(start, end);
+            let got: Option<Vec<&str>> =
+                got.as_ref().map(|v| v.iter().map(|b| std::str::from_utf8(b).unwrap()).collect());
+            assert_eq!(got, want, "{start}..{end}");
+        }
+        assert_eq!(&o.to_bytes()[..], b"abcdefghi");
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use object_store::{path::Path, ObjectStore, PutMode, PutOptions, PutPayload};
 use silt_metadata::catalog::{FlushEntry, PartitionId, ProducerState, Segment};
 use silt_metadata::{Catalog, CatalogError};
@@ -82,9 +81,8 @@ impl Queue {
         self.policy.due(b.bytes, b.oldest).map(Instant::from_std)
     }
 
-    pub(crate) fn take(&self) -> (Vec<Pending>, usize) {
-        let b = std::mem::take(&mut *self.buffer.lock().expect("flush buffer lock"));
-        (b.batches, b.bytes)
+    pub(crate) fn take(&self) -> Vec<Pending> {
+        std::mem::take(&mut *self.buffer.lock().expect("flush buffer lock")).batches
     }
 }
 
@@ -163,7 +161,7 @@ async fn commit_in_order(
 /// An object built from one flush, on its way to the store.
 struct Prepared {
     name: String,
-    data: Bytes,
+    data: object::Object,
     entries: Vec<object::Entry>,
     runs: Vec<Vec<Pending>>,
 }
@@ -181,7 +179,7 @@ const FINAL_ATTEMPTS: u32 = 6;
 impl Flusher {
     /// Takes what is buffered, builds its object and starts uploading it.
     fn start_upload(self: &Arc<Self>, stop: &CancellationToken) -> Option<JoinHandle<Uploaded>> {
-        let (batches, bytes) = self.queue.take();
+        let batches = self.queue.take();
         if batches.is_empty() {
             return None;
         }
@@ -196,36 +194,19 @@ impl Flusher {
             });
             runs[slot].push(p);
         }
-        let mut builder = object::Builder::with_capacity(bytes);
+        let mut builder = object::Builder::default();
         for run in &runs {
             for p in run {
                 builder.push(p.part.id.0, p.part.id.1, &p.batch);
             }
         }
         let (data, entries) = builder.finish();
-        // The batches wait for the commit as slices of the object, which
-        // holds them in the same order: the buffers they arrived in are
-        // freed now, not after the upload (half the memory per flush).
-        let mut at = 0;
-        let runs: Vec<Vec<Pending>> = runs
-            .into_iter()
-            .map(|run| {
-                run.into_iter()
-                    .map(|p| {
-                        let len = p.batch.bytes().len();
-                        let batch = p.batch;
-                        at += len;
-                        Pending { batch: batch.moved_to(data.slice(at - len..at)), ..p }
-                    })
-                    .collect()
-            })
-            .collect();
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prepared = Prepared { name: object::name(&self.agent_id, self.clock.now_ms(), seq), data, entries, runs };
         let (this, stop) = (self.clone(), stop.clone());
         Some(tokio::spawn(
             async move {
-                match this.put(&prepared.name, prepared.data.clone(), &stop).await {
+                match this.put(&prepared.name, &prepared.data, &stop).await {
                     Ok(()) => Some(prepared),
                     Err(e) => {
                         tracing::error!(object = %prepared.name, error = %e, "giving up on a flush; its producers get an error");
@@ -288,12 +269,17 @@ impl Flusher {
         }
     }
 
-    async fn put(&self, name: &str, data: Bytes, stop: &CancellationToken) -> Result<(), object_store::Error> {
+    async fn put(
+        &self,
+        name: &str,
+        data: &object::Object,
+        stop: &CancellationToken,
+    ) -> Result<(), object_store::Error> {
         let path = Path::from(name);
         let mut attempt = 0;
         loop {
             let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-            match self.store.put_opts(&path, PutPayload::from_bytes(data.clone()), opts).await {
+            match self.store.put_opts(&path, data.chunks().iter().cloned().collect::<PutPayload>(), opts).await {
                 Ok(_) => return Ok(()),
                 // A retried PUT that had in fact landed: the object is ours.
                 Err(object_store::Error::AlreadyExists { .. }) if attempt > 0 => return Ok(()),

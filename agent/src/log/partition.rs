@@ -652,7 +652,7 @@ mod tests {
 
         /// Takes what the actor handed to the flush queue.
         fn pending(&self) -> Vec<Pending> {
-            self.queue.take().0
+            self.queue.take()
         }
 
         /// Reports `batches` committed as one segment.

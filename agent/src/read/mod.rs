@@ -49,15 +49,15 @@ impl ReadPath {
         max_bytes: usize,
         high_watermark: i64,
     ) -> Result<Vec<Bytes>, ServiceError> {
-        // Each segment's part of the reply is one slice of its range, shared
-        // with the caches, not copied: the frontend writes the slices as they are.
+        // The reply is slices of the ranges read, shared with the caches,
+        // not copied: the frontend writes the slices as they are.
         let mut out = Vec::new();
         let mut len = 0usize;
         let mut at = offset;
         let mut looked_again = false;
         while at < high_watermark && len < max_bytes {
             let segment = self.segment(part, at).await?;
-            let (data, batches) = match self.segment_range(&segment).await {
+            let (pieces, batches) = match self.segment_range(&segment).await {
                 // The range was rewritten elsewhere (compaction) and its old
                 // object collected: the index knows where it is now.
                 Err(ServiceError::Storage(e))
@@ -73,8 +73,8 @@ impl ReadPath {
             looked_again = false;
             // The run ends at the entry's last offset, which holds `at`: this
             // moves `at` past it unless the reply fills up first.
-            // The batches are slices of `data`, back to back: the ones kept
-            // go out as one slice of it.
+            // The batches are slices of `pieces`: kept ones that are back to
+            // back in a piece go out as one slice of it.
             let mut kept: Vec<&Bytes> = Vec::new();
             let mut full = false;
             for batch in &batches {
@@ -89,7 +89,7 @@ impl ReadPath {
                 len += batch.bytes().len();
                 at = batch.last_offset() + 1;
             }
-            out.extend(joined(&data, &kept));
+            out.extend(joined(&pieces, &kept));
             if full {
                 break;
             }
@@ -104,18 +104,18 @@ impl ReadPath {
         Ok(self.segment_range(segment).await?.1)
     }
 
-    /// A segment's bytes, and its batches as checked slices of them.
-    async fn segment_range(&self, segment: &Segment) -> Result<(Bytes, Vec<silt_wire::Batch>), ServiceError> {
-        let (data, key) = self.range(segment).await?;
-        match (check_run(segment, &data), key) {
+    /// A segment's bytes (in pieces), and its batches as checked slices of them.
+    async fn segment_range(&self, segment: &Segment) -> Result<(Vec<Bytes>, Vec<silt_wire::Batch>), ServiceError> {
+        let (pieces, key) = self.range(segment).await?;
+        match (check_run(segment, &pieces), key) {
             (Err(e), Some(key)) => {
                 tracing::warn!(object = %segment.object, error = %e, "a cached range failed its checks; reading it again");
                 self.cache.remove(&key);
-                let data = self.fetch(segment, key).await?;
-                let batches = check_run(segment, &data)?;
-                Ok((data, batches))
+                let pieces = vec![self.fetch(segment, key).await?];
+                let batches = check_run(segment, &pieces)?;
+                Ok((pieces, batches))
             }
-            (checked, _) => Ok((data, checked?)),
+            (checked, _) => Ok((pieces, checked?)),
         }
     }
 
@@ -132,20 +132,19 @@ impl ReadPath {
         })
     }
 
-    /// The segment's bytes, and the read-cache key when they came from the read cache.
-    async fn range(&self, s: &Segment) -> Result<(Bytes, Option<String>), ServiceError> {
+    /// The segment's bytes, in pieces (a recent object's batches, or one
+    /// range), and the read-cache key when they came from the read cache.
+    async fn range(&self, s: &Segment) -> Result<(Vec<Bytes>, Option<String>), ServiceError> {
         let (start, end) = (s.start, s.start + s.len);
-        if let Some(obj) = self.recent.get(&s.object) {
-            if end as usize <= obj.len() {
-                self.cache.count_recent_hit();
-                return Ok((obj.slice(start as usize..end as usize), None));
-            }
+        if let Some(pieces) = self.recent.range(&s.object, start as usize, end as usize) {
+            self.cache.count_recent_hit();
+            return Ok((pieces, None));
         }
         let key = format!("{}#{start}+{}", s.object, s.len);
         if let Some(hit) = self.cache.get(&key).await {
-            return Ok((hit, Some(key)));
+            return Ok((vec![hit], Some(key)));
         }
-        Ok((self.fetch(s, key).await?, None))
+        Ok((vec![self.fetch(s, key).await?], None))
     }
 
     /// A ranged GET, remembered in the read cache.
@@ -161,33 +160,49 @@ impl ReadPath {
     }
 }
 
-/// `parts`, consecutive slices of `data`, as one slice of it; as they are
-/// when they are not.
-fn joined(data: &Bytes, parts: &[&Bytes]) -> Vec<Bytes> {
-    let (Some(first), Some(last)) = (parts.first(), parts.last()) else { return Vec::new() };
-    let base = data.as_ptr() as usize;
-    let from = (first.as_ptr() as usize).checked_sub(base);
-    let to = (last.as_ptr() as usize).checked_sub(base).map(|at| at + last.len());
-    match (from, to) {
-        (Some(from), Some(to))
-            if to <= data.len() && to.checked_sub(from) == Some(parts.iter().map(|p| p.len()).sum::<usize>()) =>
-        {
-            vec![data.slice(from..to)]
+/// `parts` in order, each run of them that lies back to back inside one of
+/// `pieces` joined into one slice of that piece; a part in no piece as it is.
+fn joined(pieces: &[Bytes], parts: &[&Bytes]) -> Vec<Bytes> {
+    // Where a part sits: its piece and its span there.
+    let place = |part: &Bytes| {
+        let at = part.as_ptr() as usize;
+        pieces.iter().enumerate().find_map(|(i, piece)| {
+            let from = at.checked_sub(piece.as_ptr() as usize)?;
+            (from + part.len() <= piece.len()).then_some((i, from, from + part.len()))
+        })
+    };
+    let mut out = Vec::new();
+    let mut run: Option<(usize, usize, usize)> = None;
+    for part in parts {
+        match (run, place(part)) {
+            (Some((i, from, to)), Some((j, start, end))) if i == j && to == start => run = Some((i, from, end)),
+            (_, found) => {
+                if let Some((i, from, to)) = run.take() {
+                    out.push(pieces[i].slice(from..to));
+                }
+                match found {
+                    Some(span) => run = Some(span),
+                    None => out.push((*part).clone()),
+                }
+            }
         }
-        _ => parts.iter().map(|p| (*p).clone()).collect(),
     }
+    if let Some((i, from, to)) = run {
+        out.push(pieces[i].slice(from..to));
+    }
+    out
 }
 
 /// An index entry's bytes as batches: each whole and CRC-checked, the run
 /// starting at the entry's base offset and ending at its last, without
 /// overlaps, and without gaps except in key-compacted segments. The CRC
 /// does not cover a batch's base offset, hence the offset checks.
-fn check_run(segment: &Segment, data: &Bytes) -> Result<Vec<silt_wire::Batch>, ServiceError> {
+fn check_run(segment: &Segment, pieces: &[Bytes]) -> Result<Vec<silt_wire::Batch>, ServiceError> {
     let place = || format!("object {} bytes {}+{}", segment.object, segment.start, segment.len);
     let gaps = object::is_segment(&segment.object);
     let mut expected = segment.base_offset;
     let mut out = Vec::new();
-    for batch in silt_wire::batch::split(data) {
+    for batch in pieces.iter().flat_map(silt_wire::batch::split) {
         let batch = batch.map_err(|source| ServiceError::CorruptBatch { at: place(), source })?;
         let base = batch.header().base_offset;
         if base != expected && !(gaps && base > expected) {
@@ -216,20 +231,26 @@ mod tests {
     #[test]
     fn consecutive_slices_go_out_as_one() {
         let data = Bytes::from_static(b"aaabbbbcc");
+        let more = Bytes::from(b"ddee".to_vec());
+        let pieces = [data.clone(), more.clone()];
         let (a, b, c) = (data.slice(0..3), data.slice(3..7), data.slice(7..9));
-        let other = Bytes::from_static(b"zz");
-        let cases: [(&[&Bytes], Vec<&[u8]>); 5] = [
+        let (d, e) = (more.slice(0..2), more.slice(2..4));
+        let other = Bytes::from(b"zz".to_vec());
+        let cases: [(&[&Bytes], Vec<&[u8]>); 7] = [
             (&[], vec![]),
             (&[&b, &c], vec![b"bbbbcc"]),
             (&[&a, &b, &c], vec![b"aaabbbbcc"]),
-            // Not back to back, or not from `data`: as they are.
+            // Back to back across two pieces: one slice of each.
+            (&[&b, &c, &d, &e], vec![b"bbbbcc", b"ddee"]),
+            // Not back to back, or in no piece: as they are.
             (&[&a, &c], vec![b"aaa", b"cc"]),
-            (&[&a, &other], vec![b"aaa", b"zz"]),
+            (&[&a, &other, &b], vec![b"aaa", b"zz", b"bbbb"]),
+            (&[&e, &d], vec![b"ee", b"dd"]),
         ];
         for (parts, want) in cases {
-            let got = joined(&data, parts);
+            let got = joined(&pieces, parts);
             assert_eq!(got.iter().map(|b| &b[..]).collect::<Vec<_>>(), want, "{parts:?}");
         }
-        assert_eq!(joined(&data, &[&a, &b])[0].as_ptr(), data.as_ptr(), "one slice, not a copy");
+        assert_eq!(joined(&pieces, &[&a, &b])[0].as_ptr(), data.as_ptr(), "one slice, not a copy");
     }
 }

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
+use crate::format::object::Object;
+
 /// The objects, newest last, and their total size.
 pub struct RecentObjects {
     inner: Mutex<Recent>,
@@ -14,7 +16,7 @@ pub struct RecentObjects {
 
 #[derive(Default)]
 struct Recent {
-    objects: HashMap<String, Bytes>,
+    objects: HashMap<String, Object>,
     order: VecDeque<String>,
     bytes: usize,
 }
@@ -24,7 +26,7 @@ impl RecentObjects {
         RecentObjects { inner: Default::default(), capacity }
     }
 
-    pub fn insert(&self, name: String, data: Bytes) {
+    pub fn insert(&self, name: String, data: Object) {
         if data.len() > self.capacity {
             return;
         }
@@ -42,7 +44,8 @@ impl RecentObjects {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<Bytes> {
-        self.inner.lock().expect("recent objects lock").objects.get(name).cloned()
+    /// Bytes `start..end` of a kept object, as slices of its chunks.
+    pub fn range(&self, name: &str, start: usize, end: usize) -> Option<Vec<Bytes>> {
+        self.inner.lock().expect("recent objects lock").objects.get(name)?.range(start, end)
     }
 }

@@ -72,8 +72,7 @@ pub async fn run(
 /// Rewrites one group; the new entry, or None when the swap was refused.
 async fn rewrite(up: &Upkeep, part: &Partition, old: &[Segment]) -> Result<Option<Segment>, ServiceError> {
     let (topic_id, partition) = part.id;
-    let total: u64 = old.iter().map(|s| s.len).sum();
-    let mut builder = object::Builder::with_capacity(total as usize);
+    let mut builder = object::Builder::default();
     for s in old {
         for batch in up.read.segment_batches(s).await? {
             builder.push(topic_id, partition, &batch);
@@ -96,7 +95,7 @@ pub async fn store_and_swap(
     up: &Upkeep,
     part: &Partition,
     old: &[Segment],
-    data: bytes::Bytes,
+    data: object::Object,
     run: &object::Entry,
 ) -> Result<Option<Segment>, ServiceError> {
     let partition = part.id.1;
@@ -120,7 +119,7 @@ pub async fn store_and_swap(
     let written = data.len() as u64;
     let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
     up.store
-        .put_opts(&Path::from(name.as_str()), PutPayload::from_bytes(data), opts)
+        .put_opts(&Path::from(name.as_str()), data.chunks().iter().cloned().collect::<PutPayload>(), opts)
         .await
         .map_err(|e| ServiceError::Storage(Arc::new(e)))?;
     metrics::add(&up.metrics.compacted_bytes_written, written);

@@ -64,7 +64,7 @@ pub async fn run(
     // From the back, so the earlier groups' positions hold as entries are replaced.
     for group in groups(&entries, n, &policy).into_iter().rev() {
         let old: Vec<Segment> = summary.entries.range(group.clone()).cloned().collect();
-        let mut builder = object::Builder::with_capacity(old.iter().map(|s| s.len as usize).sum());
+        let mut builder = object::Builder::default();
         let last = old.len() - 1;
         for (i, s) in old.iter().enumerate() {
             let batches = up.read.segment_batches(s).await?;
