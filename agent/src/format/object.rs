@@ -288,7 +288,7 @@ mod tests {
         for chunk in ["abc", "", "defg", "hi"] {
             o.push(Bytes::from(chunk));
         }
-        let cases: [((usize, usize), Option<Vec<&str>>); 8] = [
+        let cases = [
             ((0, 9), Some(vec!["abc", "defg", "hi"])),
             ((0, 3), Some(vec!["abc"])),
             ((3, 7), Some(vec!["defg"])),
