@@ -338,24 +338,33 @@ struct Figures {
     puts_per_gib: f64,
 }
 
+/// One JSON object on one line, from keys and their values already
+/// written as JSON.
+pub(crate) fn json_object(fields: &[(&str, String)]) -> String {
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+    format!("{{{}}}", body.join(", "))
+}
+
+/// A figure that may be missing, as JSON (null when it is).
+pub(crate) fn json_opt(v: Option<f64>) -> String {
+    v.map_or("null".to_string(), |v| format!("{v:.3}"))
+}
+
 impl Figures {
     fn json(&self) -> String {
-        let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
-        let fields = [
+        json_object(&[
             ("mb_per_s", format!("{:.3}", self.mb_per_s)),
             ("records_per_s", format!("{:.1}", self.records_per_s)),
             ("p50_ms", format!("{:.3}", self.p50_ms)),
             ("p99_ms", format!("{:.3}", self.p99_ms)),
             ("p999_ms", format!("{:.3}", self.p999_ms)),
             ("max_ms", format!("{:.3}", self.max_ms)),
-            ("agent_cpu_s", opt(self.agent_cpu_s)),
-            ("mib_per_agent_cpu_s", opt(self.mib_per_agent_cpu_s)),
-            ("client_cpu_s", opt(self.client_cpu_s)),
-            ("agent_peak_rss_mib", opt(self.agent_peak_rss_mib)),
+            ("agent_cpu_s", json_opt(self.agent_cpu_s)),
+            ("mib_per_agent_cpu_s", json_opt(self.mib_per_agent_cpu_s)),
+            ("client_cpu_s", json_opt(self.client_cpu_s)),
+            ("agent_peak_rss_mib", json_opt(self.agent_peak_rss_mib)),
             ("puts_per_gib", format!("{:.1}", self.puts_per_gib)),
-        ];
-        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
-        format!("{{{}}}", body.join(", "))
+        ])
     }
 }
 
@@ -523,8 +532,15 @@ async fn consume(client: Client, b: &ConsumeBench) -> anyhow::Result<()> {
         let hit_ratio = (hits + recent) as f64 / reads as f64;
         if b.json {
             println!(
-                "{{\"pass\": {pass}, \"mb_per_s\": {mb_per_s:.3}, \"records_per_s\": {:.1}, \"gets\": {gets}, \"gets_per_gib\": {gets_per_gib:.1}, \"cache_hit_ratio\": {hit_ratio:.4}}}",
-                records as f64 / elapsed
+                "{}",
+                json_object(&[
+                    ("pass", pass.to_string()),
+                    ("mb_per_s", format!("{mb_per_s:.3}")),
+                    ("records_per_s", format!("{:.1}", records as f64 / elapsed)),
+                    ("gets", gets.to_string()),
+                    ("gets_per_gib", format!("{gets_per_gib:.1}")),
+                    ("cache_hit_ratio", format!("{hit_ratio:.4}")),
+                ])
             );
         } else {
             println!(
@@ -588,11 +604,14 @@ async fn e2e(client: Client, b: &E2eBench) -> anyhow::Result<()> {
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     if b.json {
         println!(
-            "{{\"records\": {records}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"p999_ms\": {:.3}, \"max_ms\": {:.3}}}",
-            ms(0.5),
-            ms(0.99),
-            ms(0.999),
-            hist.max() as f64 / 1e3
+            "{}",
+            json_object(&[
+                ("records", records.to_string()),
+                ("p50_ms", format!("{:.3}", ms(0.5))),
+                ("p99_ms", format!("{:.3}", ms(0.99))),
+                ("p999_ms", format!("{:.3}", ms(0.999))),
+                ("max_ms", format!("{:.3}", hist.max() as f64 / 1e3)),
+            ])
         );
     } else {
         println!(

@@ -81,8 +81,10 @@ async fn measure(b: &QuicBench, dir: &std::path::Path) -> anyhow::Result<()> {
     let mb_per_s = n as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6;
     let per_cpu = cpu.map(|c| n as f64 / 1e6 / c.max(1e-9));
     if b.json {
-        let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
-        println!("{{\"mb_per_s\": {mb_per_s:.3}, \"cpu_s\": {}, \"mb_per_cpu_s\": {}}}", opt(cpu), opt(per_cpu));
+        use crate::bench::{json_object, json_opt};
+        let fields =
+            [("mb_per_s", format!("{mb_per_s:.3}")), ("cpu_s", json_opt(cpu)), ("mb_per_cpu_s", json_opt(per_cpu))];
+        println!("{}", json_object(&fields));
         return Ok(());
     }
     println!("quic bench: {n} bytes on one stream over 127.0.0.1, {} B writes", b.chunk_bytes);

@@ -89,10 +89,14 @@ pub async fn put(b: &PutBench) -> anyhow::Result<()> {
     let puts_per_s = written.len() as f64 / elapsed;
     if b.json {
         println!(
-            "{{\"mb_per_s\": {mb_per_s:.3}, \"puts_per_s\": {puts_per_s:.3}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"max_ms\": {:.3}}}",
-            ms(0.5),
-            ms(0.99),
-            h.max() as f64 / 1e3
+            "{}",
+            crate::bench::json_object(&[
+                ("mb_per_s", format!("{mb_per_s:.3}")),
+                ("puts_per_s", format!("{puts_per_s:.3}")),
+                ("p50_ms", format!("{:.3}", ms(0.5))),
+                ("p99_ms", format!("{:.3}", ms(0.99))),
+                ("max_ms", format!("{:.3}", h.max() as f64 / 1e3)),
+            ])
         );
         return Ok(());
     }

@@ -59,7 +59,13 @@ impl Object {
         &self.chunks
     }
 
+    /// The object as a PUT's body: its chunks, not copied.
+    pub fn payload(&self) -> object_store::PutPayload {
+        self.chunks.iter().cloned().collect()
+    }
+
     /// The object in one buffer (a copy).
+    #[cfg(test)]
     pub fn to_bytes(&self) -> Bytes {
         self.chunks.concat().into()
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::{path::Path, ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{path::Path, ObjectStore, PutMode, PutOptions};
 use silt_metadata::catalog::{FlushEntry, PartitionId, ProducerState, Segment};
 use silt_metadata::{Catalog, CatalogError};
 use silt_wire::Batch;
@@ -279,7 +279,7 @@ impl Flusher {
         let mut attempt = 0;
         loop {
             let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-            match self.store.put_opts(&path, data.chunks().iter().cloned().collect::<PutPayload>(), opts).await {
+            match self.store.put_opts(&path, data.payload(), opts).await {
                 Ok(_) => return Ok(()),
                 // A retried PUT that had in fact landed: the object is ours.
                 Err(object_store::Error::AlreadyExists { .. }) if attempt > 0 => return Ok(()),

@@ -163,18 +163,25 @@ impl ReadPath {
 /// `parts` in order, each run of them that lies back to back inside one of
 /// `pieces` joined into one slice of that piece; a part in no piece as it is.
 fn joined(pieces: &[Bytes], parts: &[&Bytes]) -> Vec<Bytes> {
-    // Where a part sits: its piece and its span there.
-    let place = |part: &Bytes| {
+    // Where a part sits: its piece and its span there. Parts come in the
+    // pieces' order, so the search starts at the piece of the last one.
+    let place = |part: &Bytes, from_piece: usize| {
         let at = part.as_ptr() as usize;
-        pieces.iter().enumerate().find_map(|(i, piece)| {
-            let from = at.checked_sub(piece.as_ptr() as usize)?;
-            (from + part.len() <= piece.len()).then_some((i, from, from + part.len()))
+        let mut order = (from_piece..pieces.len()).chain(0..from_piece.min(pieces.len()));
+        order.find_map(|i| {
+            let from = at.checked_sub(pieces[i].as_ptr() as usize)?;
+            (from + part.len() <= pieces[i].len()).then_some((i, from, from + part.len()))
         })
     };
     let mut out = Vec::new();
     let mut run: Option<(usize, usize, usize)> = None;
+    let mut last_piece = 0;
     for part in parts {
-        match (run, place(part)) {
+        let found = place(part, last_piece);
+        if let Some((i, _, _)) = found {
+            last_piece = i;
+        }
+        match (run, found) {
             (Some((i, from, to)), Some((j, start, end))) if i == j && to == start => run = Some((i, from, end)),
             (_, found) => {
                 if let Some((i, from, to)) = run.take() {
@@ -236,7 +243,7 @@ mod tests {
         let (a, b, c) = (data.slice(0..3), data.slice(3..7), data.slice(7..9));
         let (d, e) = (more.slice(0..2), more.slice(2..4));
         let other = Bytes::from(b"zz".to_vec());
-        let cases: [(&[&Bytes], Vec<&[u8]>); 7] = [
+        let cases: [(&[&Bytes], Vec<&[u8]>); 8] = [
             (&[], vec![]),
             (&[&b, &c], vec![b"bbbbcc"]),
             (&[&a, &b, &c], vec![b"aaabbbbcc"]),
@@ -246,6 +253,8 @@ mod tests {
             (&[&a, &c], vec![b"aaa", b"cc"]),
             (&[&a, &other, &b], vec![b"aaa", b"zz", b"bbbb"]),
             (&[&e, &d], vec![b"ee", b"dd"]),
+            // A later piece, then an earlier one: found either way.
+            (&[&d, &a, &b], vec![b"dd", b"aaabbbb"]),
         ];
         for (parts, want) in cases {
             let got = joined(&pieces, parts);

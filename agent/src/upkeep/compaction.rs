@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::path::Path;
-use object_store::{PutMode, PutOptions, PutPayload};
+use object_store::{PutMode, PutOptions};
 use silt_metadata::catalog::{Segment, Swapped};
 
 use super::partitions::Summary;
@@ -119,7 +119,7 @@ pub async fn store_and_swap(
     let written = data.len() as u64;
     let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
     up.store
-        .put_opts(&Path::from(name.as_str()), data.chunks().iter().cloned().collect::<PutPayload>(), opts)
+        .put_opts(&Path::from(name.as_str()), data.payload(), opts)
         .await
         .map_err(|e| ServiceError::Storage(Arc::new(e)))?;
     metrics::add(&up.metrics.compacted_bytes_written, written);

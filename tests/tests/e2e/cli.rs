@@ -317,9 +317,7 @@ fn bench_produce_reports_every_figure_as_json() {
         "agent_peak_rss_mib",
         "puts_per_gib",
     ] {
-        let at = line.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("{key} missing in {line}"));
-        let value = line[at + key.len() + 4..].split([',', '}']).next().unwrap().trim();
-        assert!(value.parse::<f64>().is_ok_and(|v| v >= 0.0), "{key} = {value}");
+        assert!(json_number(line, key) >= 0.0, "{key} in {line}");
     }
     // Every record was written: two producers of 1,500 each.
     let d = agent.ok(&["topic", "describe", "bench"], None);

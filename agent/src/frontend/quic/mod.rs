@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use silt_wire::frame::{self, Frame};
 use silt_wire::{DecodeError, FrameError, Request, Response};
 use tokio::sync::Semaphore;
@@ -195,11 +195,7 @@ async fn read_frame(recv: &mut quinn::RecvStream, max: usize, budget: &Semaphore
     }
     let body = match chunks.len() {
         1 => chunks.pop().expect("one chunk"),
-        _ => {
-            let mut body = BytesMut::with_capacity(len);
-            chunks.iter().for_each(|c| body.extend_from_slice(c));
-            body.freeze()
-        }
+        _ => Bytes::from(chunks.concat()),
     };
     Ok(Frame::decode(body)?)
 }
