@@ -8,7 +8,9 @@
 //! `compaction-before-delete`.
 
 /// Aborts the process, or stops it, when the environment names this point.
-pub fn reached(point: &str) {
+/// A stop waits until `meta` is idle, so the frozen process holds no lock
+/// that other agents need (an embedded store's file lock).
+pub fn reached(point: &str, meta: &dyn silt_metadata::MetaStore) {
     if std::env::var("SILT_CRASH_AT").is_ok_and(|p| p == point) {
         eprintln!("SILT_CRASH_AT={point}: aborting here");
         std::process::abort();
@@ -16,8 +18,10 @@ pub fn reached(point: &str) {
     if std::env::var("SILT_PAUSE_AT").is_ok_and(|p| p == point) {
         eprintln!("SILT_PAUSE_AT={point}: stopping here until SIGCONT");
         let me = std::process::id().to_string();
-        if let Err(e) = std::process::Command::new("kill").args(["-STOP", &me]).status() {
-            eprintln!("could not stop: {e}");
-        }
+        meta.while_idle(&mut || {
+            if let Err(e) = std::process::Command::new("kill").args(["-STOP", &me]).status() {
+                eprintln!("could not stop: {e}");
+            }
+        });
     }
 }

@@ -68,6 +68,10 @@ impl MetaStore for MeteredStore {
     fn stats(&self) -> Option<MetaStats> {
         Some(MeteredStore::stats(self))
     }
+
+    fn while_idle(&self, f: &mut dyn FnMut()) {
+        self.inner.while_idle(f)
+    }
 }
 
 struct MeteredTxn {

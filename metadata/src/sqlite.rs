@@ -90,6 +90,13 @@ impl MetaStore for SqliteStore {
     fn backend(&self) -> &'static str {
         BACKEND
     }
+
+    /// Every statement runs under the connection's lock, so holding it
+    /// keeps the file unlocked for other processes.
+    fn while_idle(&self, f: &mut dyn FnMut()) {
+        let _held = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f()
+    }
 }
 
 struct SqliteTxn {

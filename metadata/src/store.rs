@@ -37,6 +37,14 @@ pub trait MetaStore: Send + Sync + 'static {
     fn stats(&self) -> Option<crate::MetaStats> {
         None
     }
+
+    /// Runs `f` while no transaction of this process is inside the store.
+    /// A test pause (SIGSTOP) goes through it: an embedded store holds a file
+    /// lock during a commit, and a process frozen there would stop every
+    /// other process sharing the file. Servers need nothing.
+    fn while_idle(&self, f: &mut dyn FnMut()) {
+        f()
+    }
 }
 
 #[async_trait]

@@ -115,7 +115,7 @@ pub async fn store_and_swap(
     if run.last_offset != new.last_offset {
         return Err(ServiceError::Corrupt(format!("{}/{partition}: a rewritten run ends early", part.topic)));
     }
-    failpoint::reached("compaction-before-put");
+    failpoint::reached("compaction-before-put", up.catalog.store().as_ref());
     let written = data.len() as u64;
     let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
     up.store
@@ -123,7 +123,7 @@ pub async fn store_and_swap(
         .await
         .map_err(|e| ServiceError::Storage(Arc::new(e)))?;
     metrics::add(&up.metrics.compacted_bytes_written, written);
-    failpoint::reached("compaction-before-commit");
+    failpoint::reached("compaction-before-commit", up.catalog.store().as_ref());
     let due = now.saturating_add(up.settings.gc_grace.as_millis() as i64);
     // An error may hide a swap that went through: the sweep sorts that out
     // (it checks the index before deleting anything).
@@ -134,7 +134,7 @@ pub async fn store_and_swap(
         up.catalog.gc_note(&[name], due).await?;
         return Ok(None);
     }
-    failpoint::reached("compaction-before-delete");
+    failpoint::reached("compaction-before-delete", up.catalog.store().as_ref());
     for s in old {
         part.index.forget_object(&s.object);
     }

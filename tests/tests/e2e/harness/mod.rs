@@ -125,7 +125,7 @@ impl AgentProcess {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if self.ca.exists() {
                 let out = self.cli(&["topic", "list"]);
