@@ -19,6 +19,7 @@ use crate::config::{Config, TlsSource};
 use crate::core::flush::Policy;
 use crate::core::topic_config::TopicConfig;
 use crate::error::AgentError;
+use crate::frontend::kafka;
 use crate::frontend::quic::{tls, Listener};
 use crate::groups::Coordinator;
 use crate::log::flush::{self, Flusher, Queue};
@@ -36,6 +37,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A running agent.
 pub struct Agent {
     listener: Listener,
+    kafka: Option<kafka::Listener>,
     agent_id: String,
     ca_path: Option<PathBuf>,
     cluster: Arc<Cluster>,
@@ -93,6 +95,11 @@ impl Agent {
         let listener = Listener::bind(&config)?;
         let local_addr = listener.local_addr();
         let address = config.advertise.clone().unwrap_or_else(|| local_addr.to_string());
+        let kafka = match &config.kafka {
+            Some(k) => Some(kafka::Listener::bind(&config, k).await?),
+            None => None,
+        };
+        let kafka_address = kafka.as_ref().map(|k| k.advertised().to_string()).unwrap_or_default();
 
         let metrics = Arc::new(Metrics::default());
         let queue = Arc::new(Queue::new(Policy { max_bytes: config.flush_bytes, interval: config.flush_interval }));
@@ -130,7 +137,12 @@ impl Agent {
         let service_stop = CancellationToken::new();
         let background = TaskTracker::new();
         let inflight = Arc::new(Semaphore::new(config.max_inflight_bytes));
-        let identity = Identity { agent_id: agent_id.clone(), address: address.clone(), lease_ttl: config.lease_ttl };
+        let identity = Identity {
+            agent_id: agent_id.clone(),
+            address: address.clone(),
+            kafka_address: kafka_address.clone(),
+            lease_ttl: config.lease_ttl,
+        };
         let cluster = Cluster::start(
             catalog.clone(),
             clock,
@@ -189,6 +201,10 @@ impl Agent {
             has_wal,
             service_stop.clone(),
         ));
+        if let Some(k) = &kafka {
+            k.serve(service.clone(), &config);
+            tracing::info!(kafka = %k.local_addr(), advertised = %k.advertised(), "Kafka listener started");
+        }
         listener.serve(service, &config);
         let ca_path = match &config.tls {
             TlsSource::LocalCa(dir) => Some(dir.join(tls::CA_FILE)),
@@ -197,6 +213,7 @@ impl Agent {
         tracing::info!(%local_addr, %address, agent_id, metadata = %config.metadata_url, objects = %config.object_store_url, "agent started");
         Ok(Agent {
             listener,
+            kafka,
             agent_id,
             ca_path,
             cluster,
@@ -212,6 +229,11 @@ impl Agent {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// The Kafka listener's bound address, when it has one.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka.as_ref().map(kafka::Listener::local_addr)
     }
 
     /// GETs sent to the object store and reads served from caches.
@@ -234,6 +256,9 @@ impl Agent {
         tracing::info!("shutting down");
         self.cluster.stop_accepting();
         self.listener.stop_accepting();
+        if let Some(k) = &self.kafka {
+            k.stop_accepting();
+        }
         // In-flight produces finish when the flusher commits them; fetches
         // waiting on the tail return when the service stops.
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
@@ -249,6 +274,9 @@ impl Agent {
             self.cluster.release_all().await;
             self.service_stop.cancel();
             self.listener.drained().await;
+            if let Some(k) = &self.kafka {
+                k.drained().await;
+            }
         })
         .await;
         if drained.is_err() {

@@ -34,6 +34,16 @@ pub struct Args {
     /// Address clients are told to reach this agent at [default: the bound address].
     #[arg(long, env = "SILT_ADVERTISE")]
     pub advertise: Option<String>,
+    /// TCP address of the Kafka-protocol listener (off unless given), e.g.
+    /// 127.0.0.1:9092: Kafka clients reach the same topics and groups there.
+    #[arg(long, env = "SILT_KAFKA_LISTEN")]
+    pub kafka_listen: Option<SocketAddr>,
+    /// host:port Kafka clients are told to reach this agent at [default: the bound address].
+    #[arg(long, env = "SILT_KAFKA_ADVERTISE", requires = "kafka_listen")]
+    pub kafka_advertise: Option<String>,
+    /// Serve the Kafka listener over TLS, with the agent's certificate.
+    #[arg(long, env = "SILT_KAFKA_TLS", requires = "kafka_listen")]
+    pub kafka_tls: bool,
     /// Metadata store URL [default: sqlite://<data-dir>/metadata.db].
     #[arg(long, env = "SILT_METADATA")]
     pub metadata: Option<String>,
@@ -172,6 +182,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub advertise: Option<String>,
+    pub kafka: Option<KafkaConfig>,
     pub metadata_url: String,
     pub object_store_url: String,
     pub s3: S3Options,
@@ -199,6 +210,15 @@ pub struct Config {
     pub orphan_sweep_interval: Duration,
     pub compaction_min_age: Duration,
     pub object_compaction: bool,
+}
+
+/// The Kafka-protocol listener's settings.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub listen: SocketAddr,
+    /// `host:port` given to clients; None: the bound address.
+    pub advertise: Option<String>,
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +287,17 @@ impl Args {
         let gc_interval = within("--gc-interval", self.gc_interval, Duration::from_millis(100), day)?;
         let orphan_sweep_interval =
             within("--orphan-sweep-interval", self.orphan_sweep_interval, Duration::from_millis(100), 7 * day)?;
+        if let Some(a) = &self.kafka_advertise {
+            let port = a.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p));
+            if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+                return Err(bad("--kafka-advertise", format!("{a:?} is not host:port")));
+            }
+        }
+        let kafka = self.kafka_listen.map(|listen| KafkaConfig {
+            listen,
+            advertise: self.kafka_advertise.clone(),
+            tls: self.kafka_tls,
+        });
         let max_inflight_bytes =
             size("--max-inflight-bytes", self.max_inflight_bytes, max_frame_bytes as u64, 1 << 40)?;
         Ok(Config {
@@ -286,6 +317,7 @@ impl Args {
             data_dir,
             listen: self.listen,
             advertise: self.advertise.clone(),
+            kafka,
             tls,
             flush_bytes: size("--flush-bytes", self.flush_bytes, 1, 1 << 30)?,
             flush_interval,

@@ -223,7 +223,7 @@ pub async fn catalog_at_scale(store: std::sync::Arc<dyn MetaStore>) {
     assert!(matches!(c.create_topic("wide", 1, &[], 0).await, Err(crate::CatalogError::TopicExists(_))));
     assert_eq!(c.partitions(&t).await.unwrap().len(), P as usize);
     let ids: Vec<(u64, u32)> = (0..P).map(|p| (t.id, p)).collect();
-    c.heartbeat("a", "x", 0, 0, 60_000).await.unwrap();
+    c.heartbeat("a", ("x", ""), 0, 0, 60_000).await.unwrap();
     let acquired = c.acquire_leases("a", "x", &ids, 0).await.unwrap();
     assert_eq!(acquired.taken.len(), P as usize);
     let held: Vec<(u64, u32, u64)> = acquired.taken.iter().map(|((t, p), l, _)| (*t, *p, l.epoch)).collect();

@@ -56,6 +56,8 @@ pub struct Identity {
     pub agent_id: String,
     /// Where clients reach it.
     pub address: String,
+    /// Where Kafka clients reach it; empty without a Kafka listener.
+    pub kafka_address: String,
     pub lease_ttl: Duration,
 }
 
@@ -194,7 +196,7 @@ impl Cluster {
             s.renewing(sent);
             s.ttl_ms()
         };
-        let result = self.catalog.heartbeat(&self.id.agent_id, &self.id.address, self.started_ms, sent, ttl).await;
+        let result = self.catalog.heartbeat(&self.id.agent_id, (&self.id.address, &self.id.kafka_address), self.started_ms, sent, ttl).await;
         let now = self.clock.now_ms();
         let action = {
             let mut s = self.session.lock().expect("session lock");

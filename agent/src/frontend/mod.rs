@@ -2,5 +2,7 @@
 //! messages onto `service` calls and the service's errors onto its codes.
 //!
 //! - [`quic`]: silt's own protocol over QUIC (TLS always on).
+//! - [`kafka`]: Kafka's wire protocol over TCP or TLS, for Kafka clients.
 
+pub mod kafka;
 pub mod quic;

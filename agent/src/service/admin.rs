@@ -39,17 +39,24 @@ impl Service {
         out
     }
 
+    /// Checks a topic's name, partition count and configs as `create_topic`
+    /// would, creating nothing.
+    pub fn check_topic(&self, name: &str, partitions: u32, configs: &[(String, String)]) -> Result<(), ServiceError> {
+        validate_topic_name(name)?;
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            return Err(ServiceError::InvalidPartitions { count: partitions, max: MAX_PARTITIONS });
+        }
+        self.check_configs(configs)?;
+        Ok(())
+    }
+
     pub async fn create_topic(
         &self,
         name: &str,
         partitions: u32,
         configs: &[(String, String)],
     ) -> Result<(), ServiceError> {
-        validate_topic_name(name)?;
-        if partitions == 0 || partitions > MAX_PARTITIONS {
-            return Err(ServiceError::InvalidPartitions { count: partitions, max: MAX_PARTITIONS });
-        }
-        self.check_configs(configs)?;
+        self.check_topic(name, partitions, configs)?;
         self.catalog.create_topic(name, partitions, configs, self.cluster.clock().now_ms()).await?;
         // Take this agent's share now rather than at the next round.
         self.cluster.round_now().await?;
@@ -160,8 +167,10 @@ impl Service {
             .into_iter()
             .map(|a| AgentInfo {
                 partitions: held.get(&a.id).copied().unwrap_or(0),
+                live: a.is_live(now),
                 id: a.id,
                 address: a.address,
+                kafka_address: a.kafka_address,
                 heartbeat_ms: a.heartbeat_ms,
             })
             .collect())

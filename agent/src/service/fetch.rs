@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use silt_wire::batch::split;
+
 use super::{Fetched, Service};
 use crate::error::ServiceError;
 
@@ -65,5 +67,83 @@ impl Service {
             Vec::new()
         };
         Ok(Fetched { high_watermark: hw, log_start, batches })
+    }
+}
+
+/// Index entries read per step when looking for a timestamp.
+const SEGMENTS_PER_STEP: usize = 256;
+
+impl Service {
+    /// A partition's first offset and its high watermark, as its owner
+    /// knows them (or the metadata store, here on another agent).
+    pub async fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), ServiceError> {
+        let part = self.partition(topic, partition).await?;
+        if !part.has_actor() {
+            self.cluster.refresh_follower(&part).await?;
+        }
+        Ok((part.log_start(), part.high_watermark()))
+    }
+
+    /// The first record whose timestamp is at least `timestamp`, as
+    /// (offset, its timestamp); None when every record is older. Index
+    /// entries' largest timestamps skip what is older; the batches of the
+    /// first entry that reaches it are read.
+    pub async fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, ServiceError> {
+        let part = self.partition(topic, partition).await?;
+        let (log_start, _) = self.offsets(topic, partition).await?;
+        let id = part.index.id();
+        let mut from = log_start;
+        // The first index entry that holds a record at least that new.
+        loop {
+            let segments = self.catalog.segments(id.0, partition, from, SEGMENTS_PER_STEP).await?;
+            match segments.iter().find(|s| s.max_timestamp >= timestamp && s.last_offset >= from) {
+                Some(s) => {
+                    from = s.base_offset.max(from);
+                    break;
+                }
+                None if segments.len() < SEGMENTS_PER_STEP => {
+                    // What is not indexed yet: from the last entry's end.
+                    from = segments.last().map_or(from, |s| (s.last_offset + 1).max(from));
+                    break;
+                }
+                None => from = segments.last().map_or(from, |s| s.last_offset + 1),
+            }
+        }
+        // Its batches, then what follows, until a record is new enough.
+        loop {
+            let (_, hw) = self.offsets(topic, partition).await?;
+            if from >= hw {
+                return Ok(None);
+            }
+            let fetched = self.fetch(topic, partition, from, self.limits.max_batch_bytes, Duration::ZERO).await?;
+            for piece in &fetched.batches {
+                for batch in split(piece) {
+                    let batch = batch?;
+                    if batch.last_offset() < from || batch.header().max_timestamp < timestamp {
+                        continue;
+                    }
+                    if let Some(r) = batch.records()?.into_iter().find(|r| r.offset >= from && r.timestamp >= timestamp) {
+                        return Ok(Some((r.offset, r.timestamp)));
+                    }
+                }
+            }
+            let next = fetched
+                .batches
+                .iter()
+                .flat_map(split)
+                .filter_map(Result::ok)
+                .map(|b| b.last_offset() + 1)
+                .max()
+                .unwrap_or(from);
+            if next <= from {
+                return Ok(None);
+            }
+            from = next;
+        }
     }
 }

@@ -42,6 +42,20 @@ impl Service {
         self.coordinator.commit(group, member, epoch, offsets).await
     }
 
+    /// Commits offsets outside any membership (a consumer that assigns
+    /// itself partitions), refused while the group has live members.
+    pub async fn commit_offsets_standalone(
+        &self,
+        group: &str,
+        offsets: Vec<(String, u32, i64)>,
+    ) -> Result<(), ServiceError> {
+        validate_group_name(group)?;
+        for (t, _, _) in &offsets {
+            self.topic_state(t).await?;
+        }
+        self.coordinator.reset(group, offsets).await
+    }
+
     /// A group's committed offsets for `topics` (every topic when empty),
     /// as (topic, partition, offset).
     pub async fn fetch_offsets(&self, group: &str, topics: &[String]) -> Result<Vec<(String, u32, i64)>, ServiceError> {
@@ -60,7 +74,7 @@ impl Service {
     }
 
     /// Topic ids to names.
-    async fn topic_names(&self) -> Result<HashMap<u64, String>, ServiceError> {
+    pub(crate) async fn topic_names(&self) -> Result<HashMap<u64, String>, ServiceError> {
         Ok(self.catalog.list_topics().await?.into_iter().map(|t| (t.id, t.name)).collect())
     }
 

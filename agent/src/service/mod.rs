@@ -80,6 +80,11 @@ impl Service {
         self.limits
     }
 
+    /// Whether acks=local is served (the agent has a write-ahead log).
+    pub fn has_wal(&self) -> bool {
+        self.wal
+    }
+
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
     }

@@ -34,6 +34,10 @@ pub struct PartitionInfo {
 pub struct AgentInfo {
     pub id: String,
     pub address: String,
+    /// Where Kafka clients reach it; empty without a Kafka listener.
+    pub kafka_address: String,
+    /// Whether its session is live.
+    pub live: bool,
     /// Partitions it holds a live lease on.
     pub partitions: u32,
     pub heartbeat_ms: i64,

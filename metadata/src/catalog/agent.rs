@@ -17,6 +17,8 @@ pub struct Registration {
     pub id: String,
     /// Where clients reach it.
     pub address: String,
+    /// Where Kafka clients reach it (`host:port`), or empty when it has no Kafka listener.
+    pub kafka_address: String,
     pub started_ms: i64,
     /// Its last renewal.
     pub heartbeat_ms: i64,
@@ -39,19 +41,20 @@ pub fn id_from_key(key: &[u8]) -> Option<&str> {
 
 impl Registration {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(32 + self.address.len());
-        v.put_u8(2);
+        let mut v = Vec::with_capacity(40 + self.address.len() + self.kafka_address.len());
+        v.put_u8(3);
         v.put_str(&self.address);
         v.put_i64(self.started_ms);
         v.put_i64(self.heartbeat_ms);
         v.put_i64(self.expires_ms);
+        v.put_str(&self.kafka_address);
         v
     }
 
     pub fn decode(id: &str, value: &[u8]) -> Result<Self, CodecError> {
         let mut r = Reader::new(value);
         let version = r.u8("version")?;
-        if !(1..=2).contains(&version) {
+        if !(1..=3).contains(&version) {
             return Err(CodecError::Version(version));
         }
         let address = r.string("address")?;
@@ -61,8 +64,9 @@ impl Registration {
             1 => heartbeat_ms.saturating_add(LEGACY_TTL_MS),
             _ => r.i64("expiry")?,
         };
+        let kafka_address = if version >= 3 { r.string("kafka address")? } else { String::new() };
         r.finish()?;
-        Ok(Registration { id: id.to_owned(), address, started_ms, heartbeat_ms, expires_ms })
+        Ok(Registration { id: id.to_owned(), address, kafka_address, started_ms, heartbeat_ms, expires_ms })
     }
 
     pub fn is_live(&self, now_ms: i64) -> bool {
@@ -76,7 +80,7 @@ impl Catalog {
     pub async fn heartbeat(
         &self,
         id: &str,
-        address: &str,
+        (address, kafka_address): (&str, &str),
         started_ms: i64,
         now_ms: i64,
         ttl_ms: i64,
@@ -84,6 +88,7 @@ impl Catalog {
         let reg = Registration {
             id: id.into(),
             address: address.into(),
+            kafka_address: kafka_address.into(),
             started_ms,
             heartbeat_ms: now_ms,
             expires_ms: now_ms.saturating_add(ttl_ms),
@@ -131,6 +136,7 @@ mod tests {
         let r = Registration {
             id: "a".into(),
             address: "10.0.0.1:7447".into(),
+            kafka_address: "10.0.0.1:9092".into(),
             started_ms: 5,
             heartbeat_ms: 9,
             expires_ms: 19,
@@ -148,9 +154,9 @@ mod tests {
     #[tokio::test]
     async fn agents_register_renew_and_deregister() {
         let (_d, c) = catalog().await;
-        c.heartbeat("b", "addr-b", 1, 5, 100).await.unwrap();
-        c.heartbeat("a", "addr-a", 1, 6, 100).await.unwrap();
-        c.heartbeat("a", "addr-a", 1, 9, 100).await.unwrap();
+        c.heartbeat("b", ("addr-b", ""), 1, 5, 100).await.unwrap();
+        c.heartbeat("a", ("addr-a", ""), 1, 6, 100).await.unwrap();
+        c.heartbeat("a", ("addr-a", ""), 1, 9, 100).await.unwrap();
         let agents = c.agents().await.unwrap();
         assert_eq!(
             agents.iter().map(|r| (r.id.as_str(), r.heartbeat_ms, r.expires_ms)).collect::<Vec<_>>(),

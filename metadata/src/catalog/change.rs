@@ -59,7 +59,7 @@ mod tests {
         let (_d, c) = catalog().await;
         let c = c.with_writer("a");
         let v0 = c.cluster().await.unwrap();
-        c.heartbeat("a", "x", 0, 1, 100).await.unwrap();
+        c.heartbeat("a", ("x", ""), 0, 1, 100).await.unwrap();
         let v1 = c.cluster().await.unwrap();
         assert_eq!(v1.changes, v0.changes, "a renewal is not an ownership change");
         assert_eq!(v1.agents.len(), 1);
@@ -69,7 +69,7 @@ mod tests {
         c.acquire_leases("a", "x", &[(t.id, 0)], 2).await.unwrap();
         let v3 = c.cluster().await.unwrap();
         assert_ne!(v3.changes, v2.changes);
-        c.heartbeat("a", "x", 0, 3, 100).await.unwrap();
+        c.heartbeat("a", ("x", ""), 0, 3, 100).await.unwrap();
         assert_eq!(c.cluster().await.unwrap().changes, v3.changes);
         c.release_leases("a", &[(t.id, 0, 1)]).await.unwrap();
         assert_ne!(c.cluster().await.unwrap().changes, v3.changes);

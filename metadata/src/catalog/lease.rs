@@ -270,6 +270,7 @@ mod tests {
         let reg = |id: &str, expires_ms| Registration {
             id: id.into(),
             address: "x".into(),
+            kafka_address: String::new(),
             started_ms: 0,
             heartbeat_ms: 0,
             expires_ms,
@@ -286,14 +287,14 @@ mod tests {
         let (_d, c) = catalog().await;
         let t = c.create_topic("t", 3, &[], 0).await.unwrap();
         let ids = [(t.id, 0), (t.id, 1), (t.id, 2)];
-        c.heartbeat("a", "x", 0, 0, 100).await.unwrap();
+        c.heartbeat("a", ("x", ""), 0, 0, 100).await.unwrap();
         let got = c.acquire_leases("a", "x", &ids[..2], 10).await.unwrap();
         assert_eq!(
             got.taken.iter().map(|(id, l, _)| (*id, l.epoch)).collect::<Vec<_>>(),
             vec![(ids[0], 1), (ids[1], 1)]
         );
         // b cannot take a's leases while a's registration is live...
-        c.heartbeat("b", "y", 0, 0, 1000).await.unwrap();
+        c.heartbeat("b", ("y", ""), 0, 0, 1000).await.unwrap();
         let got = c.acquire_leases("b", "y", &ids, 50).await.unwrap();
         assert_eq!(got.held, ids[..2].to_vec());
         assert_eq!(got.taken.len(), 1);

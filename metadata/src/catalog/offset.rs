@@ -139,7 +139,7 @@ mod tests {
         let (_d, c) = catalog().await;
         let slots = c.create_topic("slots", 1, &[], 0).await.unwrap();
         let t = c.create_topic("t", 2, &[], 0).await.unwrap();
-        c.heartbeat("a", "x", 0, 0, 60_000).await.unwrap();
+        c.heartbeat("a", ("x", ""), 0, 0, 60_000).await.unwrap();
         let epoch = c.acquire_leases("a", "x", &[(slots.id, 0)], 0).await.unwrap().taken[0].1.epoch;
         let fence = Fence { topic_id: slots.id, partition: 0, owner: "a".into(), epoch };
         let commit =
@@ -170,7 +170,7 @@ mod tests {
     async fn group_state_is_stored_under_the_coordinators_lease() {
         let (_d, c) = catalog().await;
         let slots = c.create_topic("slots", 1, &[], 0).await.unwrap();
-        c.heartbeat("a", "x", 0, 0, 60_000).await.unwrap();
+        c.heartbeat("a", ("x", ""), 0, 0, 60_000).await.unwrap();
         let epoch = c.acquire_leases("a", "x", &[(slots.id, 0)], 0).await.unwrap().taken[0].1.epoch;
         let fence = Fence { topic_id: slots.id, partition: 0, owner: "a".into(), epoch };
         let record = crate::catalog::group::tests::record();

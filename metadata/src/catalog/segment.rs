@@ -495,7 +495,7 @@ mod tests {
     async fn a_stale_epoch_is_fenced_and_writes_nothing() {
         let (_d, c) = catalog().await;
         let t = c.create_topic("t", 1, &[], 0).await.unwrap();
-        c.heartbeat("agent-1", "a1", 0, 0, 100).await.unwrap();
+        c.heartbeat("agent-1", ("a1", ""), 0, 0, 100).await.unwrap();
         let old = take(&c, "agent-1", (t.id, 0), 0).await;
         assert_eq!(c.acquire_leases("agent-2", "a2", &[(t.id, 0)], 50).await.unwrap().held, vec![(t.id, 0)]);
         let new = take(&c, "agent-2", (t.id, 0), 200).await;

@@ -134,6 +134,17 @@ fn write_temp(dir: &Path, contents: &str) -> Result<PathBuf, AgentError> {
 }
 
 /// The rustls server configuration for QUIC.
+/// A TLS server over TCP (the Kafka listener's), TLS 1.2 and 1.3.
+pub fn tcp_server_config(material: Material) -> Result<rustls::ServerConfig, AgentError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| tls_err("TLS versions", e))?
+        .with_no_client_auth()
+        .with_single_cert(material.chain, material.key)
+        .map_err(|e| tls_err("certificate and key do not match", e))
+}
+
 pub fn server_config(material: Material, max_streams: u32) -> Result<quinn::ServerConfig, AgentError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut crypto = rustls::ServerConfig::builder_with_provider(provider)

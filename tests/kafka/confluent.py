@@ -1,0 +1,78 @@
+"""Drives silt's Kafka listener with confluent-kafka (librdkafka).
+
+Subcommands print one JSON line each, for the Rust tests to check:
+  produce BOOTSTRAP TOPIC N [PARTITIONS]   idempotent, acks=all; keys k<i>, values v<i>,
+                                          a header h=<i>; prints the delivered (partition, offset, key)
+  consume BOOTSTRAP TOPIC GROUP IDLE_S [MAX]  a group member that commits after each record
+                                          and prints what it read once IDLE_S pass with nothing new
+"""
+import json
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer
+
+
+def produce(bootstrap, topic, n, partitions=None):
+    p = Producer({
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+    })
+    delivered, errors = [], []
+
+    def report(err, msg):
+        if err is not None:
+            errors.append(str(err))
+        else:
+            delivered.append([msg.partition(), msg.offset(), msg.key().decode()])
+
+    for i in range(n):
+        kw = {"partition": i % partitions} if partitions else {}
+        p.produce(topic, key=f"k{i}", value=f"v{i}", headers=[("h", str(i).encode())], on_delivery=report, **kw)
+        p.poll(0)
+    left = p.flush(60)
+    print(json.dumps({"delivered": delivered, "errors": errors, "unflushed": left}), flush=True)
+
+
+def consume(bootstrap, topic, group, idle_s, max_records=None):
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+    })
+    c.subscribe([topic])
+    got = []
+    last = time.time()
+    while time.time() - last < idle_s:
+        m = c.poll(0.2)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() != KafkaError._PARTITION_EOF:
+                print(json.dumps({"error": str(m.error())}), file=sys.stderr, flush=True)
+            continue
+        got.append([m.partition(), m.offset(), m.key().decode(), m.value().decode(),
+                    [[k, v.decode()] for k, v in (m.headers() or [])]])
+        c.commit(message=m, asynchronous=False)
+        print(json.dumps({"record": got[-1]}), flush=True)
+        last = time.time()
+        if max_records is not None and len(got) >= max_records:
+            break
+    print(json.dumps({"assignment": sorted([tp.partition for tp in c.assignment()])}), flush=True)
+    c.close()
+    print(json.dumps({"done": len(got)}), flush=True)
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "produce":
+        produce(args[0], args[1], int(args[2]), int(args[3]) if len(args) > 3 else None)
+    elif cmd == "consume":
+        consume(args[0], args[1], args[2], float(args[3]), int(args[4]) if len(args) > 4 else None)
+    else:
+        sys.exit(f"unknown command {cmd}")
