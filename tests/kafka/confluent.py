@@ -58,8 +58,10 @@ def consume(bootstrap, topic, group, idle_s, max_records=None):
             continue
         got.append([m.partition(), m.offset(), m.key().decode(), m.value().decode(),
                     [[k, v.decode()] for k, v in (m.headers() or [])]])
-        c.commit(message=m, asynchronous=False)
+        # Printed before it is committed: a member killed in between has
+        # shown the record, and its successor may read it again.
         print(json.dumps({"record": got[-1]}), flush=True)
+        c.commit(message=m, asynchronous=False)
         last = time.time()
         if max_records is not None and len(got) >= max_records:
             break

@@ -196,7 +196,10 @@ impl Cluster {
             s.renewing(sent);
             s.ttl_ms()
         };
-        let result = self.catalog.heartbeat(&self.id.agent_id, (&self.id.address, &self.id.kafka_address), self.started_ms, sent, ttl).await;
+        let result = self
+            .catalog
+            .heartbeat(&self.id.agent_id, (&self.id.address, &self.id.kafka_address), self.started_ms, sent, ttl)
+            .await;
         let now = self.clock.now_ms();
         let action = {
             let mut s = self.session.lock().expect("session lock");

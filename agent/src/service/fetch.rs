@@ -127,7 +127,8 @@ impl Service {
                     if batch.last_offset() < from || batch.header().max_timestamp < timestamp {
                         continue;
                     }
-                    if let Some(r) = batch.records()?.into_iter().find(|r| r.offset >= from && r.timestamp >= timestamp) {
+                    if let Some(r) = batch.records()?.into_iter().find(|r| r.offset >= from && r.timestamp >= timestamp)
+                    {
                         return Ok(Some((r.offset, r.timestamp)));
                     }
                 }

@@ -380,7 +380,7 @@ mod tests {
 
     /// `owner` registers, takes partition 0 of `topic_id` and commits `segments` to it.
     async fn holding(c: &Catalog, owner: &str, topic_id: u64, segments: &[Segment]) -> Lease {
-        c.heartbeat(owner, "addr", 0, 0, 100).await.unwrap();
+        c.heartbeat(owner, ("addr", ""), 0, 0, 100).await.unwrap();
         let lease = take(c, owner, (topic_id, 0), 0).await;
         for s in segments {
             let e = FlushEntry {

@@ -118,8 +118,8 @@ async fn agents_gone_for_over_an_hour_are_forgotten() {
     let catalog = silt_metadata::Catalog::new(store);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let two_hours = 2 * 60 * 60 * 1000;
-    catalog.heartbeat("agent-long-gone", "127.0.0.1:1", now - two_hours, now - two_hours, 10_000).await.unwrap();
-    catalog.heartbeat("agent-just-gone", "127.0.0.1:2", now - 60_000, now - 60_000, 10_000).await.unwrap();
+    catalog.heartbeat("agent-long-gone", ("127.0.0.1:1", ""), now - two_hours, now - two_hours, 10_000).await.unwrap();
+    catalog.heartbeat("agent-just-gone", ("127.0.0.1:2", ""), now - 60_000, now - 60_000, 10_000).await.unwrap();
     let client = agent.client().await;
     let ids = || async { client.list_agents().await.unwrap().into_iter().map(|a| a.id).collect::<Vec<_>>() };
     TestCluster::wait_for("the long-gone agent to be forgotten", Duration::from_secs(10), || async {

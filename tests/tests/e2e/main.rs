@@ -13,6 +13,7 @@ mod flush;
 mod groups;
 mod harness;
 mod idempotence;
+mod kafka;
 mod protocol;
 mod s3;
 mod sdk;

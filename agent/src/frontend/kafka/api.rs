@@ -204,7 +204,12 @@ fn api_versions() -> ApiVersionsResponse {
         .iter()
         .filter_map(|(k, _, _)| {
             let (min, max) = supported(*k)?;
-            Some(api_versions_response::ApiVersion::default().with_api_key(*k as i16).with_min_version(min).with_max_version(max))
+            Some(
+                api_versions_response::ApiVersion::default()
+                    .with_api_key(*k as i16)
+                    .with_min_version(min)
+                    .with_max_version(max),
+            )
         })
         .collect();
     ApiVersionsResponse::default().with_api_keys(api_keys)
@@ -361,10 +366,13 @@ async fn stage_produce(ctx: &Context, req: ProduceRequest) -> Vec<StagedPartitio
     for topic in req.topic_data {
         let name = topic.name.to_string();
         for p in topic.partition_data {
-            let mut staged = StagedPartition { topic: name.clone(), partition: p.index, tickets: Vec::new(), error: None };
+            let mut staged =
+                StagedPartition { topic: name.clone(), partition: p.index, tickets: Vec::new(), error: None };
             staged.error = match (acks, transactional) {
                 (None, _) => Some((K::InvalidRequiredAcks.code(), format!("acks={} is not 0, 1 or -1", req.acks))),
-                (_, true) => Some((K::TransactionalIdAuthorizationFailed.code(), "transactions are not supported".into())),
+                (_, true) => {
+                    Some((K::TransactionalIdAuthorizationFailed.code(), "transactions are not supported".into()))
+                }
                 (Some(acks), false) => append(ctx, &name, p.index, p.records, acks, &mut staged.tickets).await.err(),
             };
             out.push(staged);
@@ -391,7 +399,8 @@ async fn append(
         };
         (code.code(), e.to_string())
     };
-    let partition = u32::try_from(partition).map_err(|_| (K::UnknownTopicOrPartition.code(), "negative partition".into()))?;
+    let partition =
+        u32::try_from(partition).map_err(|_| (K::UnknownTopicOrPartition.code(), "negative partition".into()))?;
     let records = records.unwrap_or_default();
     let batches = records::split(&records).map_err(corrupt)?;
     if batches.is_empty() {
@@ -424,7 +433,8 @@ async fn finish_produce(staged: Vec<StagedPartition>, version: i16) -> ProduceRe
                 }
             }
         }
-        let mut r = produce_response::PartitionProduceResponse::default().with_index(p.partition).with_base_offset(base);
+        let mut r =
+            produce_response::PartitionProduceResponse::default().with_index(p.partition).with_base_offset(base);
         if let Some((code, message)) = error {
             r.error_code = code;
             if version >= 8 {
@@ -560,7 +570,8 @@ async fn read_slots(ctx: &Context, slots: &mut [FetchSlot], max_bytes: usize) {
     let mut left = max_bytes;
     for slot in slots.iter_mut() {
         let Ok(p) = u32::try_from(slot.partition) else {
-            slot.result = Some(Err(ServiceError::UnknownPartition { topic: slot.topic.clone(), partition: 0, count: 0 }));
+            slot.result =
+                Some(Err(ServiceError::UnknownPartition { topic: slot.topic.clone(), partition: 0, count: 0 }));
             continue;
         };
         let budget = slot.max_bytes.min(left).max(1);
@@ -594,7 +605,9 @@ async fn list_offsets(ctx: &Context, req: ListOffsetsRequest) -> ListOffsetsResp
             partitions.push(r);
         }
         topics.push(
-            list_offsets_response::ListOffsetsTopicResponse::default().with_name(TopicName(s(name))).with_partitions(partitions),
+            list_offsets_response::ListOffsetsTopicResponse::default()
+                .with_name(TopicName(s(name)))
+                .with_partitions(partitions),
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
@@ -703,7 +716,8 @@ async fn describe_configs(ctx: &Context, req: DescribeConfigsRequest) -> Describ
             TOPIC => match ctx.service.describe_topic(&res.resource_name).await {
                 Ok(info) => {
                     let effective = ctx.service.topic_config(&info.configs).entries();
-                    let wanted = |k: &str| res.configuration_keys.as_ref().is_none_or(|ks| ks.iter().any(|x| **x == *k));
+                    let wanted =
+                        |k: &str| res.configuration_keys.as_ref().is_none_or(|ks| ks.iter().any(|x| **x == *k));
                     r.configs = effective
                         .into_iter()
                         .filter(|(k, _)| wanted(k))

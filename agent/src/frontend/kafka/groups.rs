@@ -262,8 +262,10 @@ pub async fn offset_fetch(ctx: &Context, req: OffsetFetchRequest, version: i16) 
     if version >= 8 {
         let mut groups = Vec::new();
         for g in &req.groups {
-            let topics =
-                g.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect());
+            let topics = g
+                .topics
+                .as_ref()
+                .map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect());
             let mut out = offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             match committed(ctx, &g.group_id, topics).await {
                 Ok(found) => {
@@ -299,16 +301,18 @@ pub async fn offset_fetch(ctx: &Context, req: OffsetFetchRequest, version: i16) 
             r.topics = found
                 .into_iter()
                 .map(|(t, ps)| {
-                    offset_fetch_response::OffsetFetchResponseTopic::default().with_name(TopicName(s(t))).with_partitions(
-                        ps.into_iter()
-                            .map(|(p, o)| {
-                                offset_fetch_response::OffsetFetchResponsePartition::default()
-                                    .with_partition_index(p)
-                                    .with_committed_offset(o)
-                                    .with_metadata(Some(s("")))
-                            })
-                            .collect(),
-                    )
+                    offset_fetch_response::OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(s(t)))
+                        .with_partitions(
+                            ps.into_iter()
+                                .map(|(p, o)| {
+                                    offset_fetch_response::OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(o)
+                                        .with_metadata(Some(s("")))
+                                })
+                                .collect(),
+                        )
                 })
                 .collect();
         }
@@ -323,7 +327,9 @@ pub async fn list_groups(ctx: &Context, req: ListGroupsRequest, version: i16) ->
         Ok(groups) => ListGroupsResponse::default().with_groups(
             groups
                 .into_iter()
-                .filter(|g| req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(&g.state)))
+                .filter(|g| {
+                    req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(&g.state))
+                })
                 .map(|g| {
                     let mut l = list_groups_response::ListedGroup::default()
                         .with_group_id(GroupId(s(g.name)))
@@ -608,7 +614,9 @@ pub async fn consumer_group_heartbeat(
         }
         Err(e) => {
             let code = match &e {
-                ServiceError::Member { reason: GroupError::FencedMemberEpoch { .. }, .. } => K::FencedMemberEpoch.code(),
+                ServiceError::Member { reason: GroupError::FencedMemberEpoch { .. }, .. } => {
+                    K::FencedMemberEpoch.code()
+                }
                 ServiceError::Member { reason: GroupError::UnknownMember(_), .. } => K::UnknownMemberId.code(),
                 other => code_of(other),
             };
@@ -641,11 +649,12 @@ mod tests {
 
     #[test]
     fn subscriptions_and_assignments_use_the_consumer_protocol_layout() {
-        let sub = ConsumerProtocolSubscription::default()
-            .with_topics(vec![s("a"), s("b")])
-            .with_owned_partitions(vec![consumer_protocol_subscription::TopicPartition::default()
-                .with_topic(TopicName(s("a")))
-                .with_partitions(vec![0, 2])]);
+        let sub =
+            ConsumerProtocolSubscription::default().with_topics(vec![s("a"), s("b")]).with_owned_partitions(vec![
+                consumer_protocol_subscription::TopicPartition::default()
+                    .with_topic(TopicName(s("a")))
+                    .with_partitions(vec![0, 2]),
+            ]);
         for version in 0..=3 {
             let (topics, owned) = subscription(&versioned(&sub, version)).unwrap();
             assert_eq!(topics, ["a", "b"]);

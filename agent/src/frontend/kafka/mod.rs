@@ -278,12 +278,8 @@ async fn read_request<R: AsyncRead + Unpin>(
         return Err(ConnectionError::TooLarge { len: len.into(), max: ctx.max_request_bytes });
     }
     let len = len as usize;
-    let permit = ctx
-        .read_budget
-        .clone()
-        .acquire_many_owned(len as u32)
-        .await
-        .map_err(|_| ConnectionError::ShuttingDown)?;
+    let permit =
+        ctx.read_budget.clone().acquire_many_owned(len as u32).await.map_err(|_| ConnectionError::ShuttingDown)?;
     let mut body = BytesMut::zeroed(len);
     tokio::time::timeout(REQUEST_READ_TIMEOUT, reader.read_exact(&mut body))
         .await
@@ -300,11 +296,19 @@ pub fn parse(mut bytes: Bytes) -> Result<Frame, ConnectionError> {
     let key = i16::from_be_bytes([bytes[0], bytes[1]]);
     let version = i16::from_be_bytes([bytes[2], bytes[3]]);
     let api = ApiKey::try_from(key).map_err(|_| ConnectionError::UnknownApi(key))?;
-    // A version this crate does not know still has a header we can read:
-    // take the newest layout for it.
     let header_version = match api::supported(api) {
         Some((min, max)) if version >= min && version <= max => api.request_header_version(version),
-        _ => api.request_header_version(api.valid_versions().max.min(version.max(api.valid_versions().min))),
+        // An ApiVersions this listener does not offer is still answered (with
+        // the versions it does): every layout starts with the correlation id.
+        _ if api == ApiKey::ApiVersions && bytes.len() >= 8 => {
+            let correlation_id = i32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+            let header = RequestHeader::default()
+                .with_request_api_key(key)
+                .with_request_api_version(version)
+                .with_correlation_id(correlation_id);
+            return Ok(Frame { header, api, body: Bytes::new() });
+        }
+        _ => return Err(ConnectionError::Malformed(format!("{api:?} version {version} is not offered"))),
     };
     let header = RequestHeader::decode(&mut bytes, header_version)
         .map_err(|e| ConnectionError::Malformed(format!("request header: {e}")))?;

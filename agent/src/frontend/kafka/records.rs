@@ -300,8 +300,7 @@ pub fn to_kafka(batch: &Batch, out: &mut BytesMut) -> Result<(), silt_wire::Batc
     for r in &records {
         let ts = r.timestamp.wrapping_sub(h.first_timestamp);
         let delta = r.offset - h.base_offset;
-        let headers: usize =
-            r.headers.iter().map(|x| field(Some(x.name.as_bytes())) + field(Some(&x.value))).sum();
+        let headers: usize = r.headers.iter().map(|x| field(Some(x.name.as_bytes())) + field(Some(&x.value))).sum();
         let len = 1
             + varlong_len(ts)
             + varlong_len(delta)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use silt_client::{Client, ClientConfig, Consumer, ConsumerConfig, Offset};
 
-use super::{free_port, AgentProcess, S3Server};
+use super::{free_port, free_tcp_port, AgentProcess, S3Server};
 
 #[derive(Debug, Clone)]
 pub struct ClusterBuilder {
@@ -21,6 +21,7 @@ pub struct ClusterBuilder {
     cache_dirs: usize,
     s3: bool,
     etcd: bool,
+    kafka: bool,
     lease_ttl: String,
     flush_interval: String,
     flags: Vec<String>,
@@ -63,6 +64,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Each agent also serves Kafka's protocol on a TCP port of its own.
+    pub fn kafka(mut self) -> Self {
+        self.kafka = true;
+        self
+    }
+
     pub fn flush_interval(mut self, interval: &str) -> Self {
         self.flush_interval = interval.into();
         self
@@ -97,6 +104,10 @@ impl ClusterBuilder {
         let env = s3.as_ref().map(S3Server::aws_env).unwrap_or_default();
         let mut c = TestCluster {
             addrs: (0..self.agents).map(|_| format!("127.0.0.1:{}", free_port())).collect(),
+            kafka_addrs: match self.kafka {
+                true => (0..self.agents).map(|_| format!("127.0.0.1:{}", free_tcp_port())).collect(),
+                false => Vec::new(),
+            },
             agents: (0..self.agents).map(|_| None).collect(),
             dir,
             common,
@@ -117,6 +128,8 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     /// Every agent's address, kept across restarts.
     pub addrs: Vec<String>,
+    /// Every agent's Kafka listener, with [`ClusterBuilder::kafka`].
+    pub kafka_addrs: Vec<String>,
     agents: Vec<Option<AgentProcess>>,
     common: Vec<String>,
     env: Vec<(String, String)>,
@@ -134,6 +147,7 @@ impl TestCluster {
             cache_dirs: 0,
             s3: false,
             etcd: false,
+            kafka: false,
             lease_ttl: "2s".into(),
             flush_interval: "50ms".into(),
             flags: Vec::new(),
@@ -176,6 +190,9 @@ impl TestCluster {
             self.common.chunks(2).filter(|pair| !extra.contains(&pair[0].as_str())).flatten().cloned().collect();
         for d in self.cache_dirs(i) {
             flags.extend(["--cache-dir".into(), d.display().to_string()]);
+        }
+        if let Some(k) = self.kafka_addrs.get(i) {
+            flags.extend(["--kafka-listen".into(), k.clone()]);
         }
         flags.extend(extra.iter().map(|s| s.to_string()));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();

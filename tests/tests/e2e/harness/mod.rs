@@ -32,6 +32,11 @@ pub fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A TCP port nothing listens on now.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// Agent flags for tests: a private data dir, a free port, quick flushes.
 pub fn test_args(data_dir: &Path) -> Args {
     Args {
@@ -254,7 +259,7 @@ pub struct S3Server {
     state: Option<tempfile::TempDir>,
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
