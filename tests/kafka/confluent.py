@@ -1,8 +1,9 @@
 """Drives silt's Kafka listener with confluent-kafka (librdkafka).
 
 Subcommands print one JSON line each, for the Rust tests to check:
-  produce BOOTSTRAP TOPIC N [PARTITIONS]   idempotent, acks=all; keys k<i>, values v<i>,
-                                          a header h=<i>; prints the delivered (partition, offset, key)
+  produce BOOTSTRAP TOPIC N [DELAY_MS]     idempotent, acks=all; keys k<i>, values v<i>,
+                                          a header h=<i>, DELAY_MS between records;
+                                          prints the delivered (partition, offset, key)
   consume BOOTSTRAP TOPIC GROUP IDLE_S [MAX]  a group member that commits after each record
                                           and prints what it read once IDLE_S pass with nothing new
 """
@@ -13,7 +14,7 @@ import time
 from confluent_kafka import Consumer, KafkaError, Producer
 
 
-def produce(bootstrap, topic, n, partitions=None):
+def produce(bootstrap, topic, n, delay_ms=0):
     p = Producer({
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
@@ -29,9 +30,10 @@ def produce(bootstrap, topic, n, partitions=None):
             delivered.append([msg.partition(), msg.offset(), msg.key().decode()])
 
     for i in range(n):
-        kw = {"partition": i % partitions} if partitions else {}
-        p.produce(topic, key=f"k{i}", value=f"v{i}", headers=[("h", str(i).encode())], on_delivery=report, **kw)
+        p.produce(topic, key=f"k{i}", value=f"v{i}", headers=[("h", str(i).encode())], on_delivery=report)
         p.poll(0)
+        if delay_ms:
+            time.sleep(delay_ms / 1000)
     left = p.flush(60)
     print(json.dumps({"delivered": delivered, "errors": errors, "unflushed": left}), flush=True)
 
@@ -73,7 +75,7 @@ def consume(bootstrap, topic, group, idle_s, max_records=None):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "produce":
-        produce(args[0], args[1], int(args[2]), int(args[3]) if len(args) > 3 else None)
+        produce(args[0], args[1], int(args[2]), int(args[3]) if len(args) > 3 else 0)
     elif cmd == "consume":
         consume(args[0], args[1], args[2], float(args[3]), int(args[4]) if len(args) > 4 else None)
     else:

@@ -360,3 +360,132 @@ async fn confluent_kafka_idempotent_producer_and_a_group_of_three_that_loses_a_m
     }
     assert!(described.contains("six"), "{described}");
 }
+
+fn kafka_python(args: &[&str]) -> Command {
+    let mut c = Command::new("python3");
+    c.arg(script("kafka_python.py")).args(args);
+    c
+}
+
+/// The records a producer script says were delivered, as (partition, offset, key).
+fn delivered(out: &str) -> Vec<(u32, i64, String)> {
+    let report = &json_lines(out)[0];
+    assert_eq!(report["errors"].as_array().unwrap().len(), 0, "{out}");
+    report["delivered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d[0].as_u64().unwrap() as u32, d[1].as_i64().unwrap(), d[2].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_produces_gzip_and_a_group_of_two_shares_the_partitions() {
+    let c = TestCluster::builder().kafka().start().await;
+    let kafka = c.kafka_addrs[0].clone();
+    let client = c.client().await;
+    client.create_topic("kp", 4).await.unwrap();
+    let sent = delivered(&run(&mut kafka_python(&["produce", &kafka, "kp", "200", "gzip"])));
+    assert_eq!(sent.len(), 200);
+
+    // What silt stored is what kafka-python was told, byte for byte.
+    let stored = read_with_silt(&c, "kp", 4, 200).await;
+    check_exactly_once(&stored, 200);
+    let mut told: Vec<(u32, i64, String)> = stored.iter().map(|r| (r.0, r.1, r.2.clone())).collect();
+    told.sort();
+    let mut sent_sorted = sent.clone();
+    sent_sorted.sort();
+    assert_eq!(told, sent_sorted);
+
+    let spawn = || {
+        kafka_python(&["consume", &kafka, "kp", "gp", "5"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let mut seen: Vec<Seen> = member_output(a);
+    seen.extend(member_output(b));
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, stored);
+    let d = client.describe_group("gp").await.unwrap();
+    assert!(d.partitions.iter().all(|p| p.committed == p.log_end), "{d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_bootstrapped_from_one_agent_follows_leaders_and_outlives_an_agent() {
+    let mut c = TestCluster::builder().agents(3).kafka().start().await;
+    let client = c.client().await;
+    client.create_topic("spread", 6).await.unwrap();
+    c.wait_even("spread", "partitions spread over three agents").await;
+
+    // The producer knows agent 0 only; partitions are led by all three.
+    let producer = confluent(&["produce", &c.kafka_addrs[0], "spread", "600", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.kill9(2);
+    let out = tokio::task::block_in_place(|| producer.wait_with_output().unwrap());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sent = delivered(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(sent.len(), 600, "every record delivered despite the lost agent");
+    assert!(sent.iter().map(|d| d.0).collect::<BTreeSet<_>>().len() == 6);
+
+    // Read through Kafka from agent 1 (silt's reader agrees): each record once.
+    let stored = read_with_silt(&c, "spread", 6, 600).await;
+    check_exactly_once(&stored, 600);
+    let consumed = run(Command::new("kcat").args([
+        "-b",
+        &c.kafka_addrs[1],
+        "-C",
+        "-t",
+        "spread",
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+        "-f",
+        "%p\t%o\t%k\n",
+    ]));
+    let mut via_kafka: Vec<(u32, i64, String)> = consumed
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].to_string())
+        })
+        .collect();
+    via_kafka.sort();
+    let want: Vec<(u32, i64, String)> = stored.iter().map(|r| (r.0, r.1, r.2.clone())).collect();
+    assert_eq!(via_kafka, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_over_tls_trusts_the_agents_certificate() {
+    let c = TestCluster::builder().kafka().flags(&["--kafka-tls"]).start().await;
+    let kafka = c.kafka_addrs[0].clone();
+    c.client().await.create_topic("tls", 1).await.unwrap();
+    let ca = c.ca().display().to_string();
+    let tls = ["-X", "security.protocol=ssl", "-X"];
+    let ca_flag = format!("ssl.ca.location={ca}");
+    let mut kcat = Command::new("kcat")
+        .args(["-b", &kafka, "-P", "-t", "tls", "-K:"])
+        .args(tls)
+        .arg(&ca_flag)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    kcat.stdin.take().unwrap().write_all(b"k:secret\n").unwrap();
+    assert!(kcat.wait().unwrap().success());
+    let read = run(Command::new("kcat")
+        .args(["-b", &kafka, "-C", "-t", "tls", "-e", "-q", "-f", "%k=%s\n"])
+        .args(tls)
+        .arg(&ca_flag));
+    assert_eq!(read, "k=secret\n");
+    // Plain TCP to a TLS listener gets no metadata.
+    let plain = Command::new("kcat").args(["-b", &kafka, "-L", "-m", "2"]).output().unwrap();
+    assert!(!plain.status.success());
+}
