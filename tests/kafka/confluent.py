@@ -5,9 +5,11 @@ Subcommands print one JSON line each, for the Rust tests to check:
                                           a header h=<i>, DELAY_MS between records;
                                           prints the delivered (partition, offset, key)
   consume BOOTSTRAP TOPIC GROUP IDLE_S [MAX]  a group member that commits after each record
-                                          and prints what it read once IDLE_S pass with nothing new
+                                          and prints what it read once IDLE_S pass with nothing new;
+                                          the classic protocol, or KIP-848's with GROUP_PROTOCOL=consumer
 """
 import json
+import os
 import sys
 import time
 
@@ -39,14 +41,18 @@ def produce(bootstrap, topic, n, delay_ms=0):
 
 
 def consume(bootstrap, topic, group, idle_s, max_records=None):
-    c = Consumer({
+    conf = {
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 500,
-    })
+    }
+    if os.environ.get("GROUP_PROTOCOL") == "consumer":
+        # KIP-848: the coordinator assigns; sessions are the broker's to set.
+        conf["group.protocol"] = "consumer"
+    else:
+        conf.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+    c = Consumer(conf)
     c.subscribe([topic])
     got = []
     last = time.time()

@@ -489,3 +489,69 @@ async fn kcat_over_tls_trusts_the_agents_certificate() {
     let plain = Command::new("kcat").args(["-b", &kafka, "-L", "-m", "2"]).output().unwrap();
     assert!(!plain.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_group_holds_a_silt_consumer_a_classic_and_a_kip_848_kafka_consumer() {
+    let c = TestCluster::builder().kafka().start().await;
+    let kafka = c.kafka_addrs[0].clone();
+    let client = c.client().await;
+    client.create_topic("mix", 6).await.unwrap();
+
+    // silt's own consumer (QUIC), then librdkafka classic (Debian's), then
+    // librdkafka with group.protocol=consumer (PyPI's, KIP-848).
+    let agent = c.agent(0);
+    let silt = Command::new(crate::harness::silt_bin())
+        .args(["consume", "mix", "--group", "mix", "--from-beginning", "--print-key", "--print-offset"])
+        .env("SILT_AGENT", &agent.addr)
+        .env("SILT_CA", c.ca())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let classic = member(&kafka, "mix", "mix", "8");
+    let kip848 = Command::new("python3")
+        .arg(script("confluent.py"))
+        .args(["consume", &kafka, "mix", "mix", "8"])
+        .env("GROUP_PROTOCOL", "consumer")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    TestCluster::wait_for("three members of three kinds, two partitions each", Duration::from_secs(40), || async {
+        client.describe_group("mix").await.is_ok_and(|g| {
+            let held = |m: &silt_wire::MemberInfo| m.assigned.iter().map(|t| t.partitions.len()).sum::<usize>();
+            g.members.len() == 3 && g.state == "Stable" && g.members.iter().all(|m| held(m) == 2)
+        })
+    })
+    .await;
+
+    let sent = delivered(&run(&mut confluent(&["produce", &kafka, "mix", "600"])));
+    assert_eq!(sent.len(), 600);
+    let mut seen: Vec<Seen> = member_output(classic);
+    let from_classic = seen.len();
+    let from_848 = member_output(kip848);
+    seen.extend(from_848.iter().cloned());
+    // silt's consumer printed partition:offset, key and value, tab-separated.
+    terminate(&silt);
+    let out = silt.wait_with_output().unwrap();
+    let from_silt: Vec<Seen> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let (p, o) = f[0].split_once(':').unwrap();
+            let i = &f[1][1..];
+            (p.parse().unwrap(), o.parse().unwrap(), f[1].to_string(), f[2].to_string(), vec![("h".into(), i.into())])
+        })
+        .collect();
+    assert!(from_classic > 0 && !from_848.is_empty() && !from_silt.is_empty(), "each kind read its share");
+    seen.extend(from_silt);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, read_with_silt(&c, "mix", 6, 600).await);
+}
+
+/// Asks a child process to stop (SIGTERM), as Ctrl-C would.
+fn terminate(child: &Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+}

@@ -276,7 +276,24 @@ async fn metadata(ctx: &Context, req: MetadataRequest, version: i16) -> Metadata
     let by_address: HashMap<&str, i32> = brokers.iter().map(|b| (b.address.as_str(), b.node_id)).collect();
     let names: Vec<Option<String>> = match &req.topics {
         None => ctx.service.list_topics().await.unwrap_or_default().into_iter().map(Some).collect(),
-        Some(ts) => ts.iter().map(|t| t.name.as_ref().map(|n| n.to_string())).collect(),
+        Some(ts) => {
+            // Topics asked for by id only (new-protocol consumers do, for
+            // the ids their assignments name).
+            let by_id: HashMap<uuid::Uuid, String> = match ts.iter().any(|t| t.name.is_none()) {
+                true => ctx
+                    .service
+                    .topic_names()
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(id, n)| (topic_uuid(id), n))
+                    .collect(),
+                false => HashMap::new(),
+            };
+            ts.iter()
+                .map(|t| t.name.as_ref().map(|n| n.to_string()).or_else(|| by_id.get(&t.topic_id).cloned()))
+                .collect()
+        }
     };
     let mut topics = Vec::new();
     for name in names {

@@ -558,7 +558,7 @@ pub async fn consumer_group_heartbeat(
     let fail = |code: i16, message: String| {
         ConsumerGroupHeartbeatResponse::default().with_error_code(code).with_error_message(Some(s(message)))
     };
-    if req.subscribed_topic_regex.is_some() {
+    if req.subscribed_topic_regex.as_ref().is_some_and(|r| !r.is_empty()) {
         return fail(K::InvalidRequest.code(), "regular expression subscriptions are not supported".into());
     }
     let names = match ctx.service.topic_names().await {
