@@ -5,6 +5,8 @@ Subcommands print one JSON line per event, for the Rust tests to check:
                                     CODEC is none or gzip; prints the delivered (partition, offset, key)
   consume BOOTSTRAP TOPIC GROUP IDLE_S  a group member that commits what it read and
                                     exits once IDLE_S pass with nothing new
+  admin BOOTSTRAP TOPIC GROUP       creates, describes and deletes TOPIC, finds offsets by
+                                    time, commits for GROUP; prints what each step saw
 """
 import json
 import sys
@@ -47,11 +49,56 @@ def consume(bootstrap, topic, group, idle_s):
     print(json.dumps({"done": n}), flush=True)
 
 
+def admin(bootstrap, topic, group):
+    """Topics, configs, groups and offsets by time through the admin and consumer APIs."""
+    from kafka import KafkaAdminClient, TopicPartition
+    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    a = KafkaAdminClient(bootstrap_servers=bootstrap)
+    out = {}
+    a.create_topics([NewTopic(topic, 2, 1, topic_configs={"retention.ms": "3600000"})])
+    try:
+        a.create_topics([NewTopic(topic, 2, 1)])
+        out["second_create"] = "ok"
+    except TopicAlreadyExistsError:
+        out["second_create"] = "TopicAlreadyExistsError"
+    res = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    out["configs"] = {k: v["value"] for k, v in res["topic"][topic].items()}
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i, ts in enumerate([1_000, 2_000, 3_000, 4_000]):
+        p.send(topic, key=b"k", value=f"t{ts}".encode(), partition=0, timestamp_ms=ts).get(timeout=30)
+    p.close()
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    tp = TopicPartition(topic, 0)
+    found = c.offsets_for_times({tp: 2_500})
+    out["offset_for_2500"] = found[tp].offset if found[tp] else None
+    found = c.offsets_for_times({tp: 9_000})
+    out["offset_for_9000"] = found[tp].offset if found[tp] else None
+    out["beginning"] = c.beginning_offsets([tp])[tp]
+    out["end"] = c.end_offsets([tp])[tp]
+    from kafka.structs import OffsetAndMetadata
+    c.assign([tp])
+    c.commit({tp: OffsetAndMetadata(3, "", -1)})
+    out["committed"] = c.committed(tp)
+    out["position_after_seek"] = c.position(tp)
+    c.close()
+    out["groups"] = sorted(g["group_id"] for g in a.list_groups())
+    described = a.describe_groups([group])
+    out["described"] = repr(described)[:300]
+    a.delete_topics([topic])
+    out["topics_after_delete"] = sorted(t for t in a.list_topics() if t == topic)
+    a.close()
+    print(json.dumps(out), flush=True)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "produce":
         produce(args[0], args[1], int(args[2]), args[3])
     elif cmd == "consume":
         consume(args[0], args[1], args[2], float(args[3]))
+    elif cmd == "admin":
+        admin(args[0], args[1], args[2])
     else:
         sys.exit(f"unknown command {cmd}")

@@ -288,7 +288,12 @@ impl Coordinator {
             return Err(ServiceError::GroupNotEmpty(name.to_string()));
         }
         let commits = self.resolve(name, &offsets)?;
-        self.offsets.commit(commits, fence).await.map_err(|e| self.fenced_or(name, e))
+        self.offsets.commit(commits, fence.clone()).await.map_err(|e| self.fenced_or(name, e))?;
+        // A group known by its offsets alone is listed too (as Kafka lists it).
+        if self.catalog.group(name).await?.is_none() {
+            self.store(name, &loaded, &group, &fence).await?;
+        }
+        Ok(())
     }
 
     /// Deletes a group and its offsets (no live members).

@@ -555,3 +555,20 @@ async fn one_group_holds_a_silt_consumer_a_classic_and_a_kip_848_kafka_consumer(
 fn terminate(child: &Child) {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_admin_creates_describes_and_deletes_topics_and_finds_offsets_by_time() {
+    let c = TestCluster::builder().kafka().start().await;
+    let out = run(&mut kafka_python(&["admin", &c.kafka_addrs[0], "adm", "gadm"]));
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["second_create"], "TopicAlreadyExistsError", "{out}");
+    assert_eq!(v["configs"]["retention.ms"], "3600000", "{out}");
+    // Records stamped 1000, 2000, 3000, 4000 at offsets 0..3.
+    assert_eq!((v["offset_for_2500"].as_i64(), v["offset_for_9000"].as_i64()), (Some(2), None), "{out}");
+    assert_eq!((v["beginning"].as_i64(), v["end"].as_i64()), (Some(0), Some(4)), "{out}");
+    assert_eq!((v["committed"].as_i64(), v["position_after_seek"].as_i64()), (Some(3), Some(3)), "{out}");
+    assert!(v["groups"].as_array().unwrap().iter().any(|g| g == "gadm"), "{out}");
+    assert_eq!(v["topics_after_delete"].as_array().unwrap().len(), 0, "{out}");
+    let topics = c.client().await.list_topics().await.unwrap();
+    assert!(!topics.contains(&"adm".to_string()), "{topics:?}");
+}
