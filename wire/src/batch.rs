@@ -308,8 +308,8 @@ impl Batch {
         Batch { header: BatchHeader { base_offset, ..self.header }, bytes: raw.freeze() }
     }
 
-    /// Decompresses and decodes every record.
-    pub fn records(&self) -> Result<Vec<Record>, BatchError> {
+    /// The records' bytes, decompressed: what [`record_refs`] walks.
+    pub fn plain(&self) -> Result<Bytes, BatchError> {
         let start = self.header.header_len();
         let payload = &self.bytes[start..];
         let expected = self.header.uncompressed_len as usize;
@@ -325,7 +325,12 @@ impl Batch {
                 plain.len()
             )));
         }
-        decode_records(&self.header, &plain)
+        Ok(plain)
+    }
+
+    /// Decompresses and decodes every record.
+    pub fn records(&self) -> Result<Vec<Record>, BatchError> {
+        decode_records(&self.header, &self.plain()?)
     }
 }
 
@@ -347,68 +352,126 @@ pub fn restamp_producer(batch: &[u8], id: i64, epoch: i16, base_sequence: i32) -
     out.freeze()
 }
 
-fn decode_records(header: &BatchHeader, plain: &Bytes) -> Result<Vec<Record>, BatchError> {
-    let count = header.record_count as usize;
-    let v1 = header.version == 1;
-    // Every record needs at least 6 bytes, so the input bounds the allocation.
-    let mut records = Vec::with_capacity(count.min(plain.len() / 6));
+/// One record, borrowed from a batch's decompressed records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// From the batch's base offset.
+    pub offset_delta: u64,
+    /// From the batch's first timestamp.
+    pub timestamp_delta: i64,
+    pub key: Option<&'a [u8]>,
+    /// None: a tombstone.
+    pub value: Option<&'a [u8]>,
+    pub header_count: usize,
+    /// The headers as encoded: walk them with [`RecordRef::headers`].
+    headers: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// Each header's name (UTF-8, checked) and value.
+    pub fn headers(&self) -> impl Iterator<Item = Result<(&'a str, &'a [u8]), BatchError>> + 'a {
+        let mut r = Reader::new(self.headers);
+        (0..self.header_count).map(move |_| {
+            let name_len = r.uvarint("header name length")? as usize;
+            let name = std::str::from_utf8(r.take(name_len, "header name")?)
+                .map_err(|_| DecodeError::invalid("header name", "not UTF-8"))?;
+            let vlen = r.uvarint("header value length")? as usize;
+            Ok((name, r.take(vlen, "header value")?))
+        })
+    }
+}
+
+/// Walks a batch's decompressed records (see [`Batch::plain`]) without
+/// copying them, checking their framing and offsets as it goes.
+pub fn record_refs<'a>(
+    header: &BatchHeader,
+    plain: &'a [u8],
+) -> impl Iterator<Item = Result<RecordRef<'a>, BatchError>> + 'a {
+    let (count, v1, last_delta) = (header.record_count as usize, header.version == 1, header.last_offset_delta);
     let mut r = Reader::new(plain);
     let mut next_delta = 0u64;
-    for i in 0..count {
-        let len = r.uvarint("record length")? as usize;
-        let body = r.take(len, "record")?;
-        let mut rr = Reader::new(body);
-        let ts_delta = rr.varint("timestamp delta")?;
-        let offset_delta = rr.uvarint("offset delta")?;
-        let in_order = match v1 {
-            true => offset_delta == i as u64,
-            false => offset_delta >= next_delta && offset_delta <= u64::from(header.last_offset_delta),
-        };
-        if !in_order {
-            return Err(
-                DecodeError::invalid("offset delta", format!("record {i} has offset delta {offset_delta}")).into()
-            );
+    let mut i = 0usize;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed {
+            return None;
         }
-        next_delta = offset_delta + 1;
-        let key_len = rr.varint("key length")?;
-        let key = match key_len {
-            -1 => None,
-            n if n >= 0 => Some(plain.slice_ref(rr.take(n as usize, "key")?)),
-            n => return Err(DecodeError::invalid("key length", n.to_string()).into()),
-        };
-        let value_len = match v1 {
-            true => rr.uvarint("value length")? as i64,
-            false => rr.varint("value length")?,
-        };
-        let value = match value_len {
-            -1 => None,
-            n if n >= 0 => Some(plain.slice_ref(rr.take(n as usize, "value")?)),
-            n => return Err(DecodeError::invalid("value length", n.to_string()).into()),
-        };
-        let header_count = rr.uvarint("header count")? as usize;
-        if header_count > rr.remaining() / 2 {
-            return Err(DecodeError::invalid("header count", header_count.to_string()).into());
+        if i == count {
+            failed = true; // ends the walk
+            return (r.remaining() > 0).then(|| Err(DecodeError::Trailing(r.remaining()).into()));
         }
-        let mut headers = Vec::with_capacity(header_count);
-        for _ in 0..header_count {
-            let name_len = rr.uvarint("header name length")? as usize;
-            let name = std::str::from_utf8(rr.take(name_len, "header name")?)
-                .map_err(|_| DecodeError::invalid("header name", "not UTF-8"))?
-                .to_owned();
-            let vlen = rr.uvarint("header value length")? as usize;
-            let value = plain.slice_ref(rr.take(vlen, "header value")?);
-            headers.push(Header { name, value });
-        }
-        rr.finish()?;
+        let result = (|| {
+            let len = r.uvarint("record length")? as usize;
+            let body = r.take(len, "record")?;
+            let mut rr = Reader::new(body);
+            let timestamp_delta = rr.varint("timestamp delta")?;
+            let offset_delta = rr.uvarint("offset delta")?;
+            let in_order = match v1 {
+                true => offset_delta == i as u64,
+                false => offset_delta >= next_delta && offset_delta <= u64::from(last_delta),
+            };
+            if !in_order {
+                return Err(DecodeError::invalid(
+                    "offset delta",
+                    format!("record {i} has offset delta {offset_delta}"),
+                )
+                .into());
+            }
+            next_delta = offset_delta + 1;
+            let key = match rr.varint("key length")? {
+                -1 => None,
+                n if n >= 0 => Some(rr.take(n as usize, "key")?),
+                n => return Err(DecodeError::invalid("key length", n.to_string()).into()),
+            };
+            let value_len = match v1 {
+                true => rr.uvarint("value length")? as i64,
+                false => rr.varint("value length")?,
+            };
+            let value = match value_len {
+                -1 => None,
+                n if n >= 0 => Some(rr.take(n as usize, "value")?),
+                n => return Err(DecodeError::invalid("value length", n.to_string()).into()),
+            };
+            let header_count = rr.uvarint("header count")? as usize;
+            if header_count > rr.remaining() / 2 {
+                return Err(DecodeError::invalid("header count", header_count.to_string()).into());
+            }
+            let headers = rr.take(rr.remaining(), "headers")?;
+            let record = RecordRef { offset_delta, timestamp_delta, key, value, header_count, headers };
+            // The headers must fill the record exactly.
+            let mut walked = 0usize;
+            for h in record.headers() {
+                let (name, value) = h?;
+                walked += uvarint_len(name.len() as u64) + name.len() + uvarint_len(value.len() as u64) + value.len();
+            }
+            if walked != headers.len() {
+                return Err(DecodeError::Trailing(headers.len() - walked).into());
+            }
+            Ok(record)
+        })();
+        i += 1;
+        failed = result.is_err();
+        Some(result)
+    })
+}
+
+fn decode_records(header: &BatchHeader, plain: &Bytes) -> Result<Vec<Record>, BatchError> {
+    // Every record needs at least 6 bytes, so the input bounds the allocation.
+    let mut records = Vec::with_capacity((header.record_count as usize).min(plain.len() / 6));
+    for r in record_refs(header, plain) {
+        let r = r?;
+        let headers = r
+            .headers()
+            .map(|h| h.map(|(name, value)| Header { name: name.to_owned(), value: plain.slice_ref(value) }))
+            .collect::<Result<Vec<_>, _>>()?;
         records.push(Record {
-            offset: header.base_offset + offset_delta as i64,
-            timestamp: header.first_timestamp.wrapping_add(ts_delta),
-            key,
-            value,
+            offset: header.base_offset + r.offset_delta as i64,
+            timestamp: header.first_timestamp.wrapping_add(r.timestamp_delta),
+            key: r.key.map(|k| plain.slice_ref(k)),
+            value: r.value.map(|v| plain.slice_ref(v)),
             headers,
         });
     }
-    r.finish()?;
     Ok(records)
 }
 
@@ -443,6 +506,27 @@ pub fn retain(
 /// Splits a concatenation of batches (a stored byte range, a fetch reply)
 /// into validated batches.
 pub fn split(bytes: &Bytes) -> impl Iterator<Item = Result<Batch, BatchError>> + '_ {
+    split_with(bytes, Batch::validate)
+}
+
+/// [`split`] for bytes whose batches were validated before (the agent's
+/// read path checks every batch it reads): headers and lengths are read,
+/// CRCs are not computed again.
+pub fn split_validated(bytes: &Bytes) -> impl Iterator<Item = Result<Batch, BatchError>> + '_ {
+    split_with(bytes, |b| {
+        let (header, total) = BatchHeader::parse(&b)?;
+        if total != b.len() {
+            return Err(BatchError::LengthMismatch { declared: total, actual: b.len() });
+        }
+        header.check()?;
+        Ok(Batch { header, bytes: b })
+    })
+}
+
+fn split_with<'a>(
+    bytes: &'a Bytes,
+    take: impl Fn(Bytes) -> Result<Batch, BatchError> + 'a,
+) -> impl Iterator<Item = Result<Batch, BatchError>> + 'a {
     let mut pos = 0usize;
     let mut failed = false;
     std::iter::from_fn(move || {
@@ -456,7 +540,7 @@ pub fn split(bytes: &Bytes) -> impl Iterator<Item = Result<Batch, BatchError>> +
                     bytes.len() - pos
                 )));
             }
-            let batch = Batch::validate(bytes.slice(pos..pos + total))?;
+            let batch = take(bytes.slice(pos..pos + total))?;
             pos += total;
             Ok(batch)
         });

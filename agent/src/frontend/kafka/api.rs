@@ -544,7 +544,8 @@ async fn fetch(ctx: &Context, req: FetchRequest, version: i16) -> FetchResponse 
                 let mut out = BytesMut::with_capacity(f.batches.iter().map(Bytes::len).sum::<usize>() + 64);
                 let mut broken = None;
                 for piece in &f.batches {
-                    for batch in silt_wire::batch::split(piece) {
+                    // The read path checked these batches' CRCs as it read them.
+                    for batch in silt_wire::batch::split_validated(piece) {
                         match batch.map_err(ServiceError::from).and_then(|b| Ok(records::to_kafka(&b, &mut out)?)) {
                             Ok(()) => {}
                             Err(e) => broken = Some(e),
@@ -581,19 +582,28 @@ async fn fetch(ctx: &Context, req: FetchRequest, version: i16) -> FetchResponse 
     FetchResponse::default().with_responses(topics)
 }
 
-/// Reads every slot without waiting, within the response's byte budget (the
-/// first slot with records always gets some, as Kafka's brokers do).
+/// Reads every slot without waiting, all at once, then keeps what fits the
+/// response's byte budget in request order (the first slot with records
+/// always keeps them, as Kafka's brokers do; later ones over the budget
+/// answer empty and are fetched again next time).
 async fn read_slots(ctx: &Context, slots: &mut [FetchSlot], max_bytes: usize) {
-    let mut left = max_bytes;
-    for slot in slots.iter_mut() {
-        let Ok(p) = u32::try_from(slot.partition) else {
-            slot.result =
-                Some(Err(ServiceError::UnknownPartition { topic: slot.topic.clone(), partition: 0, count: 0 }));
-            continue;
-        };
-        let budget = slot.max_bytes.min(left).max(1);
-        slot.result = Some(ctx.service.fetch(&slot.topic, p, slot.offset, budget, Duration::ZERO).await);
-        left = left.saturating_sub(slot.bytes());
+    let reads = slots.iter().map(|slot| async move {
+        match u32::try_from(slot.partition) {
+            Ok(p) => ctx.service.fetch(&slot.topic, p, slot.offset, slot.max_bytes.max(1), Duration::ZERO).await,
+            Err(_) => Err(ServiceError::UnknownPartition { topic: slot.topic.clone(), partition: 0, count: 0 }),
+        }
+    });
+    let results = futures::future::join_all(reads).await;
+    let mut used = 0usize;
+    for (slot, mut result) in slots.iter_mut().zip(results) {
+        if let Ok(f) = &mut result {
+            let len: usize = f.batches.iter().map(Bytes::len).sum();
+            if used > 0 && used + len > max_bytes {
+                f.batches.clear();
+            }
+            used += f.batches.iter().map(Bytes::len).sum::<usize>();
+        }
+        slot.result = Some(result);
     }
 }
 

@@ -26,7 +26,7 @@
 use std::io::Read;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use silt_wire::batch::{Batch, BatchBuilder, Compression, Header, MAX_UNCOMPRESSED};
+use silt_wire::batch::{record_refs, Batch, BatchBuilder, Compression, Header, MAX_UNCOMPRESSED};
 
 const HEADER_LEN: usize = 61;
 const CRC_START: usize = 21;
@@ -277,12 +277,15 @@ pub fn to_silt(kafka: &[u8]) -> Result<Batch, RecordError> {
     builder.build().map_err(|e| RecordError::Decompress(e.to_string()))
 }
 
-/// Appends a stored silt batch to `out` as an uncompressed Kafka batch.
+/// Appends a stored silt batch to `out` as an uncompressed Kafka batch:
+/// the records are re-framed from the decompressed payload, their keys,
+/// values and headers copied once, straight into `out`.
 pub fn to_kafka(batch: &Batch, out: &mut BytesMut) -> Result<(), silt_wire::BatchError> {
     let h = batch.header();
-    let records = batch.records()?;
+    let plain = batch.plain()?;
     let start = out.len();
-    out.reserve(HEADER_LEN + batch.bytes().len() + records.len() * 8);
+    // Kafka's framing costs at most a few bytes more per record than silt's.
+    out.reserve(HEADER_LEN + plain.len() + h.record_count as usize * 8);
     out.put_i64(h.base_offset);
     out.put_i32(0); // length, below
     out.put_i32(-1); // partition leader epoch: not tracked
@@ -295,30 +298,34 @@ pub fn to_kafka(batch: &Batch, out: &mut BytesMut) -> Result<(), silt_wire::Batc
     out.put_i64(h.producer_id);
     out.put_i16(h.producer_epoch);
     out.put_i32(h.base_sequence);
-    out.put_i32(records.len() as i32);
+    out.put_i32(h.record_count as i32);
     let field = |b: Option<&[u8]>| b.map_or(1, |b| varlong_len(b.len() as i64) + b.len());
-    for r in &records {
-        let ts = r.timestamp.wrapping_sub(h.first_timestamp);
-        let delta = r.offset - h.base_offset;
-        let headers: usize = r.headers.iter().map(|x| field(Some(x.name.as_bytes())) + field(Some(&x.value))).sum();
+    for r in record_refs(h, &plain) {
+        let r = r?;
+        let mut headers = 0usize;
+        for x in r.headers() {
+            let (name, value) = x?;
+            headers += field(Some(name.as_bytes())) + field(Some(value));
+        }
+        let delta = r.offset_delta as i64;
         let len = 1
-            + varlong_len(ts)
+            + varlong_len(r.timestamp_delta)
             + varlong_len(delta)
-            + field(r.key.as_deref())
-            + field(r.value.as_deref())
-            + varlong_len(r.headers.len() as i64)
+            + field(r.key)
+            + field(r.value)
+            + varlong_len(r.header_count as i64)
             + headers;
         put_varlong(out, len as i64);
         out.put_u8(0);
-        put_varlong(out, ts);
+        put_varlong(out, r.timestamp_delta);
         put_varlong(out, delta);
-        for b in [r.key.as_deref(), r.value.as_deref()] {
-            put_field(out, b);
-        }
-        put_varlong(out, r.headers.len() as i64);
-        for x in &r.headers {
-            put_field(out, Some(x.name.as_bytes()));
-            put_field(out, Some(&x.value));
+        put_field(out, r.key);
+        put_field(out, r.value);
+        put_varlong(out, r.header_count as i64);
+        for x in r.headers() {
+            let (name, value) = x?;
+            put_field(out, Some(name.as_bytes()));
+            put_field(out, Some(value));
         }
     }
     let length = (out.len() - start - 12) as i32;
