@@ -65,6 +65,11 @@ def admin(bootstrap, topic, group):
         out["second_create"] = "TopicAlreadyExistsError"
     res = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
     out["configs"] = {k: v["value"] for k, v in res["topic"][topic].items()}
+    a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.ms": "7200000"})],
+                    incremental=True)
+    res = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    out["altered"] = res["topic"][topic]["retention.ms"]["value"]
+    out["brokers"] = len(a.describe_cluster()["brokers"])
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for i, ts in enumerate([1_000, 2_000, 3_000, 4_000]):
         p.send(topic, key=b"k", value=f"t{ts}".encode(), partition=0, timestamp_ms=ts).get(timeout=30)
@@ -86,6 +91,8 @@ def admin(bootstrap, topic, group):
     out["groups"] = sorted(g["group_id"] for g in a.list_groups())
     described = a.describe_groups([group])
     out["described"] = repr(described)[:300]
+    out["deleted_group"] = repr(a.delete_groups([group]))
+    out["groups_after_delete"] = sorted(g["group_id"] for g in a.list_groups() if g["group_id"] == group)
     a.delete_topics([topic])
     out["topics_after_delete"] = sorted(t for t in a.list_topics() if t == topic)
     a.close()

@@ -267,6 +267,32 @@ async fn bad_requests_get_errors_or_close_only_their_connection() {
         (0, 0)
     );
 
+    // Fetching past the end, or below the log start, is OFFSET_OUT_OF_RANGE.
+    let fetch_at = |offset: i64| {
+        use kafka_protocol::messages::fetch_request::*;
+        kafka_protocol::messages::FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])])
+    };
+    for (offset, want) in [(99, 1), (-1, 1), (0, 0)] {
+        s.write_all(&request(ApiKey::Fetch, 11, 9, &fetch_at(offset))).unwrap();
+        let (_, mut body) = response(&mut s, ApiKey::Fetch, 11);
+        let f = kafka_protocol::messages::FetchResponse::decode(&mut body, 11).unwrap();
+        let p = &f.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (want, 1), "fetch at {offset}");
+        if want == 0 {
+            let mut records = p.records.clone().unwrap();
+            let batch = kafka_protocol::records::RecordBatchDecoder::decode(&mut records).unwrap();
+            assert_eq!(batch.records[0].value.as_deref(), Some(&b"x"[..]));
+        }
+    }
+
     // A request declaring more than the limit is refused by its size alone.
     let mut s = connect();
     s.write_all(&0x7fff_ffffi32.to_be_bytes()).unwrap();
@@ -563,6 +589,8 @@ async fn kafka_python_admin_creates_describes_and_deletes_topics_and_finds_offse
     let v = &json_lines(&out)[0];
     assert_eq!(v["second_create"], "TopicAlreadyExistsError", "{out}");
     assert_eq!(v["configs"]["retention.ms"], "3600000", "{out}");
+    assert_eq!((&v["altered"], v["brokers"].as_i64()), (&serde_json::json!("7200000"), Some(1)), "{out}");
+    assert_eq!(v["groups_after_delete"].as_array().unwrap().len(), 0, "{out}");
     // Records stamped 1000, 2000, 3000, 4000 at offsets 0..3.
     assert_eq!((v["offset_for_2500"].as_i64(), v["offset_for_9000"].as_i64()), (Some(2), None), "{out}");
     assert_eq!((v["beginning"].as_i64(), v["end"].as_i64()), (Some(0), Some(4)), "{out}");

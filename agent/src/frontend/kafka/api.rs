@@ -43,6 +43,9 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 /// Longest long-poll a fetch may ask for.
@@ -193,6 +196,18 @@ pub async fn start(
             let req: ConsumerGroupHeartbeatRequest = decode(&mut body, version)?;
             let host = host.to_string();
             spawn(at, permit, async move { super::groups::consumer_group_heartbeat(&ctx, req, &host).await })
+        }
+        ApiKey::DescribeCluster => {
+            let _: DescribeClusterRequest = decode(&mut body, version)?;
+            spawn(at, permit, async move { describe_cluster(&ctx).await })
+        }
+        ApiKey::DeleteGroups => {
+            let req: DeleteGroupsRequest = decode(&mut body, version)?;
+            spawn(at, permit, async move { delete_groups(&ctx, req).await })
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let req: IncrementalAlterConfigsRequest = decode(&mut body, version)?;
+            spawn(at, permit, async move { alter_configs(&ctx, req).await })
         }
         other => return Err(ConnectionError::Malformed(format!("{other:?} is not offered"))),
     };
@@ -772,6 +787,87 @@ async fn describe_configs(ctx: &Context, req: DescribeConfigsRequest) -> Describ
         results.push(r);
     }
     DescribeConfigsResponse::default().with_results(results)
+}
+
+async fn describe_cluster(ctx: &Context) -> DescribeClusterResponse {
+    let me = me(ctx);
+    let mut brokers = live_brokers(ctx).await.unwrap_or_default();
+    if !brokers.iter().any(|b| b.node_id == me.node_id) {
+        brokers.push(me.clone());
+    }
+    DescribeClusterResponse::default()
+        .with_cluster_id(s(CLUSTER_ID))
+        .with_controller_id(BrokerId(me.node_id))
+        .with_brokers(
+            brokers
+                .into_iter()
+                .map(|b| {
+                    describe_cluster_response::DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(b.node_id))
+                        .with_host(s(b.host))
+                        .with_port(b.port)
+                })
+                .collect(),
+        )
+}
+
+async fn delete_groups(ctx: &Context, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::new();
+    for g in req.groups_names {
+        let code = match ctx.service.delete_group(&g).await {
+            Ok(()) => 0,
+            Err(e) => code_of(&e),
+        };
+        results.push(delete_groups_response::DeletableGroupResult::default().with_group_id(g).with_error_code(code));
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+/// IncrementalAlterConfigs on topics: set (0) and delete (1) of silt's topic
+/// configs; appending to and subtracting from lists do not apply to them.
+async fn alter_configs(ctx: &Context, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::new();
+    for res in req.resources {
+        let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        let mut fail = |code: i16, message: String| {
+            r.error_code = code;
+            r.error_message = Some(s(message));
+        };
+        if res.resource_type != TOPIC {
+            fail(K::InvalidRequest.code(), "only topic configs can be altered".into());
+            responses.push(r);
+            continue;
+        }
+        let mut set = Vec::new();
+        let mut delete = Vec::new();
+        let mut bad = None;
+        for c in &res.configs {
+            match (c.config_operation, &c.value) {
+                (0, Some(v)) => set.push((c.name.to_string(), v.to_string())),
+                (1, _) => delete.push(c.name.to_string()),
+                (op, _) => bad = Some(format!("{}: operation {op} is not supported on silt's topic configs", c.name)),
+            }
+        }
+        let outcome = match bad {
+            Some(message) => Err((K::InvalidRequest.code(), message)),
+            None if req.validate_only => match ctx.service.describe_topic(&res.resource_name).await {
+                Ok(_) => ctx.service.check_topic(&res.resource_name, 1, &set).map_err(|e| (code_of(&e), describe(&e))),
+                Err(e) => Err((code_of(&e), describe(&e))),
+            },
+            None => ctx
+                .service
+                .alter_topic(&res.resource_name, &set, &delete)
+                .await
+                .map_err(|e| (code_of(&e), describe(&e))),
+        };
+        if let Err((code, message)) = outcome {
+            fail(code, message);
+        }
+        responses.push(r);
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
 /// Writes a big-endian version then `m` in that version: the layout of a
