@@ -80,7 +80,7 @@ where
         let m = answer.await;
         drop(permit);
         match frame_response(api, version, correlation_id, &m) {
-            Ok(b) => Some(b),
+            Ok(b) => Some(vec![b]),
             Err(e) => {
                 tracing::warn!(error = %e, "could not encode a Kafka response");
                 None
@@ -133,7 +133,11 @@ pub async fn start(
         }
         ApiKey::Fetch => {
             let req: FetchRequest = decode(&mut body, version)?;
-            spawn(at, permit, async move { fetch(&ctx, req, version).await })
+            tokio::spawn(async move {
+                let r = fetch(&ctx, req, version).await;
+                drop(permit);
+                Some(super::fetch_frame::fetch_frame(&r, version, cid))
+            })
         }
         ApiKey::ListOffsets => {
             let req: ListOffsetsRequest = decode(&mut body, version)?;
@@ -544,6 +548,7 @@ async fn fetch(ctx: &Context, req: FetchRequest, version: i16) -> FetchResponse 
         }
     }
     let mut topics: Vec<fetch_response::FetchableTopicResponse> = Vec::new();
+    let mut converting = Vec::new();
     for slot in slots {
         let mut p = fetch_response::PartitionData::default().with_partition_index(slot.partition);
         match slot.result {
@@ -556,21 +561,9 @@ async fn fetch(ctx: &Context, req: FetchRequest, version: i16) -> FetchResponse 
                 if version >= 5 {
                     p.log_start_offset = f.log_start;
                 }
-                let mut out = BytesMut::with_capacity(f.batches.iter().map(Bytes::len).sum::<usize>() + 64);
-                let mut broken = None;
-                for piece in &f.batches {
-                    // The read path checked these batches' CRCs as it read them.
-                    for batch in silt_wire::batch::split_validated(piece) {
-                        match batch.map_err(ServiceError::from).and_then(|b| Ok(records::to_kafka(&b, &mut out)?)) {
-                            Ok(()) => {}
-                            Err(e) => broken = Some(e),
-                        }
-                    }
-                }
-                if let Some(e) = broken.filter(|_| out.is_empty()) {
-                    p.error_code = code_of(&e);
-                }
-                p.records = Some(out.freeze());
+                // Converted below, each partition on its own task.
+                p.records = None;
+                converting.push(tokio::spawn(async move { convert(&f.batches) }));
             }
             Some(Err(e)) => {
                 p.error_code = code_of(&e);
@@ -594,7 +587,39 @@ async fn fetch(ctx: &Context, req: FetchRequest, version: i16) -> FetchResponse 
             ),
         }
     }
+    // The converted records, in partition order, into the slots left for them.
+    let mut converted = futures::future::join_all(converting).await.into_iter();
+    for p in topics.iter_mut().flat_map(|t| t.partitions.iter_mut()).filter(|p| p.records.is_none()) {
+        match converted.next() {
+            Some(Ok((records, error))) => {
+                if let Some(e) = error.filter(|_| records.is_empty()) {
+                    p.error_code = code_of(&e);
+                }
+                p.records = Some(records);
+            }
+            _ => {
+                p.error_code = K::UnknownServerError.code();
+                p.records = Some(Bytes::new());
+            }
+        }
+    }
     FetchResponse::default().with_responses(topics)
+}
+
+/// Stored silt batches as Kafka batches; the first error stops nothing
+/// (what converted is answered) and is returned beside them.
+fn convert(pieces: &[Bytes]) -> (Bytes, Option<ServiceError>) {
+    let mut out = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum::<usize>() + 64);
+    let mut broken = None;
+    for piece in pieces {
+        // The read path checked these batches' CRCs as it read them.
+        for batch in silt_wire::batch::split_validated(piece) {
+            if let Err(e) = batch.map_err(ServiceError::from).and_then(|b| Ok(records::to_kafka(&b, &mut out)?)) {
+                broken = Some(e);
+            }
+        }
+    }
+    (out.freeze(), broken)
 }
 
 /// Reads every slot without waiting, all at once, then keeps what fits the

@@ -14,10 +14,12 @@
 //!
 //! - [`api`]: the API table and the handlers.
 //! - [`codes`]: the service's errors as Kafka error codes.
+//! - [`fetch_frame`]: Fetch responses written without copying their records.
 //! - [`records`]: Kafka record batches to silt batches and back.
 
 pub mod api;
 pub mod codes;
+pub mod fetch_frame;
 pub mod groups;
 pub mod records;
 
@@ -178,9 +180,9 @@ async fn accept_loop(
     }
 }
 
-/// An answer to come, in request order: None when the request gets none
-/// (produce with acks=0).
-type Pending = JoinHandle<Option<Bytes>>;
+/// An answer to come, in request order, as chunks of one frame: None when
+/// the request gets none (produce with acks=0).
+type Pending = JoinHandle<Option<Vec<Bytes>>>;
 
 async fn serve_connection<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, ctx: Arc<Context>, host: String) {
     let (mut reader, writer) = tokio::io::split(stream);
@@ -218,9 +220,11 @@ async fn write_answers<W: AsyncWrite>(writer: W, mut rx: mpsc::Receiver<Pending>
     let mut writer = std::pin::pin!(writer);
     while let Some(pending) = rx.recv().await {
         match pending.await {
-            Ok(Some(frame)) => {
-                if writer.write_all(&frame).await.is_err() {
-                    return;
+            Ok(Some(chunks)) => {
+                for chunk in chunks {
+                    if writer.write_all(&chunk).await.is_err() {
+                        return;
+                    }
                 }
                 // Flush once nothing else is ready to go with it.
                 if rx.is_empty() && writer.flush().await.is_err() {
