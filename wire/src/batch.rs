@@ -9,7 +9,7 @@
 //!  0      8   base offset (i64)       stamped by the agent; outside the CRC
 //!  8      4   CRC32C (u32)            over every byte from offset 12 to the end
 //! 12      4   length (u32)            bytes after this field
-//! 16      1   format version (2; 1 is still read)
+//! 16      1   format version (2 from silt's producers, 3 from Kafka's; 1 is still read)
 //! 17      1   attributes              bits 0-2: compression (0 none, 1 zstd)
 //! 18      4   record count (u32)      at least 1
 //! 22      8   first timestamp (i64, ms since the epoch)
@@ -27,7 +27,13 @@
 //! stay, so a version 2 batch may have gaps (fewer records than offsets),
 //! and one that keeps none still marks its offsets (record count 0).
 //!
-//! Each record in the (uncompressed) payload:
+//! Version 3 holds records framed as Kafka's record batch v2 frames them
+//! (what a Kafka producer sent, stored as it came, and sent to Kafka
+//! consumers as it is): every length, delta and count a zigzag varint, an
+//! attributes byte after the length, and a header value may be null (-1,
+//! read as empty).
+//!
+//! Each record in the (uncompressed) payload of versions 1 and 2:
 //!
 //! ```text
 //! length            uvarint  bytes of the record after this field
@@ -165,7 +171,7 @@ impl BatchHeader {
         let version = buf[16];
         let header_len = match version {
             1 => HEADER_LEN_V1,
-            2 => HEADER_LEN,
+            2 | 3 => HEADER_LEN,
             other => return Err(BatchError::Version(other)),
         };
         if buf.len() < header_len {
@@ -334,6 +340,34 @@ impl Batch {
     }
 }
 
+/// A version 3 batch over records as Kafka frames them, `payload` stored as
+/// given (compressed with `compression` when not None; `plain_len` is its
+/// decompressed size). `header` gives the offsets, counts, first timestamp
+/// and producer fields; the records are walked once, to check them and to
+/// take their largest timestamp.
+pub fn kafka_framed(
+    header: &BatchHeader,
+    compression: Compression,
+    payload: &[u8],
+    plain: &[u8],
+) -> Result<Batch, BatchError> {
+    if plain.len() > MAX_UNCOMPRESSED {
+        return Err(BatchError::TooLarge(plain.len()));
+    }
+    let mut header = BatchHeader { version: 3, uncompressed_len: plain.len() as u32, compression, ..*header };
+    header.check()?;
+    // The largest timestamp is the records' own, whatever the header said.
+    let mut max = i64::MIN;
+    for r in record_refs(&header, plain) {
+        max = max.max(header.first_timestamp.wrapping_add(r?.timestamp_delta));
+    }
+    header.max_timestamp = max;
+    let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
+    out.resize(HEADER_LEN, 0);
+    out.extend_from_slice(payload);
+    Ok(seal_as(out, header, 3, compression, plain.len()))
+}
+
 /// Writes `base_offset` into the first eight bytes of an encoded batch.
 pub fn stamp_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
@@ -365,19 +399,63 @@ pub struct RecordRef<'a> {
     pub header_count: usize,
     /// The headers as encoded: walk them with [`RecordRef::headers`].
     headers: &'a [u8],
+    /// Framed as Kafka frames records (version 3).
+    kafka: bool,
 }
 
 impl<'a> RecordRef<'a> {
-    /// Each header's name (UTF-8, checked) and value.
-    pub fn headers(&self) -> impl Iterator<Item = Result<(&'a str, &'a [u8]), BatchError>> + 'a {
-        let mut r = Reader::new(self.headers);
-        (0..self.header_count).map(move |_| {
-            let name_len = r.uvarint("header name length")? as usize;
-            let name = std::str::from_utf8(r.take(name_len, "header name")?)
-                .map_err(|_| DecodeError::invalid("header name", "not UTF-8"))?;
-            let vlen = r.uvarint("header value length")? as usize;
-            Ok((name, r.take(vlen, "header value")?))
-        })
+    /// Each header's name (UTF-8, checked) and value (a null one, which
+    /// only Kafka's framing has, as empty).
+    pub fn headers(&self) -> Headers<'a> {
+        Headers { r: Reader::new(self.headers), left: self.header_count, kafka: self.kafka }
+    }
+}
+
+/// A record's headers, walked.
+pub struct Headers<'a> {
+    r: Reader<'a>,
+    left: usize,
+    kafka: bool,
+}
+
+impl<'a> Headers<'a> {
+    /// Bytes after the headers walked so far.
+    fn left(&self) -> usize {
+        self.r.remaining()
+    }
+
+    fn length(&mut self, what: &'static str, nullable: bool) -> Result<usize, DecodeError> {
+        match self.kafka {
+            false => Ok(self.r.uvarint(what)? as usize),
+            true => match self.r.varint(what)? {
+                -1 if nullable => Ok(0),
+                n => usize::try_from(n).map_err(|_| DecodeError::invalid(what, n.to_string())),
+            },
+        }
+    }
+
+    fn next_header(&mut self) -> Result<(&'a str, &'a [u8]), BatchError> {
+        let name_len = self.length("header name length", false)?;
+        let name = std::str::from_utf8(self.r.take(name_len, "header name")?)
+            .map_err(|_| DecodeError::invalid("header name", "not UTF-8"))?;
+        let value_len = self.length("header value length", true)?;
+        Ok((name, self.r.take(value_len, "header value")?))
+    }
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = Result<(&'a str, &'a [u8]), BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let next = self.next_header();
+        if next.is_err() {
+            self.left = 0;
+        }
+        Some(next)
     }
 }
 
@@ -388,6 +466,7 @@ pub fn record_refs<'a>(
     plain: &'a [u8],
 ) -> impl Iterator<Item = Result<RecordRef<'a>, BatchError>> + 'a {
     let (count, v1, last_delta) = (header.record_count as usize, header.version == 1, header.last_offset_delta);
+    let kafka = header.version == 3;
     let mut r = Reader::new(plain);
     let mut next_delta = 0u64;
     let mut i = 0usize;
@@ -401,11 +480,22 @@ pub fn record_refs<'a>(
             return (r.remaining() > 0).then(|| Err(DecodeError::Trailing(r.remaining()).into()));
         }
         let result = (|| {
-            let len = r.uvarint("record length")? as usize;
+            let len = match kafka {
+                true => usize::try_from(r.varint("record length")?)
+                    .map_err(|_| DecodeError::invalid("record length", "negative"))?,
+                false => r.uvarint("record length")? as usize,
+            };
             let body = r.take(len, "record")?;
             let mut rr = Reader::new(body);
+            if kafka {
+                rr.u8("record attributes")?;
+            }
             let timestamp_delta = rr.varint("timestamp delta")?;
-            let offset_delta = rr.uvarint("offset delta")?;
+            let offset_delta = match kafka {
+                true => u64::try_from(rr.varint("offset delta")?)
+                    .map_err(|_| DecodeError::invalid("offset delta", "negative"))?,
+                false => rr.uvarint("offset delta")?,
+            };
             let in_order = match v1 {
                 true => offset_delta == i as u64,
                 false => offset_delta >= next_delta && offset_delta <= u64::from(last_delta),
@@ -432,20 +522,21 @@ pub fn record_refs<'a>(
                 n if n >= 0 => Some(rr.take(n as usize, "value")?),
                 n => return Err(DecodeError::invalid("value length", n.to_string()).into()),
             };
-            let header_count = rr.uvarint("header count")? as usize;
+            let header_count = match kafka {
+                true => usize::try_from(rr.varint("header count")?)
+                    .map_err(|_| DecodeError::invalid("header count", "negative"))?,
+                false => rr.uvarint("header count")? as usize,
+            };
             if header_count > rr.remaining() / 2 {
                 return Err(DecodeError::invalid("header count", header_count.to_string()).into());
             }
             let headers = rr.take(rr.remaining(), "headers")?;
-            let record = RecordRef { offset_delta, timestamp_delta, key, value, header_count, headers };
+            let record = RecordRef { offset_delta, timestamp_delta, key, value, header_count, headers, kafka };
             // The headers must fill the record exactly.
-            let mut walked = 0usize;
-            for h in record.headers() {
-                let (name, value) = h?;
-                walked += uvarint_len(name.len() as u64) + name.len() + uvarint_len(value.len() as u64) + value.len();
-            }
-            if walked != headers.len() {
-                return Err(DecodeError::Trailing(headers.len() - walked).into());
+            let mut walker = record.headers();
+            walker.try_for_each(|h| h.map(drop))?;
+            if walker.left() > 0 {
+                return Err(DecodeError::Trailing(walker.left()).into());
             }
             Ok(record)
         })();
@@ -491,7 +582,7 @@ pub fn retain(
     if kept.is_empty() && !keep_empty {
         return Ok(None);
     }
-    if kept.len() == records.len() && h.version == VERSION {
+    if kept.len() == records.len() && h.version != 1 {
         return Ok(Some(batch.clone()));
     }
     let mut payload = Vec::new();
@@ -733,13 +824,17 @@ fn encode(header: &BatchHeader, compression: Compression, plain: &[u8]) -> Resul
 /// Fills in the header at the front of `out` (header room, then the
 /// payload as stored) and its CRC: a batch as valid as [`Batch::validate`]
 /// would find it, without reading it again.
-fn seal(mut out: BytesMut, header: BatchHeader, compression: Compression, plain_len: usize) -> Batch {
+fn seal(out: BytesMut, header: BatchHeader, compression: Compression, plain_len: usize) -> Batch {
+    seal_as(out, header, VERSION, compression, plain_len)
+}
+
+fn seal_as(mut out: BytesMut, header: BatchHeader, version: u8, compression: Compression, plain_len: usize) -> Batch {
     let length = (out.len() - LENGTH_END) as u32;
     let mut h = &mut out[..HEADER_LEN];
     h.put_i64(header.base_offset);
     h.put_u32(0); // CRC, filled below
     h.put_u32(length);
-    h.put_u8(VERSION);
+    h.put_u8(version);
     h.put_u8(compression.bits());
     h.put_u32(header.record_count);
     h.put_i64(header.first_timestamp);
@@ -751,8 +846,7 @@ fn seal(mut out: BytesMut, header: BatchHeader, compression: Compression, plain_
     h.put_u32(header.last_offset_delta);
     let crc = crc32c::crc32c(&out[CRC_START..]);
     out[8..12].copy_from_slice(&crc.to_be_bytes());
-    let header =
-        BatchHeader { crc, length, version: VERSION, compression, uncompressed_len: plain_len as u32, ..header };
+    let header = BatchHeader { crc, length, version, compression, uncompressed_len: plain_len as u32, ..header };
     Batch { header, bytes: out.freeze() }
 }
 

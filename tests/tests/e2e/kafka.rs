@@ -138,6 +138,30 @@ async fn kcat_lists_produces_and_consumes_and_silt_reads_the_same_bytes() {
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(stamps[&(0, 0)], first.timestamp);
 
+    // zstd batches are stored as they came; both sides read them.
+    client.create_topic("packed", 1).await.unwrap();
+    let mut kcat = Command::new("kcat")
+        .args(["-b", &kafka, "-P", "-t", "packed", "-K:", "-X", "compression.codec=zstd", "-X", "linger.ms=50"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    kcat.stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"a:1
+b:2
+c:3
+",
+        )
+        .unwrap();
+    assert!(kcat.wait().unwrap().success());
+    let packed = read_with_silt(&c, "packed", 1, 3).await;
+    let kv: Vec<(String, String)> = packed.iter().map(|r| (r.2.clone(), r.3.clone())).collect();
+    assert_eq!(kv, [("a".into(), "1".into()), ("b".into(), "2".into()), ("c".into(), "3".into())]);
+    let again = run(Command::new("kcat").args(["-b", &kafka, "-C", "-t", "packed", "-e", "-q", "-f", "%k=%s\n"]));
+    assert_eq!(again, "a=1\nb=2\nc=3\n");
+
     // And the other way: `silt produce`, read with kcat.
     c.agent(0).ok(
         &["produce", "events", "--partition", "1", "--key-separator", ":"],

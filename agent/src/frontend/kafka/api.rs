@@ -563,7 +563,8 @@ async fn fetch(ctx: &Context, req: FetchRequest, version: i16) -> FetchResponse 
                 }
                 // Converted below, each partition on its own task.
                 p.records = None;
-                converting.push(tokio::spawn(async move { convert(&f.batches) }));
+                // Fetch 10 and up reads zstd.
+                converting.push(tokio::spawn(async move { convert(&f.batches, version >= 10) }));
             }
             Some(Err(e)) => {
                 p.error_code = code_of(&e);
@@ -608,13 +609,15 @@ async fn fetch(ctx: &Context, req: FetchRequest, version: i16) -> FetchResponse 
 
 /// Stored silt batches as Kafka batches; the first error stops nothing
 /// (what converted is answered) and is returned beside them.
-fn convert(pieces: &[Bytes]) -> (Bytes, Option<ServiceError>) {
+fn convert(pieces: &[Bytes], zstd_ok: bool) -> (Bytes, Option<ServiceError>) {
     let mut out = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum::<usize>() + 64);
     let mut broken = None;
     for piece in pieces {
         // The read path checked these batches' CRCs as it read them.
         for batch in silt_wire::batch::split_validated(piece) {
-            if let Err(e) = batch.map_err(ServiceError::from).and_then(|b| Ok(records::to_kafka(&b, &mut out)?)) {
+            if let Err(e) =
+                batch.map_err(ServiceError::from).and_then(|b| Ok(records::to_kafka(&b, zstd_ok, &mut out)?))
+            {
                 broken = Some(e);
             }
         }

@@ -1,14 +1,16 @@
 //! Kafka's record batch (format v2, "magic 2") to silt's batch and back.
 //!
-//! The two formats carry the same things (offsets, timestamps, producer id,
-//! epoch and sequence; records with key, value and headers) but frame the
-//! records differently, so records are re-framed at the edge:
-//! - produce: the CRC is checked, the payload decompressed (gzip, snappy
-//!   raw or xerial-framed, lz4 frames, zstd; never past silt's limit on a
-//!   batch's decompressed size), and the records written into a silt batch:
-//!   uncompressed when they came uncompressed, zstd otherwise;
-//! - fetch: silt batches are written out as uncompressed Kafka batches
-//!   (cheaper for the agent than compressing again; clients read any codec).
+//! The two carry the same things (offsets, timestamps, producer id, epoch
+//! and sequence; records with key, value and headers). silt's batch
+//! version 3 frames its records as Kafka does, so:
+//! - produce: the CRC is checked and the records walked once to check them
+//!   (zstd decompressed for that, never past silt's limit on a batch's
+//!   decompressed size); uncompressed and zstd records are stored as they
+//!   came, gzip, snappy (raw or xerial-framed) and lz4 ones decompressed;
+//! - fetch: a version 3 batch goes back with only its header rewritten;
+//!   silt's own batches (version 2, framed its own way) are re-framed,
+//!   uncompressed (cheaper for the agent than compressing again; clients
+//!   read any codec).
 //!
 //! Kafka's batch (big-endian; varints zigzag):
 //!
@@ -26,7 +28,7 @@
 use std::io::Read;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use silt_wire::batch::{record_refs, Batch, BatchBuilder, Compression, Header, MAX_UNCOMPRESSED};
+use silt_wire::batch::{kafka_framed, record_refs, Batch, BatchError, BatchHeader, Compression, MAX_UNCOMPRESSED};
 
 const HEADER_LEN: usize = 61;
 const CRC_START: usize = 21;
@@ -57,7 +59,7 @@ pub enum RecordError {
     Offsets,
 }
 
-/// A big-endian and zigzag-varint reader over a slice.
+/// A reader over a slice (snappy's xerial framing).
 struct Reader<'a> {
     buf: &'a [u8],
 }
@@ -70,38 +72,6 @@ impl<'a> Reader<'a> {
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
         Ok(head)
-    }
-
-    fn u8(&mut self, what: &'static str) -> Result<u8, RecordError> {
-        Ok(self.take(1, what)?[0])
-    }
-
-    fn varlong(&mut self, what: &'static str) -> Result<i64, RecordError> {
-        let mut value = 0u64;
-        for shift in (0..70).step_by(7) {
-            let b = self.u8(what)?;
-            if shift == 63 && b > 1 {
-                return Err(RecordError::Record(what));
-            }
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
-            }
-        }
-        Err(RecordError::Record(what))
-    }
-
-    fn varint(&mut self, what: &'static str) -> Result<i32, RecordError> {
-        i32::try_from(self.varlong(what)?).map_err(|_| RecordError::Record(what))
-    }
-
-    /// A length-prefixed field; None for length -1.
-    fn bytes(&mut self, what: &'static str) -> Result<Option<&'a [u8]>, RecordError> {
-        match self.varint(what)? {
-            -1 => Ok(None),
-            n if n >= 0 => Ok(Some(self.take(n as usize, what)?)),
-            _ => Err(RecordError::Record(what)),
-        }
     }
 }
 
@@ -216,10 +186,6 @@ pub fn to_silt(kafka: &[u8]) -> Result<Batch, RecordError> {
     }
     let codec = (attributes & 0x07) as u8;
     let last_offset_delta = i32::from_be_bytes(be(kafka, 23));
-    let base_timestamp = i64::from_be_bytes(be(kafka, 27));
-    let producer_id = i64::from_be_bytes(be(kafka, 43));
-    let producer_epoch = i16::from_be_bytes(be(kafka, 51));
-    let base_sequence = i32::from_be_bytes(be(kafka, 53));
     let count = i32::from_be_bytes(be(kafka, 57));
     if count <= 0 {
         return Err(RecordError::Empty);
@@ -227,78 +193,70 @@ pub fn to_silt(kafka: &[u8]) -> Result<Batch, RecordError> {
     if last_offset_delta != count - 1 {
         return Err(RecordError::Offsets);
     }
-    let payload = &kafka[HEADER_LEN..];
-    let plain;
-    let records: &[u8] = match codec {
-        0 => payload,
-        c => {
-            plain = decompress(c, payload)?;
-            &plain
-        }
+    let header = BatchHeader {
+        base_offset: 0,
+        crc: 0,
+        length: 0,
+        version: 3,
+        compression: Compression::None,
+        record_count: count as u32,
+        first_timestamp: i64::from_be_bytes(be(kafka, 27)),
+        max_timestamp: i64::from_be_bytes(be(kafka, 35)),
+        producer_id: i64::from_be_bytes(be(kafka, 43)),
+        producer_epoch: i16::from_be_bytes(be(kafka, 51)),
+        base_sequence: i32::from_be_bytes(be(kafka, 53)),
+        uncompressed_len: 0,
+        last_offset_delta: last_offset_delta as u32,
     };
-    let compression = if codec == 0 { Compression::None } else { Compression::Zstd };
-    let mut builder = BatchBuilder::with_capacity(compression, records.len());
-    if producer_id >= 0 {
-        builder.set_producer(producer_id, producer_epoch, base_sequence);
+    let payload = &kafka[HEADER_LEN..];
+    let framed = |compression, stored: &[u8], plain: &[u8]| {
+        kafka_framed(&header, compression, stored, plain).map_err(|e| match e {
+            BatchError::Offsets(_) => RecordError::Offsets,
+            BatchError::TooLarge(_) => RecordError::TooLarge,
+            _ => RecordError::Record("a record does not decode"),
+        })
+    };
+    match codec {
+        // Records stored as they came: uncompressed, or zstd (checked once
+        // decompressed, kept compressed); other codecs' decompressed.
+        0 => framed(Compression::None, payload, payload),
+        4 => framed(Compression::Zstd, payload, &decompress(4, payload)?),
+        c => {
+            let plain = decompress(c, payload)?;
+            framed(Compression::None, &plain, &plain)
+        }
     }
-    let mut r = Reader { buf: records };
-    let mut headers = Vec::new();
-    for i in 0..count {
-        let len = r.varint("record length")?;
-        let body = r.take(usize::try_from(len).map_err(|_| RecordError::Record("record length"))?, "record")?;
-        let mut rr = Reader { buf: body };
-        let _attributes = rr.u8("record attributes")?;
-        let ts_delta = rr.varlong("timestamp delta")?;
-        if rr.varint("offset delta")? != i {
-            return Err(RecordError::Offsets);
-        }
-        let key = rr.bytes("key")?;
-        let value = rr.bytes("value")?;
-        let n = rr.varint("header count")?;
-        if n < 0 || n as usize > rr.buf.len() / 2 {
-            return Err(RecordError::Record("header count"));
-        }
-        headers.clear();
-        for _ in 0..n {
-            let name = rr.bytes("header key")?.ok_or(RecordError::Record("header key"))?;
-            let name = std::str::from_utf8(name).map_err(|_| RecordError::Record("header key is not UTF-8"))?;
-            // A null header value becomes an empty one: silt's headers always have a value.
-            let value = rr.bytes("header value")?.map(Bytes::copy_from_slice).unwrap_or_default();
-            headers.push(Header { name: name.to_string(), value });
-        }
-        if !rr.buf.is_empty() {
-            return Err(RecordError::Record("bytes after a record's headers"));
-        }
-        builder.push_record(base_timestamp.wrapping_add(ts_delta), key, value, &headers);
-    }
-    if !r.buf.is_empty() {
-        return Err(RecordError::Record("bytes after the last record"));
-    }
-    builder.build().map_err(|e| RecordError::Decompress(e.to_string()))
 }
 
-/// Appends a stored silt batch to `out` as an uncompressed Kafka batch:
-/// the records are re-framed from the decompressed payload, their keys,
-/// values and headers copied once, straight into `out`.
-pub fn to_kafka(batch: &Batch, out: &mut BytesMut) -> Result<(), silt_wire::BatchError> {
+/// Appends a stored silt batch to `out` as a Kafka batch. Version 3 goes as
+/// stored (zstd only to clients that read it: Fetch version 10 and up);
+/// silt's own batches are re-framed from the decompressed payload into an
+/// uncompressed Kafka batch, their keys, values and headers copied once,
+/// straight into `out`.
+pub fn to_kafka(batch: &Batch, zstd_ok: bool, out: &mut BytesMut) -> Result<(), silt_wire::BatchError> {
     let h = batch.header();
+    if h.version == 3 {
+        // Framed as Kafka frames records: the payload goes as it is (or
+        // decompressed, for a client that cannot read zstd).
+        let stored;
+        let (codec, payload) = match h.compression {
+            Compression::None => (0, &batch.bytes()[h.header_len()..]),
+            Compression::Zstd if zstd_ok => (4, &batch.bytes()[h.header_len()..]),
+            Compression::Zstd => {
+                stored = batch.plain()?;
+                (0, &stored[..])
+            }
+        };
+        let start = out.len();
+        put_header(out, h, codec, payload.len());
+        out.put_slice(payload);
+        seal(out, start);
+        return Ok(());
+    }
     let plain = batch.plain()?;
     let start = out.len();
     // Kafka's framing costs at most a few bytes more per record than silt's.
-    out.reserve(HEADER_LEN + plain.len() + h.record_count as usize * 8);
-    out.put_i64(h.base_offset);
-    out.put_i32(0); // length, below
-    out.put_i32(-1); // partition leader epoch: not tracked
-    out.put_i8(MAGIC);
-    out.put_u32(0); // CRC, below
-    out.put_i16(0); // uncompressed, create time
-    out.put_i32(h.last_offset_delta as i32);
-    out.put_i64(h.first_timestamp);
-    out.put_i64(h.max_timestamp);
-    out.put_i64(h.producer_id);
-    out.put_i16(h.producer_epoch);
-    out.put_i32(h.base_sequence);
-    out.put_i32(h.record_count as i32);
+    put_header(out, h, 0, plain.len() + h.record_count as usize * 8);
     let field = |b: Option<&[u8]>| b.map_or(1, |b| varlong_len(b.len() as i64) + b.len());
     for r in record_refs(h, &plain) {
         let r = r?;
@@ -328,11 +286,36 @@ pub fn to_kafka(batch: &Batch, out: &mut BytesMut) -> Result<(), silt_wire::Batc
             put_field(out, Some(value));
         }
     }
+    seal(out, start);
+    Ok(())
+}
+
+/// A Kafka batch header for `h` (length and CRC left for [`seal`]), with
+/// room reserved for `records` bytes after it.
+fn put_header(out: &mut BytesMut, h: &BatchHeader, codec: i16, records: usize) {
+    out.reserve(HEADER_LEN + records);
+    out.put_i64(h.base_offset);
+    out.put_i32(0); // length, below
+    out.put_i32(-1); // partition leader epoch: not tracked
+    out.put_i8(MAGIC);
+    out.put_u32(0); // CRC, below
+    out.put_i16(codec); // create time
+    out.put_i32(h.last_offset_delta as i32);
+    out.put_i64(h.first_timestamp);
+    out.put_i64(h.max_timestamp);
+    out.put_i64(h.producer_id);
+    out.put_i16(h.producer_epoch);
+    out.put_i32(h.base_sequence);
+    out.put_i32(h.record_count as i32);
+}
+
+/// Fills in the length and CRC of the Kafka batch that starts at `start`
+/// and ends at the end of `out`.
+fn seal(out: &mut BytesMut, start: usize) {
     let length = (out.len() - start - 12) as i32;
     out[start + 8..start + 12].copy_from_slice(&length.to_be_bytes());
     let crc = crc32c::crc32c(&out[start + CRC_START..]);
     out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
-    Ok(())
 }
 
 fn put_field(out: &mut BytesMut, b: Option<&[u8]>) {
@@ -399,24 +382,62 @@ mod tests {
             assert_eq!(batches.len(), 1, "{compression:?}");
             let silt = to_silt(&batches[0]).unwrap().with_base_offset(100);
             let h = *silt.header();
-            let want_codec = if compression == KCompression::None { Compression::None } else { Compression::Zstd };
-            assert_eq!((h.compression, h.producer_id, h.producer_epoch, h.base_sequence), (want_codec, 7, 2, 40));
+            let stored = if compression == KCompression::Zstd { Compression::Zstd } else { Compression::None };
+            assert_eq!((h.version, h.compression), (3, stored), "{compression:?}");
+            assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (7, 2, 40));
+            assert_eq!(h.max_timestamp, records.iter().map(|r| r.timestamp).max().unwrap());
+            // silt's own readers see the records, a null header value as empty.
             let got = silt.records().unwrap();
             assert_eq!(got.len(), 4);
-            assert_eq!(got[0].headers[1], Header { name: "n".into(), value: Bytes::new() }, "null header value");
+            assert_eq!(got[0].headers[1], silt_wire::Header { name: "n".into(), value: Bytes::new() });
             assert_eq!(got[2].value, None, "a tombstone stays one");
+            assert_eq!(got[3].key.as_deref(), Some("ключ".as_bytes()));
 
-            let mut back = BytesMut::new();
-            to_kafka(&silt, &mut back).unwrap();
-            let decoded = RecordBatchDecoder::decode(&mut back.freeze()).unwrap();
-            assert_eq!(decoded.compression, KCompression::None);
-            let mut want = records.clone();
-            for (i, r) in want.iter_mut().enumerate() {
-                r.offset += 100;
-                r.headers = r.headers.drain(..).map(|(k, v)| (k, Some(v.unwrap_or_default()))).collect();
-                assert_eq!(decoded.records[i], *r, "{compression:?} record {i}");
+            for zstd_ok in [true, false] {
+                let mut back = BytesMut::new();
+                to_kafka(&silt, zstd_ok, &mut back).unwrap();
+                if matches!(compression, KCompression::None | KCompression::Zstd) && zstd_ok {
+                    assert_eq!(
+                        back[HEADER_LEN..],
+                        batches[0][HEADER_LEN..],
+                        "{compression:?}: the records as they came"
+                    );
+                }
+                let decoded = RecordBatchDecoder::decode(&mut back.freeze()).unwrap();
+                let zstd = compression == KCompression::Zstd && zstd_ok;
+                assert_eq!(decoded.compression, if zstd { KCompression::Zstd } else { KCompression::None });
+                let mut want = records.clone();
+                for (i, r) in want.iter_mut().enumerate() {
+                    r.offset += 100;
+                    assert_eq!(decoded.records[i], *r, "{compression:?} record {i}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn silts_own_batches_convert_record_for_record() {
+        let mut b = silt_wire::BatchBuilder::new(Compression::Zstd).with_producer(3, 1, 9);
+        b.push(1_000, Some(b"k"), b"v", &[silt_wire::Header { name: "h".into(), value: Bytes::from_static(b"x") }]);
+        b.push_record(1_005, None, None, &[]);
+        let batch = b.build().unwrap().with_base_offset(50);
+        let mut out = BytesMut::new();
+        to_kafka(&batch, true, &mut out).unwrap();
+        let decoded = RecordBatchDecoder::decode(&mut out.freeze()).unwrap();
+        let got: Vec<_> = decoded
+            .records
+            .iter()
+            .map(|r| {
+                (r.offset, r.timestamp, r.key.clone(), r.value.clone(), r.headers.len(), r.producer_id, r.sequence)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (50, 1_000, Some(Bytes::from_static(b"k")), Some(Bytes::from_static(b"v")), 1, 3, 9),
+                (51, 1_005, None, None, 0, 3, 10)
+            ]
+        );
     }
 
     #[test]
@@ -471,7 +492,7 @@ mod tests {
             let mut out = BytesMut::new();
             put_varlong(&mut out, v);
             assert_eq!(out.len(), varlong_len(v), "{v}");
-            assert_eq!(Reader { buf: &out }.varlong("v").unwrap(), v);
+            assert_eq!(silt_wire::buf::Reader::new(&out).varint("v").unwrap(), v);
         }
     }
 }
