@@ -50,6 +50,16 @@ pub struct ClassicMember {
     pub pending: Vec<TopicPartition>,
     /// What SyncGroup handed out: what it consumes.
     pub given: Vec<TopicPartition>,
+    /// When it was last heard from (ms, the agent's clock).
+    pub seen_ms: i64,
+}
+
+impl ClassicMember {
+    /// Whether the coordinator has surely ended its session: nothing heard
+    /// for twice its session timeout.
+    pub fn is_gone(&self, now_ms: i64) -> bool {
+        now_ms - self.seen_ms > 2 * self.session_timeout_ms
+    }
 }
 
 /// Classic members by (group, member id).
@@ -63,8 +73,13 @@ impl Classic {
         self.members.lock().expect("classic members").get(&(group.to_string(), member.to_string())).cloned()
     }
 
-    fn put(&self, group: &str, member: &str, m: ClassicMember) {
-        self.members.lock().expect("classic members").insert((group.to_string(), member.to_string()), m);
+    /// Records a member as just heard from, and forgets the members whose
+    /// sessions surely ended (crashed clients never leave).
+    fn put(&self, group: &str, member: &str, mut m: ClassicMember, now_ms: i64) {
+        m.seen_ms = now_ms;
+        let mut members = self.members.lock().expect("classic members");
+        members.retain(|_, other| !other.is_gone(now_ms));
+        members.insert((group.to_string(), member.to_string()), m);
     }
 
     fn remove(&self, group: &str, member: &str) {
@@ -381,6 +396,10 @@ pub async fn describe_groups(ctx: &Context, req: DescribeGroupsRequest, version:
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
+fn now_ms(ctx: &Context) -> i64 {
+    ctx.service.cluster().clock().now_ms()
+}
+
 /// A coordinator heartbeat without waiting.
 async fn beat(ctx: &Context, group: &str, hb: Heartbeat) -> Result<Answer, ServiceError> {
     ctx.service.group_heartbeat(group, hb, Duration::ZERO).await
@@ -447,7 +466,9 @@ pub async fn join_group(
             session_timeout_ms,
             pending: answer.assigned,
             given: owned,
+            seen_ms: 0,
         },
+        now_ms(ctx),
     );
     let mut r = JoinGroupResponse::default()
         .with_generation_id(generation)
@@ -473,7 +494,7 @@ pub async fn sync_group(ctx: &Context, req: SyncGroupRequest, version: i16) -> S
         r.protocol_type = Some(s("consumer"));
         r.protocol_name = Some(s(m.protocol.clone()));
     }
-    ctx.groups.put(&group, &member, m);
+    ctx.groups.put(&group, &member, m, now_ms(ctx));
     r
 }
 
@@ -498,7 +519,7 @@ pub async fn heartbeat(ctx: &Context, req: HeartbeatRequest) -> HeartbeatRespons
         Ok(answer) => {
             let code = classic_outcome(&m.given, &answer);
             m.epoch = answer.member_epoch;
-            ctx.groups.put(&group, &member, m);
+            ctx.groups.put(&group, &member, m, now_ms(ctx));
             code
         }
         Err(ServiceError::Member { .. }) => {
@@ -645,6 +666,28 @@ mod tests {
         for (given, assigned, want) in table {
             assert_eq!(classic_outcome(&given, &answer(assigned.clone())), want, "{given:?} -> {assigned:?}");
         }
+    }
+
+    #[test]
+    fn members_silent_for_twice_their_session_are_forgotten() {
+        let classic = Classic::default();
+        let member = |session_timeout_ms| ClassicMember {
+            epoch: 1,
+            generation: 1,
+            protocol: "range".into(),
+            host: "h".into(),
+            session_timeout_ms,
+            pending: Vec::new(),
+            given: Vec::new(),
+            seen_ms: 0,
+        };
+        classic.put("g", "crashed", member(1_000), 0);
+        classic.put("g", "slow", member(10_000), 0);
+        classic.put("h", "alive", member(1_000), 1_500);
+        assert!(classic.get("g", "crashed").is_some(), "within twice its session");
+        classic.put("h", "alive", member(1_000), 2_001);
+        assert!(classic.get("g", "crashed").is_none(), "gone after twice its session");
+        assert!(classic.get("g", "slow").is_some() && classic.get("h", "alive").is_some());
     }
 
     #[test]
