@@ -94,6 +94,17 @@ impl Cli {
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(&cli.command, Command::Agent(a) if a.action.is_none()) {
+        // A reader that goes away (`silt consume t | head`) ends the
+        // command quietly, as it ends `cat`: Rust ignores SIGPIPE, and
+        // printing to the closed pipe would panic. The agent keeps
+        // ignoring it (its sockets report closed peers as errors).
+        // SAFETY: setting a signal's disposition to the default before
+        // any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("SILT_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if matches!(&cli.command, Command::Agent(a) if a.action.is_none()) {
             "info,foyer=warn"
