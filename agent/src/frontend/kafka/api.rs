@@ -61,7 +61,8 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
     Some(((*min).max(known.min), (*max).min(known.max)))
 }
 
-fn s(v: impl Into<String>) -> StrBytes {
+/// A protocol string.
+pub fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 

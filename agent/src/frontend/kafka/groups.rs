@@ -25,15 +25,11 @@ use kafka_protocol::error::ResponseError as K;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
-use super::api::{live_brokers, me, topic_uuid, versioned, Broker};
+use super::api::{live_brokers, me, s, topic_uuid, versioned, Broker};
 use super::codes::code_of;
 use super::Context;
 use crate::core::groups::{same, Answer, Heartbeat, TopicPartition, JOIN, LEAVE};
 use crate::error::{describe, GroupError, ServiceError};
-
-fn s(v: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(v.into())
-}
 
 /// A classic member, as this agent last answered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
