@@ -55,8 +55,11 @@ def consume(bootstrap, topic, group, idle_s, max_records=None):
     c = Consumer(conf)
     c.subscribe([topic])
     got = []
-    last = time.time()
-    while time.time() - last < idle_s:
+    # The idle clock starts at the first record (FIRST_WAIT_S at most
+    # without one, a minute by default).
+    first_wait = float(os.environ.get("FIRST_WAIT_S", "60"))
+    start, last = time.time(), None
+    while time.time() - (last or start) < (idle_s if last else first_wait):
         m = c.poll(0.2)
         if m is None:
             continue

@@ -9,6 +9,7 @@ Subcommands print one JSON line per event, for the Rust tests to check:
                                     time, commits for GROUP; prints what each step saw
 """
 import json
+import os
 import sys
 import time
 
@@ -32,9 +33,12 @@ def produce(bootstrap, topic, n, codec):
 def consume(bootstrap, topic, group, idle_s):
     c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
                       enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=500)
-    last = time.time()
+    # The idle clock starts at the first record (FIRST_WAIT_S at most
+    # without one, a minute by default).
+    first_wait = float(os.environ.get("FIRST_WAIT_S", "60"))
+    start, last = time.time(), None
     n = 0
-    while time.time() - last < idle_s:
+    while time.time() - (last or start) < (idle_s if last else first_wait):
         polled = c.poll(timeout_ms=200)
         for records in polled.values():
             for m in records:

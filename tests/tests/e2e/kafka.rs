@@ -447,8 +447,10 @@ async fn kafka_python_produces_gzip_and_a_group_of_two_shares_the_partitions() {
     sent_sorted.sort();
     assert_eq!(told, sent_sorted);
 
+    // The second member may find nothing left to read: it waits 10 s for a first record.
     let spawn = || {
         kafka_python(&["consume", &kafka, "kp", "gp", "5"])
+            .env("FIRST_WAIT_S", "10")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
