@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use silt_wire::batch::split;
+use silt_wire::batch::split_validated;
 
 use super::{Fetched, Service};
 use crate::error::ServiceError;
@@ -114,16 +114,15 @@ impl Service {
                 None => from = segments.last().map_or(from, |s| s.last_offset + 1),
             }
         }
-        // Its batches, then what follows, until a record is new enough.
+        // Its batches, then what follows, until a record is new enough (the
+        // read path checked the batches: their CRCs are not computed again).
         loop {
-            let (_, hw) = self.offsets(topic, partition).await?;
-            if from >= hw {
-                return Ok(None);
-            }
             let fetched = self.fetch(topic, partition, from, self.limits.max_batch_bytes, Duration::ZERO).await?;
+            let mut next = from;
             for piece in &fetched.batches {
-                for batch in split(piece) {
+                for batch in split_validated(piece) {
                     let batch = batch?;
+                    next = next.max(batch.last_offset() + 1);
                     if batch.last_offset() < from || batch.header().max_timestamp < timestamp {
                         continue;
                     }
@@ -133,14 +132,7 @@ impl Service {
                     }
                 }
             }
-            let next = fetched
-                .batches
-                .iter()
-                .flat_map(split)
-                .filter_map(Result::ok)
-                .map(|b| b.last_offset() + 1)
-                .max()
-                .unwrap_or(from);
+            // Nothing read: the end of the log.
             if next <= from {
                 return Ok(None);
             }

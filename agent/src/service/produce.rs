@@ -7,10 +7,34 @@ use super::{Acks, Service, Ticket};
 use crate::error::ServiceError;
 use crate::metrics;
 
+/// A batch as it reaches `append`.
+enum Incoming {
+    /// Bytes from a client: checked here (length, header, CRC).
+    Bytes(Bytes),
+    /// A batch a front end built and sealed itself (Kafka's, converted).
+    Built(Batch),
+}
+
 impl Service {
     /// Validates a batch and appends it. Returns once its offsets are
     /// assigned; the ticket resolves once it is as durable as `acks` asks.
     pub async fn produce(&self, topic: &str, partition: u32, acks: Acks, batch: Bytes) -> Result<Ticket, ServiceError> {
+        self.append(topic, partition, acks, Incoming::Bytes(batch)).await
+    }
+
+    /// [`Service::produce`] for a batch the caller built, so already whole
+    /// (its CRC is not computed again).
+    pub async fn produce_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        acks: Acks,
+        batch: Batch,
+    ) -> Result<Ticket, ServiceError> {
+        self.append(topic, partition, acks, Incoming::Built(batch)).await
+    }
+
+    async fn append(&self, topic: &str, partition: u32, acks: Acks, batch: Incoming) -> Result<Ticket, ServiceError> {
         if acks == Acks::Local && !self.wal {
             return Err(ServiceError::AcksUnsupported);
         }
@@ -20,10 +44,17 @@ impl Service {
             partition,
             count: t.topic.partitions,
         })?;
-        if batch.len() > self.limits.max_batch_bytes {
-            return Err(ServiceError::BatchTooLarge { size: batch.len(), max: self.limits.max_batch_bytes });
+        let len = match &batch {
+            Incoming::Bytes(b) => b.len(),
+            Incoming::Built(b) => b.bytes().len(),
+        };
+        if len > self.limits.max_batch_bytes {
+            return Err(ServiceError::BatchTooLarge { size: len, max: self.limits.max_batch_bytes });
         }
-        let batch = Batch::validate(batch)?;
+        let batch = match batch {
+            Incoming::Bytes(b) => Batch::validate(b)?,
+            Incoming::Built(b) => b,
+        };
         if !batch.header().is_dense() {
             // Gaps are what key compaction leaves; a producer's batch has none.
             return Err(BatchError::Offsets("a produced batch holds one record per offset".into()).into());

@@ -430,7 +430,7 @@ fn delivered(out: &str) -> Vec<(u32, i64, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_python_produces_gzip_and_a_group_of_two_shares_the_partitions() {
+async fn kafka_python_produces_gzip_and_a_group_of_two_reads_every_record_and_commits() {
     let c = TestCluster::builder().kafka().start().await;
     let kafka = c.kafka_addrs[0].clone();
     let client = c.client().await;

@@ -445,11 +445,8 @@ async fn append(
     }
     for kafka in batches {
         let batch = records::to_silt(&kafka).map_err(corrupt)?;
-        let ticket = ctx
-            .service
-            .produce(topic, partition, acks, batch.into_bytes())
-            .await
-            .map_err(|e| (code_of(&e), describe(&e)))?;
+        let ticket =
+            ctx.service.produce_batch(topic, partition, acks, batch).await.map_err(|e| (code_of(&e), describe(&e)))?;
         tickets.push(ticket);
     }
     Ok(())
