@@ -19,14 +19,14 @@ use crate::config::{Config, TlsSource};
 use crate::core::flush::Policy;
 use crate::core::topic_config::TopicConfig;
 use crate::error::AgentError;
-use crate::frontend::kafka;
 use crate::frontend::quic::{tls, Listener};
+use crate::frontend::{kafka, ops};
 use crate::groups::Coordinator;
 use crate::log::flush::{self, Flusher, Queue};
 use crate::log::partition::Sink;
 use crate::log::storage;
 use crate::log::wal::{Replay, Wal};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Sample, Sampler};
 use crate::read::{ReadCache, ReadPath, ReadStats, RecentObjects};
 use crate::service::{Limits, Service};
 use crate::upkeep::{self, Upkeep};
@@ -38,6 +38,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Agent {
     listener: Listener,
     kafka: Option<kafka::Listener>,
+    ops: Option<ops::Serving>,
+    metrics_addr: Option<SocketAddr>,
     agent_id: String,
     ca_path: Option<PathBuf>,
     cluster: Arc<Cluster>,
@@ -76,6 +78,51 @@ fn topic_defaults(config: &Config) -> Result<TopicConfig, AgentError> {
     Ok(defaults)
 }
 
+/// What `/metrics` reads from the parts that keep it, at each scrape.
+fn sampler(
+    catalog: &Catalog,
+    cache: &Arc<ReadCache>,
+    inflight: Arc<Semaphore>,
+    max_inflight: usize,
+    cluster: &Arc<Cluster>,
+) -> Sampler {
+    let (catalog, cache, cluster) = (catalog.clone(), cache.clone(), cluster.clone());
+    Box::new(move || {
+        let meta = catalog.stats().unwrap_or_default();
+        let read = cache.stats();
+        let int = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        vec![
+            Sample::counter("metadata_reads", "Metadata read requests (a get, batch get or scan page)", meta.reads),
+            Sample::counter("metadata_writes", "Metadata transactions that wrote and committed", meta.writes),
+            Sample::counter(
+                "metadata_conflicts",
+                "Metadata commits refused: another transaction changed the same keys",
+                meta.conflicts,
+            ),
+            Sample::counter("metadata_errors", "Metadata reads and commits that failed otherwise", meta.errors),
+            Sample::counter("read_cache_hits", "Reads served by the read cache (memory or disk)", read.cache_hits),
+            Sample::counter("read_cache_misses", "Reads the read cache missed: GETs to the object store", read.gets),
+            Sample::counter(
+                "recent_object_hits",
+                "Reads served by recently written objects kept in memory",
+                read.recent_hits,
+            ),
+            Sample::gauge(
+                "inflight_bytes",
+                "Bytes accepted but not yet durable",
+                int(max_inflight.saturating_sub(inflight.available_permits())),
+            ),
+            Sample::gauge("inflight_limit_bytes", "The in-flight byte limit (--max-inflight-bytes)", int(max_inflight)),
+            Sample::gauge("owned_partitions", "Partitions this agent leads", int(cluster.led())),
+            Sample::gauge(
+                "session_live",
+                "1 while this agent's session (which keeps its leases) is renewed in time",
+                i64::from(cluster.session_live()),
+            ),
+        ]
+    })
+}
+
 impl Agent {
     /// Opens storage, takes this agent's share of the partitions and starts serving.
     pub async fn start(config: Config) -> Result<Agent, AgentError> {
@@ -88,9 +135,12 @@ impl Agent {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| AgentError::DataDir { path: data_dir.display().to_string(), source })?;
         let agent_id = agent_id(data_dir)?;
-        let metastore = Arc::new(MeteredStore::new(silt_metadata::open(&config.metadata_url).await?));
-        let catalog = Catalog::new(metastore).with_writer(&agent_id);
-        let store = storage::open(&config.object_store_url, &config.s3)?;
+        let metrics = Arc::new(Metrics::default());
+        let m = metrics.clone();
+        let metastore = MeteredStore::new(silt_metadata::open(&config.metadata_url).await?)
+            .with_observer(Arc::new(move |took| m.metadata_seconds.observe(took.as_secs_f64())));
+        let catalog = Catalog::new(Arc::new(metastore)).with_writer(&agent_id);
+        let store = storage::Metered::wrap(storage::open(&config.object_store_url, &config.s3)?, metrics.clone());
         storage::check(store.as_ref(), &config.object_store_url, config.s3.endpoint.as_deref(), &agent_id).await?;
         let listener = Listener::bind(&config)?;
         let local_addr = listener.local_addr();
@@ -100,8 +150,11 @@ impl Agent {
             None => None,
         };
         let kafka_address = kafka.as_ref().map(|k| k.advertised().to_string()).unwrap_or_default();
+        let ops = match config.metrics_listen {
+            Some(addr) => Some(ops::Listener::bind(addr).await?),
+            None => None,
+        };
 
-        let metrics = Arc::new(Metrics::default());
         let queue = Arc::new(Queue::new(Policy { max_bytes: config.flush_bytes, interval: config.flush_interval }));
         let recent = Arc::new(RecentObjects::new(config.recent_cache_bytes));
         let cache = ReadCache::open(&config.cache_dirs, config.cache_memory, config.cache_disk).await?;
@@ -150,6 +203,7 @@ impl Agent {
             Sink { queue, wal, lost: Arc::default() },
             replay,
             inflight.clone(),
+            metrics.clone(),
             background.clone(),
             service_stop.clone(),
         )
@@ -193,14 +247,29 @@ impl Agent {
         let service = Arc::new(Service::new(
             cluster.clone(),
             coordinator,
-            catalog,
+            catalog.clone(),
             read,
-            inflight,
+            inflight.clone(),
             limits,
-            metrics,
+            metrics.clone(),
             has_wal,
             service_stop.clone(),
         ));
+        metrics.sample_with(sampler(&catalog, &cache, inflight, config.max_inflight_bytes, &cluster));
+        let (metrics_addr, ops) = match ops {
+            Some(l) => {
+                let addr = l.local_addr();
+                tracing::info!(metrics = %addr, "serving /metrics, /healthz and /readyz");
+                (
+                    Some(addr),
+                    Some(l.serve(
+                        service.clone(),
+                        ops::Health { catalog: catalog.clone(), store, cluster: cluster.clone() },
+                    )),
+                )
+            }
+            None => (None, None),
+        };
         if let Some(k) = &kafka {
             k.serve(service.clone(), &config);
             tracing::info!(kafka = %k.local_addr(), advertised = %k.advertised(), "Kafka listener started");
@@ -214,6 +283,8 @@ impl Agent {
         Ok(Agent {
             listener,
             kafka,
+            ops,
+            metrics_addr,
             agent_id,
             ca_path,
             cluster,
@@ -234,6 +305,11 @@ impl Agent {
     /// The Kafka listener's bound address, when it has one.
     pub fn kafka_addr(&self) -> Option<SocketAddr> {
         self.kafka.as_ref().map(kafka::Listener::local_addr)
+    }
+
+    /// The operations listener's bound address, when it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// GETs sent to the object store and reads served from caches.
@@ -295,6 +371,9 @@ impl Agent {
             tracing::warn!("the read cache did not close in time");
         }
         self.listener.close().await;
+        if let Some(ops) = self.ops {
+            ops.close().await;
+        }
         tracing::info!("stopped");
     }
 }

@@ -14,6 +14,9 @@ type Source = Box<dyn std::error::Error + Send + Sync>;
 pub enum AgentError {
     #[error("invalid setting {key}: {reason}")]
     Config { key: &'static str, reason: String },
+    /// A config file's line that cannot be used; `reason` names its key.
+    #[error("{path}:{line}: {reason}")]
+    ConfigFile { path: String, line: usize, reason: String },
     #[error("cannot use data directory {path}")]
     DataDir {
         path: String,

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use silt_client::{Client, ClientConfig};
 
 #[derive(Parser)]
@@ -93,7 +93,11 @@ impl Cli {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The agent's settings also come from its --config file: resolved
+    // against what the command line and the environment set.
+    let agent = matches.subcommand_matches("agent").cloned();
     if !matches!(&cli.command, Command::Agent(a) if a.action.is_none()) {
         // A reader that goes away (`silt consume t | head`) ends the
         // command quietly, as it ends `cat`: Rust ignores SIGPIPE, and
@@ -114,7 +118,7 @@ fn main() {
     });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let code = match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli, agent)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -125,10 +129,10 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn run(cli: Cli) -> anyhow::Result<i32> {
+async fn run(cli: Cli, agent_matches: Option<clap::ArgMatches>) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Agent(agent) => match agent.action {
-            None => run_agent(&agent.args).await.map(|_| 0),
+            None => run_agent(&agent_matches.expect("the agent command's flags")).await.map(|_| 0),
             Some(AgentAction::List) => {
                 let client = cli.connect().await?;
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
@@ -168,8 +172,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-async fn run_agent(args: &silt_agent::Args) -> anyhow::Result<()> {
-    let config = args.validate()?;
+async fn run_agent(matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let effective = silt_agent::config::file::resolve(matches)?;
+    if effective.args.print_config {
+        let _ = effective.validate()?;
+        print!("{}", effective.render());
+        return Ok(());
+    }
+    let config = effective.validate()?;
     let agent = silt_agent::Agent::start(config).await.context("the agent could not start")?;
     if let Some(ca) = agent.ca_path() {
         eprintln!(

@@ -288,6 +288,30 @@ pub(crate) fn clip(s: &str) -> &str {
 }
 
 impl Request {
+    /// The request's name, as metrics label it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::CreateTopic { .. } => "create_topic",
+            Request::AlterTopic { .. } => "alter_topic",
+            Request::DeleteTopic { .. } => "delete_topic",
+            Request::ListTopics => "list_topics",
+            Request::DescribeTopic { .. } => "describe_topic",
+            Request::Produce { .. } => "produce",
+            Request::Fetch { .. } => "fetch",
+            Request::Stats => "stats",
+            Request::ListAgents => "list_agents",
+            Request::InitProducer => "init_producer",
+            Request::FindCoordinator { .. } => "find_coordinator",
+            Request::GroupHeartbeat(_) => "group_heartbeat",
+            Request::OffsetCommit(_) => "offset_commit",
+            Request::OffsetFetch { .. } => "offset_fetch",
+            Request::ListGroups => "list_groups",
+            Request::DescribeGroup { .. } => "describe_group",
+            Request::ResetOffsets { .. } => "reset_offsets",
+            Request::DeleteGroup { .. } => "delete_group",
+        }
+    }
+
     pub fn kind(&self) -> u8 {
         match self {
             Request::CreateTopic { .. } => kind::CREATE_TOPIC,

@@ -35,6 +35,7 @@ use crate::core::{handover, ownership, replay};
 use crate::error::ServiceError;
 use crate::log::partition::{Partition, Report, Sink, Start};
 use crate::log::wal::{Hold, Replay};
+use crate::metrics::Metrics;
 pub use table::{Table, TopicState};
 
 /// How long a handover waits for in-flight batches to commit.
@@ -85,6 +86,7 @@ pub struct Cluster {
     recheck: AtomicBool,
     /// Set when the agent gives its partitions up to stop: no more rounds.
     leaving: AtomicBool,
+    metrics: Arc<Metrics>,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -100,6 +102,7 @@ impl Cluster {
         sink: Sink,
         replay: Replay,
         inflight: Arc<Semaphore>,
+        metrics: Arc<Metrics>,
         tasks: TaskTracker,
         stop: CancellationToken,
     ) -> Result<Arc<Cluster>, CatalogError> {
@@ -119,6 +122,7 @@ impl Cluster {
             force: AtomicBool::new(false),
             recheck: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
+            metrics,
             tasks,
             stop,
         });
@@ -154,6 +158,17 @@ impl Cluster {
     /// The owner's address while its lease is live, else "" (no owner).
     pub fn live_address(&self, lease: &Lease) -> String {
         lease.holder(&self.agents(), self.clock.now_ms()).map(|r| r.address.clone()).unwrap_or_default()
+    }
+
+    /// Whether this agent's session (and so every lease it holds) was
+    /// renewed within its TTL.
+    pub fn session_live(&self) -> bool {
+        self.session.lock().expect("session lock").valid(self.clock.now_ms())
+    }
+
+    /// Partitions led here.
+    pub fn led(&self) -> usize {
+        self.table.actors().len()
     }
 
     /// Renews the session every quarter TTL, and checks ten times a second
@@ -204,8 +219,14 @@ impl Cluster {
         let action = {
             let mut s = self.session.lock().expect("session lock");
             match &result {
-                Ok(_) => s.renewed(sent, now),
-                Err(_) => s.tick(now),
+                Ok(_) => {
+                    self.metrics.lease_renewals.inc();
+                    s.renewed(sent, now)
+                }
+                Err(_) => {
+                    self.metrics.lease_renewal_failures.inc();
+                    s.tick(now)
+                }
             }
         };
         self.act(action);
@@ -291,6 +312,7 @@ impl Cluster {
         for (t, part) in self.table.actors() {
             if part.status().lost {
                 tracing::warn!(topic = %part.topic, partition = part.id.1, epoch = part.epoch, "lost the lease; now following");
+                self.metrics.leases_lost.inc();
                 self.demote(&t, &part);
                 any = true;
             }
@@ -322,6 +344,7 @@ impl Cluster {
                 let ours = lease.is_some_and(|l| l.owner == self.id.agent_id && l.epoch == part.epoch && !l.released);
                 if !ours {
                     tracing::warn!(topic = %part.topic, partition = part.id.1, epoch = part.epoch, "lost the lease; now following");
+                    self.metrics.leases_lost.inc();
                     self.demote(&t, &part);
                     continue;
                 }

@@ -3,6 +3,8 @@
 //!
 //! - [`quic`]: silt's own protocol over QUIC (TLS always on).
 //! - [`kafka`]: Kafka's wire protocol over TCP or TLS, for Kafka clients.
+//! - [`ops`]: HTTP for operators: Prometheus metrics and health probes.
 
 pub mod kafka;
+pub mod ops;
 pub mod quic;

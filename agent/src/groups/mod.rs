@@ -117,6 +117,18 @@ impl Coordinator {
         self.cluster.table.get(GROUPS_TOPIC)?.get(slot).filter(|p| p.is_leader())
     }
 
+    /// The groups this agent coordinates now (loaded, their slot led here).
+    pub fn coordinated(&self) -> Vec<String> {
+        let groups = self.groups.lock().expect("groups lock");
+        let mut names: Vec<String> = groups
+            .iter()
+            .filter(|(name, l)| self.slot(slot_of(name)).is_some_and(|p| p.epoch == l.epoch))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The fence of a slot led here at `epoch`.
     fn fence(&self, part: &Partition) -> Fence {
         Fence {

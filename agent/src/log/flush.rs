@@ -164,6 +164,7 @@ struct Prepared {
     data: object::Object,
     entries: Vec<object::Entry>,
     runs: Vec<Vec<Pending>>,
+    sealed: std::time::Instant,
 }
 
 /// The outcome of an upload: the object is stored, or its batches failed.
@@ -202,7 +203,8 @@ impl Flusher {
         }
         let (data, entries) = builder.finish();
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let prepared = Prepared { name: object::name(&self.agent_id, self.clock.now_ms(), seq), data, entries, runs };
+        let name = object::name(&self.agent_id, self.clock.now_ms(), seq);
+        let prepared = Prepared { name, data, entries, runs, sealed: std::time::Instant::now() };
         let (this, stop) = (self.clone(), stop.clone());
         Some(tokio::spawn(
             async move {
@@ -221,7 +223,7 @@ impl Flusher {
 
     /// Commits an uploaded object's index entries and reports to each partition.
     async fn finish(&self, uploaded: Uploaded, stop: &CancellationToken) {
-        let Some(Prepared { name, data, entries, runs }) = uploaded else { return };
+        let Some(Prepared { name, data, entries, runs, sealed }) = uploaded else { return };
         // One footer entry per partition run: the pairing below relies on it.
         if entries.len() != runs.len() {
             tracing::error!(object = %name, entries = entries.len(), runs = runs.len(),
@@ -231,12 +233,14 @@ impl Flusher {
         }
         metrics::add(&self.metrics.objects_written, 1);
         metrics::add(&self.metrics.object_bytes_written, data.len() as u64);
+        self.metrics.flush_bytes.observe(data.len() as f64);
         self.recent.insert(name.clone(), data);
         let flush_entries: Vec<FlushEntry> =
             entries.iter().zip(&runs).map(|(e, run)| flush_entry(&name, e, run)).collect();
         let outcome = match self.commit(&name, &flush_entries, stop).await {
             Ok(o) => {
                 metrics::add(&self.metrics.index_commits, 1);
+                self.metrics.flush_seconds.observe(sealed.elapsed().as_secs_f64());
                 o
             }
             Err(e) => {

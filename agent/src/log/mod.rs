@@ -33,6 +33,17 @@ pub enum Acks {
     Durable,
 }
 
+impl Acks {
+    /// The mode's name in metrics and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Acks::None => "none",
+            Acks::Local => "local",
+            Acks::Durable => "durable",
+        }
+    }
+}
+
 /// Where a batch landed, or why it did not.
 pub type Outcome = Result<(i64, i64), ServiceError>;
 /// Answers a producer.

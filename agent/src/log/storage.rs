@@ -9,16 +9,23 @@
 //!   environment variables.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{
+    ClientOptions, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RetryConfig,
+};
 
 use crate::config::S3Options;
 use crate::error::AgentError;
+use crate::metrics::Metrics;
 
 /// Whether the environment names credentials the S3 client can use
 /// without asking the instance metadata service.
@@ -119,4 +126,113 @@ pub async fn check(
     }
     store.delete(&path).await.map_err(fail)?;
     Ok(())
+}
+
+/// An object store that times its requests and counts their errors into
+/// the agent's metrics. Answers a caller expects (an object not found, a
+/// conditional write refused) are not errors.
+#[derive(Debug)]
+pub struct Metered {
+    inner: Arc<dyn ObjectStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Metered {
+    pub fn wrap(inner: Arc<dyn ObjectStore>, metrics: Arc<Metrics>) -> Arc<dyn ObjectStore> {
+        Arc::new(Metered { inner, metrics })
+    }
+
+    fn observe<T>(&self, op: &'static str, started: Instant, result: &object_store::Result<T>) {
+        let ok = match result {
+            Ok(_) => true,
+            Err(e) => expected(e),
+        };
+        self.metrics.object_request(op, started.elapsed(), ok);
+    }
+
+    fn count<T>(&self, op: &'static str, result: &object_store::Result<T>) {
+        if matches!(result, Err(e) if !expected(e)) {
+            self.metrics.object_error(op);
+        }
+    }
+}
+
+fn expected(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    matches!(e, E::NotFound { .. } | E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. })
+}
+
+impl std::fmt::Display for Metered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Metered({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Metered {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let started = Instant::now();
+        let result = self.inner.put_opts(location, payload, opts).await;
+        self.observe("put", started, &result);
+        result
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let result = self.inner.put_multipart_opts(location, opts).await;
+        self.count("put", &result);
+        result
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        let started = Instant::now();
+        let result = self.inner.get_opts(location, options).await;
+        self.observe("get", started, &result);
+        result
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let metrics = self.metrics.clone();
+        self.inner
+            .delete_stream(locations)
+            .inspect(move |r| {
+                if matches!(r, Err(e) if !expected(e)) {
+                    metrics.object_error("delete");
+                }
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let metrics = self.metrics.clone();
+        self.inner
+            .list(prefix)
+            .inspect(move |r| {
+                if r.is_err() {
+                    metrics.object_error("list");
+                }
+            })
+            .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        let result = self.inner.list_with_delimiter(prefix).await;
+        self.count("list", &result);
+        result
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
 }

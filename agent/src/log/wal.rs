@@ -288,6 +288,7 @@ impl Writer {
                 }
                 let file = f.file.try_clone();
                 let len = buf.len() as u64;
+                let started = std::time::Instant::now();
                 let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                     let mut file = file?;
                     file.write_all(&buf)?;
@@ -296,6 +297,7 @@ impl Writer {
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 if written.is_ok() {
+                    self.metrics.wal_fsync_seconds.observe(started.elapsed().as_secs_f64());
                     f.len += len;
                     crate::metrics::add(&self.metrics.wal_fsyncs, 1);
                     crate::metrics::add(&self.metrics.wal_bytes, len);

@@ -35,6 +35,7 @@ impl Service {
             ("metadata_reads".to_string(), meta.reads),
             ("metadata_writes".to_string(), meta.writes),
             ("metadata_conflicts".to_string(), meta.conflicts),
+            ("metadata_errors".to_string(), meta.errors),
         ]);
         out
     }

@@ -23,6 +23,38 @@ impl Service {
         max_bytes: usize,
         max_wait: Duration,
     ) -> Result<Fetched, ServiceError> {
+        let fetched = self.read_from(topic, partition, offset, max_bytes, max_wait).await?;
+        if !fetched.batches.is_empty() {
+            let records = fetched
+                .batches
+                .iter()
+                .filter_map(|b| silt_wire::batch::BatchHeader::parse(b).ok())
+                .map(|(h, _)| u64::from(h.record_count))
+                .sum();
+            self.metrics.fetched(topic, records, fetched.batches.iter().map(|b| b.len() as u64).sum());
+        }
+        Ok(fetched)
+    }
+
+    /// Waits up to `max_wait` for records at `offset`: whether there are.
+    pub async fn has_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_wait: Duration,
+    ) -> Result<bool, ServiceError> {
+        Ok(self.read_from(topic, partition, offset, 1, max_wait).await?.high_watermark > offset)
+    }
+
+    async fn read_from(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Fetched, ServiceError> {
         let part = self.partition(topic, partition).await?;
         let led = part.has_actor();
         if !led {

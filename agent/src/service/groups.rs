@@ -9,6 +9,7 @@ use super::{GroupDetail, GroupPartitionDetail, GroupSummary, MemberDetail, Reset
 use crate::core::groups::{Answer, Group, Heartbeat};
 use crate::error::ServiceError;
 use crate::groups::validate_group_name;
+use crate::metrics::GroupLag;
 
 impl Service {
     /// The address of the agent coordinating `group`.
@@ -137,6 +138,27 @@ impl Service {
         let (epoch, now) = (record.epoch, self.cluster.clock().now_ms());
         let state = Group::load(record, now).state().name().to_string();
         Ok(GroupDetail { name: name.into(), state, epoch, coordinator, members, partitions })
+    }
+
+    /// How far each group coordinated here trails the partitions it has
+    /// offsets for (what `/metrics` reports; other agents report theirs).
+    pub async fn group_lag(&self) -> Vec<GroupLag> {
+        let mut out = Vec::new();
+        for name in self.coordinator.coordinated() {
+            match self.describe_group(&name).await {
+                Ok(d) => out.extend(d.partitions.into_iter().filter_map(|p| {
+                    let committed = p.committed?;
+                    Some(GroupLag {
+                        group: name.clone(),
+                        topic: p.topic,
+                        partition: p.partition,
+                        lag: (p.log_end - committed).max(0),
+                    })
+                })),
+                Err(e) => tracing::debug!(group = %name, error = %crate::error::describe(&e), "no lag for a group"),
+            }
+        }
+        out
     }
 
     /// Moves a group's offsets for every partition of `topic` (refused while

@@ -76,6 +76,11 @@ impl Service {
         Service { cluster, coordinator, catalog, read, inflight, limits, metrics, wal, stop }
     }
 
+    /// The agent's metrics, for the front ends to count their connections and requests.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     pub fn limits(&self) -> Limits {
         self.limits
     }

@@ -35,6 +35,7 @@ impl Service {
     }
 
     async fn append(&self, topic: &str, partition: u32, acks: Acks, batch: Incoming) -> Result<Ticket, ServiceError> {
+        let since = std::time::Instant::now();
         if acks == Acks::Local && !self.wal {
             return Err(ServiceError::AcksUnsupported);
         }
@@ -62,13 +63,14 @@ impl Service {
         if self.topic_config(&t.overrides()).cleanup.compact && batch.records()?.iter().any(|r| r.key.is_none()) {
             return Err(ServiceError::MissingKey { topic: topic.into() });
         }
-        metrics::add(&self.metrics.produced_batches, 1);
-        metrics::add(&self.metrics.produced_records, u64::from(batch.header().record_count));
-        metrics::add(&self.metrics.produced_bytes, batch.bytes().len() as u64);
+        self.metrics.produced(topic, u64::from(batch.header().record_count), batch.bytes().len() as u64);
         let need = u32::try_from(batch.bytes().len()).unwrap_or(u32::MAX);
         let permit = tokio::select! {
             p = self.inflight.clone().acquire_many_owned(need) => p.map_err(|_| ServiceError::ShuttingDown)?,
-            _ = tokio::time::sleep(self.limits.throttle_wait) => return Err(ServiceError::Throttled(self.limits.max_inflight_bytes)),
+            _ = tokio::time::sleep(self.limits.throttle_wait) => {
+                self.metrics.throttled.inc();
+                return Err(ServiceError::Throttled(self.limits.max_inflight_bytes));
+            }
             _ = self.stop.cancelled() => return Err(ServiceError::ShuttingDown),
         };
         let assigned = match part.append(batch, acks, permit).await {
@@ -83,6 +85,13 @@ impl Service {
         if assigned.duplicate {
             metrics::add(&self.metrics.duplicate_batches, 1);
         }
-        Ok(Ticket { base_offset: assigned.base_offset, done: assigned.done, committed: assigned.committed })
+        Ok(Ticket {
+            base_offset: assigned.base_offset,
+            done: assigned.done,
+            committed: assigned.committed,
+            acks,
+            since,
+            metrics: self.metrics.clone(),
+        })
     }
 }

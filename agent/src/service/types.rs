@@ -2,10 +2,15 @@
 //! independent of any protocol. The QUIC front end maps them to `silt_wire`
 //! messages; a Kafka front end would map them to its own.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use bytes::Bytes;
 
+use crate::error::ServiceError;
 pub use crate::log::Acks;
-use crate::log::Done;
+use crate::log::{Done, Outcome};
+use crate::metrics::Metrics;
 
 /// A topic and its partitions as the metadata store has them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,12 +48,29 @@ pub struct AgentInfo {
     pub heartbeat_ms: i64,
 }
 
-/// A produce that has its offsets; `done` resolves when it is acknowledged.
+/// A produce that has its offsets; [`Ticket::acked`] resolves when it is
+/// acknowledged.
 pub struct Ticket {
     pub base_offset: i64,
-    pub done: Done,
+    pub(crate) done: Done,
     /// acks=local: resolves once the batch is committed (after `done`).
-    pub committed: Option<Done>,
+    pub(crate) committed: Option<Done>,
+    pub(crate) acks: Acks,
+    pub(crate) since: Instant,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Ticket {
+    /// Waits for the acknowledgement `acks` asked for (timed, for the
+    /// produce latency metric); with acks=local, what is left is the
+    /// commit's.
+    pub async fn acked(self) -> (Outcome, Option<Done>) {
+        let outcome = self.done.await.unwrap_or(Err(ServiceError::ShuttingDown));
+        if outcome.is_ok() {
+            self.metrics.produce_latency(self.acks.name(), self.since);
+        }
+        (outcome, self.committed)
+    }
 }
 
 /// What a fetch read.

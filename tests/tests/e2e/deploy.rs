@@ -17,8 +17,21 @@ fn deploy_files_parse_and_use_real_agent_flags() {
 
     // The check catches a flag that does not exist.
     let copy = tempfile::tempdir().unwrap();
-    std::fs::create_dir(copy.path().join("k8s")).unwrap();
-    for f in ["check", "Dockerfile", "docker-compose.yml", "k8s/minio.yaml", "k8s/tikv.yaml", "k8s/silt-agent.yaml"] {
+    for d in ["k8s", "grafana/provisioning/datasources", "grafana/provisioning/dashboards"] {
+        std::fs::create_dir_all(copy.path().join(d)).unwrap();
+    }
+    for f in [
+        "check",
+        "Dockerfile",
+        "docker-compose.yml",
+        "prometheus.yml",
+        "k8s/minio.yaml",
+        "k8s/tikv.yaml",
+        "k8s/silt-agent.yaml",
+        "grafana/silt.json",
+        "grafana/provisioning/datasources/prometheus.yml",
+        "grafana/provisioning/dashboards/silt.yml",
+    ] {
         std::fs::copy(deploy.join(f), copy.path().join(f)).unwrap();
     }
     let compose = std::fs::read_to_string(copy.path().join("docker-compose.yml")).unwrap();
@@ -27,4 +40,16 @@ fn deploy_files_parse_and_use_real_agent_flags() {
     let out = check(copy.path());
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no flag --cache-dirs"), "{}", stderr(&out));
+
+    // ... and an agent nobody scrapes or probes.
+    std::fs::write(copy.path().join("docker-compose.yml"), &compose).unwrap();
+    let prometheus = std::fs::read_to_string(copy.path().join("prometheus.yml")).unwrap();
+    std::fs::write(copy.path().join("prometheus.yml"), prometheus.replace("\"agent-2:9464\", ", "")).unwrap();
+    let k8s = std::fs::read_to_string(copy.path().join("k8s/silt-agent.yaml")).unwrap();
+    std::fs::write(copy.path().join("k8s/silt-agent.yaml"), k8s.replace("path: /readyz", "path: /healthz")).unwrap();
+    let out = check(copy.path());
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("service agent-2: prometheus.yml does not scrape agent-2:9464"), "{err}");
+    assert!(err.contains("no readinessProbe on /readyz"), "{err}");
 }

@@ -14,6 +14,7 @@ mod groups;
 mod harness;
 mod idempotence;
 mod kafka;
+mod ops;
 mod protocol;
 mod s3;
 mod sdk;

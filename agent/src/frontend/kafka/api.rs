@@ -19,6 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::codes::code_of;
 use super::{frame_response, parse, records, ConnectionError, Context, Pending};
 use crate::error::{describe, ServiceError};
+use crate::metrics::InFlight;
 use crate::service::{Acks, AgentInfo, Ticket};
 
 /// The APIs answered, with the versions offered (within what the protocol
@@ -70,8 +71,15 @@ fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, ConnectionE
     T::decode(body, version).map_err(|e| ConnectionError::Malformed(e.to_string()))
 }
 
+/// What a request holds until its answer is ready: its share of the read
+/// budget, and its place in the in-flight requests metric.
+struct Held {
+    _budget: OwnedSemaphorePermit,
+    _request: InFlight,
+}
+
 /// Runs `answer` beside later requests; its response is framed for the request.
-fn spawn<M, F>(frame: (ApiKey, i16, i32), permit: OwnedSemaphorePermit, answer: F) -> Pending
+fn spawn<M, F>(frame: (ApiKey, i16, i32), permit: Held, answer: F) -> Pending
 where
     M: Encodable + Send + 'static,
     F: Future<Output = M> + Send + 'static,
@@ -99,6 +107,7 @@ pub async fn start(
 ) -> Result<Pending, ConnectionError> {
     let frame = parse(bytes)?;
     let (api, version, cid) = (frame.api, frame.header.request_api_version, frame.header.correlation_id);
+    let permit = Held { _budget: permit, _request: ctx.service.metrics().request("kafka", &format!("{api:?}")) };
     let mut body = frame.body;
     let client_id = frame.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
     let in_range = supported(api).is_some_and(|(min, max)| version >= min && version <= max);
@@ -458,7 +467,7 @@ async fn finish_produce(staged: Vec<StagedPartition>, version: i16) -> ProduceRe
         let mut base = -1;
         let mut error = p.error;
         for (i, ticket) in p.tickets.into_iter().enumerate() {
-            match ticket.done.await.unwrap_or(Err(ServiceError::ShuttingDown)) {
+            match ticket.acked().await.0 {
                 Ok((first, _)) if i == 0 => base = first,
                 Ok(_) => {}
                 Err(e) => {
@@ -531,11 +540,11 @@ async fn fetch(ctx: &Context, req: FetchRequest, version: i16) -> FetchResponse 
             .iter()
             .filter_map(|s| {
                 let p = u32::try_from(s.partition).ok()?;
-                Some(ctx.service.fetch(&s.topic, p, s.offset, 1, wait))
+                Some(ctx.service.has_records(&s.topic, p, s.offset, wait))
             })
             .collect();
         while let Some(r) = waits.next().await {
-            if r.is_ok_and(|f| !f.batches.is_empty()) {
+            if r.is_ok_and(|has| has) {
                 drop(waits);
                 for s in &mut slots {
                     s.result = None;

@@ -185,6 +185,7 @@ async fn accept_loop(
 type Pending = JoinHandle<Option<Vec<Bytes>>>;
 
 async fn serve_connection<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, ctx: Arc<Context>, host: String) {
+    let _open = ctx.service.metrics().connection("kafka");
     let (mut reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Pending>(PIPELINE);
     let writing = tokio::spawn(write_answers(writer, rx).in_current_span());

@@ -149,6 +149,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Context>, slots: Arc<Se
 }
 
 async fn serve_connection(conn: quinn::Connection, ctx: Arc<Context>) {
+    let _open = ctx.service.metrics().connection("quic");
     let host = conn.remote_address().ip().to_string();
     let streams = TaskTracker::new();
     loop {
@@ -219,7 +220,8 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
         Ok(r) => r,
         Err(e) => return close_malformed(send, recv, e).await,
     };
-    tracing::debug!(kind = request.kind(), "request");
+    tracing::debug!(kind = request.name(), "request");
+    let _in_flight = ctx.service.metrics().request("quic", request.name());
     let response = match handle(&ctx.service, request, &mut send, &host).await {
         Some(r) => r,
         None => return, // the client went away mid-answer
@@ -335,7 +337,7 @@ async fn handle(
                 return None;
             }
             let outcome = |r: Result<crate::log::Outcome, _>| r.unwrap_or(Err(ServiceError::ShuttingDown));
-            match (outcome(ticket.done.await), ticket.committed) {
+            match ticket.acked().await {
                 (Ok((base_offset, last_offset)), Some(committed)) => {
                     // acks=local: answered from the WAL; the commit follows.
                     if !reply(send, &Response::Produced { base_offset, last_offset }).await {

@@ -1,5 +1,8 @@
 //! The agent's settings: clap flags (each also read from a `SILT_*`
-//! environment variable), validated once into [`Config`].
+//! environment variable, and a key in the [`file`] `--config` names),
+//! validated once into [`Config`].
+
+pub mod file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +27,13 @@ pub struct S3Options {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
+    /// A TOML file of settings: every flag is a key of the same name
+    /// (flush-interval = "250ms"). Flags and SILT_* variables override it.
+    #[arg(long, env = "SILT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (secrets masked) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Where the agent keeps its identity, TLS files, and (by default) its
     /// metadata and objects.
     #[arg(long, env = "SILT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -44,6 +54,10 @@ pub struct Args {
     /// Serve the Kafka listener over TLS, with the agent's certificate.
     #[arg(long, env = "SILT_KAFKA_TLS", requires = "kafka_listen")]
     pub kafka_tls: bool,
+    /// TCP address serving /metrics (Prometheus), /healthz and /readyz over
+    /// plain HTTP (off unless given), e.g. 127.0.0.1:9464.
+    #[arg(long, env = "SILT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Metadata store URL [default: sqlite://<data-dir>/metadata.db].
     #[arg(long, env = "SILT_METADATA")]
     pub metadata: Option<String>,
@@ -77,8 +91,8 @@ pub struct Args {
     /// Flush at the latest this long after the first buffered batch (e.g. 250ms).
     #[arg(long, env = "SILT_FLUSH_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub flush_interval: Duration,
-    /// A local disk for the write-ahead log behind acks=local (and later the
-    /// read cache). Repeat it, one per disk: the log is striped over them.
+    /// A local disk for the write-ahead log behind acks=local and the read
+    /// cache's disk tier. Repeat it, one per disk: the log is striped over them.
     #[arg(long = "cache-dir", env = "SILT_CACHE_DIRS", value_delimiter = ',')]
     pub cache_dirs: Vec<PathBuf>,
     /// Memory for the read cache of historical ranges.
@@ -183,6 +197,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub advertise: Option<String>,
     pub kafka: Option<KafkaConfig>,
+    pub metrics_listen: Option<SocketAddr>,
     pub metadata_url: String,
     pub object_store_url: String,
     pub s3: S3Options,
@@ -318,6 +333,7 @@ impl Args {
             listen: self.listen,
             advertise: self.advertise.clone(),
             kafka,
+            metrics_listen: self.metrics_listen,
             tls,
             flush_bytes: size("--flush-bytes", self.flush_bytes, 1, 1 << 30)?,
             flush_interval,
