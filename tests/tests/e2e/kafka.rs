@@ -328,9 +328,37 @@ async fn bad_requests_get_errors_or_close_only_their_connection() {
     garbage[..4].copy_from_slice(&10i32.to_be_bytes());
     s.write_all(&garbage).unwrap();
     assert!(closed_silently(&mut s));
-    // An API not offered (DeleteRecords) closes only that connection.
+    // An API not offered is answered UNSUPPORTED_VERSION (35), at the top
+    // or for each partition named, and the connection carries on.
+    let mut s = connect();
+    let delete = kafka_protocol::messages::DeleteRecordsRequest::default().with_topics(vec![
+        kafka_protocol::messages::delete_records_request::DeleteRecordsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(vec![kafka_protocol::messages::delete_records_request::DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(1)]),
+    ]);
+    s.write_all(&request(ApiKey::DeleteRecords, 2, 31, &delete)).unwrap();
+    let (cid, mut body) = response(&mut s, ApiKey::DeleteRecords, 2);
+    let r = kafka_protocol::messages::DeleteRecordsResponse::decode(&mut body, 2).unwrap();
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((cid, r.topics[0].name.as_str(), p.partition_index, p.error_code), (31, "t", 0, 35));
+    let sasl =
+        kafka_protocol::messages::SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+    s.write_all(&request(ApiKey::SaslHandshake, 1, 32, &sasl)).unwrap();
+    let (cid, mut body) = response(&mut s, ApiKey::SaslHandshake, 1);
+    let r = kafka_protocol::messages::SaslHandshakeResponse::decode(&mut body, 1).unwrap();
+    assert_eq!((cid, r.error_code), (32, 35));
+    s.write_all(&request(ApiKey::ApiVersions, 3, 33, &ApiVersionsRequest::default())).unwrap();
+    assert_eq!(response(&mut s, ApiKey::ApiVersions, 3).0, 33);
+    // One that does not decode still closes only its connection.
     let mut s = connect();
     s.write_all(&[0, 0, 0, 10, 0, 21, 0, 0, 0, 0, 0, 9, 0xff, 0xff]).unwrap();
+    assert!(closed_silently(&mut s));
+    // So does an API only brokers send one another.
+    let mut s = connect();
+    let vote = kafka_protocol::messages::VoteRequest::default();
+    s.write_all(&request(ApiKey::Vote, 0, 34, &vote)).unwrap();
     assert!(closed_silently(&mut s));
 
     // Nothing of that was written; the listener still serves.

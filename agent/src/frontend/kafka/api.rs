@@ -117,6 +117,14 @@ pub async fn start(
             let r = api_versions().with_error_code(K::UnsupportedVersion.code());
             return Ok(spawn((api, 0, cid), permit, async move { r }));
         }
+        if supported(api).is_none() {
+            if let Some(answer) = super::unoffered::answer(api, version, cid, &mut body) {
+                tracing::debug!(?api, version, "answering an API not offered with UNSUPPORTED_VERSION");
+                drop(permit);
+                let answer = answer.map_err(ConnectionError::Malformed)?;
+                return Ok(tokio::spawn(async move { Some(vec![answer]) }));
+            }
+        }
         return Err(ConnectionError::Malformed(format!("{api:?} version {version} is not offered")));
     }
     let at = (api, version, cid);

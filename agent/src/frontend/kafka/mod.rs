@@ -22,6 +22,7 @@ pub mod codes;
 pub mod fetch_frame;
 pub mod groups;
 pub mod records;
+pub mod unoffered;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -313,6 +314,11 @@ pub fn parse(mut bytes: Bytes) -> Result<Frame, ConnectionError> {
                 .with_correlation_id(correlation_id);
             return Ok(Frame { header, api, body: Bytes::new() });
         }
+        // An API not offered at all is answered with an error, in a
+        // version the protocol defines.
+        None if version >= api.valid_versions().min && version <= api.valid_versions().max => {
+            api.request_header_version(version)
+        }
         _ => return Err(ConnectionError::Malformed(format!("{api:?} version {version} is not offered"))),
     };
     let header = RequestHeader::decode(&mut bytes, header_version)
@@ -328,13 +334,22 @@ pub fn frame_response<M: kafka_protocol::protocol::Encodable>(
     correlation_id: i32,
     body: &M,
 ) -> Result<Bytes, String> {
+    frame_with(api, version, correlation_id, |out| body.encode(out, version))
+}
+
+fn frame_with<E: std::fmt::Display>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<Bytes, String> {
     let mut out = BytesMut::with_capacity(64);
     out.put_i32(0);
     out.put_i32(correlation_id);
     if api.response_header_version(version) >= 1 {
         out.put_u8(0); // no tagged fields
     }
-    body.encode(&mut out, version).map_err(|e| format!("encoding a {api:?} v{version} response: {e}"))?;
+    encode(&mut out).map_err(|e| format!("encoding a {api:?} v{version} response: {e}"))?;
     let len = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out.freeze())
