@@ -129,6 +129,14 @@ pub enum ServiceError {
         #[source]
         reason: GroupError,
     },
+    #[error("connector {0:?} does not exist")]
+    UnknownConnector(String),
+    #[error("connector {0:?} already exists")]
+    ConnectorExists(String),
+    #[error("invalid connector name {name:?}: {reason}")]
+    InvalidConnectorName { name: String, reason: &'static str },
+    #[error("connector {name:?} is now held by {} at epoch {epoch}; this worker must stop it", if holder.is_empty() { "no worker" } else { holder.as_str() })]
+    ConnectorFenced { name: String, holder: String, epoch: u64 },
 }
 
 impl From<CatalogError> for ServiceError {
@@ -136,6 +144,11 @@ impl From<CatalogError> for ServiceError {
         match e {
             CatalogError::UnknownTopic(t) => ServiceError::UnknownTopic(t),
             CatalogError::TopicExists(t) => ServiceError::TopicExists(t),
+            CatalogError::UnknownConnector(c) => ServiceError::UnknownConnector(c),
+            CatalogError::ConnectorExists(c) => ServiceError::ConnectorExists(c),
+            CatalogError::ConnectorFenced { name, holder, epoch } => {
+                ServiceError::ConnectorFenced { name, holder, epoch }
+            }
             other => ServiceError::Metadata(Arc::new(other)),
         }
     }

@@ -6,12 +6,14 @@
 //! - [`producer`]: [`Producer`], which batches per partition, compresses and awaits acks.
 //! - [`consumer`]: [`Consumer`], which reads explicit partitions from explicit offsets as a `Stream`.
 //! - [`group_consumer`]: [`GroupConsumer`], a member of a consumer group, as a `Stream`.
+//! - `connectors`: connector configs and the requests of connect workers, on [`Client`].
 //! - `groups`: group administration on [`Client`] (list, describe, offsets, reset, delete).
 //! - `router`: which agent owns each partition, shared by producer and consumer.
 //! - [`partitioner`]: the stable key hash (Kafka's murmur2, so keys land where Kafka clients put them).
 
 pub mod admin;
 pub mod client;
+mod connectors;
 pub mod consumer;
 mod error;
 pub mod group_consumer;
@@ -26,7 +28,7 @@ pub use error::ClientError;
 pub use group_consumer::{AutoOffsetReset, GroupConfig, GroupConsumer, Received};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use silt_wire::{
-    Acks, AgentInfo, Compression, ErrorCode, GroupAssignment, GroupDescription, GroupHeartbeat, GroupInfo,
-    GroupPartition, Header, MemberInfo, OffsetCommit, PartitionInfo, ResetTo, TopicDescription, TopicOffset,
-    TopicPartitions,
+    Acks, AgentInfo, Compression, ConnectHeartbeat, ConnectorInfo, ConnectorOp, ErrorCode, GroupAssignment,
+    GroupDescription, GroupHeartbeat, GroupInfo, GroupPartition, Header, MemberInfo, OffsetCommit, PartitionInfo,
+    ResetTo, TopicDescription, TopicOffset, TopicPartitions,
 };

@@ -37,6 +37,13 @@ pub enum CatalogError {
     /// The committing agent no longer holds the lease at the epoch it wrote under.
     #[error("fenced: the lease on {topic_id}/{partition} is now held by {owner:?} at epoch {epoch}")]
     Fenced { topic_id: u64, partition: u32, owner: String, epoch: u64 },
+    #[error("connector {0:?} does not exist")]
+    UnknownConnector(String),
+    #[error("connector {0:?} already exists")]
+    ConnectorExists(String),
+    /// The committing worker no longer holds the connector's claim at its epoch.
+    #[error("fenced: connector {name:?} is now held by {holder:?} at epoch {epoch}")]
+    ConnectorFenced { name: String, holder: String, epoch: u64 },
     #[error("stored value under {key} is corrupt")]
     Corrupt {
         key: String,

@@ -60,6 +60,8 @@ pub enum ErrorCode {
     InvalidConfig,
     /// A record without a key sent to a key-compacted topic; nothing written.
     MissingKey,
+    UnknownConnector,
+    ConnectorExists,
     /// A code this build does not know (from a newer peer).
     Unknown(u16),
 }
@@ -98,6 +100,8 @@ impl ErrorCode {
             ErrorCode::GroupNotEmpty => 28,
             ErrorCode::InvalidConfig => 29,
             ErrorCode::MissingKey => 30,
+            ErrorCode::UnknownConnector => 31,
+            ErrorCode::ConnectorExists => 32,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -134,6 +138,8 @@ impl ErrorCode {
             28 => ErrorCode::GroupNotEmpty,
             29 => ErrorCode::InvalidConfig,
             30 => ErrorCode::MissingKey,
+            31 => ErrorCode::UnknownConnector,
+            32 => ErrorCode::ConnectorExists,
             n => ErrorCode::Unknown(n),
         }
     }
@@ -185,6 +191,8 @@ impl ErrorCode {
             ErrorCode::GroupNotEmpty => "GROUP_NOT_EMPTY",
             ErrorCode::InvalidConfig => "INVALID_CONFIG",
             ErrorCode::MissingKey => "MISSING_KEY",
+            ErrorCode::UnknownConnector => "UNKNOWN_CONNECTOR",
+            ErrorCode::ConnectorExists => "CONNECTOR_EXISTS",
             ErrorCode::Unknown(_) => "UNKNOWN_ERROR",
         }
     }

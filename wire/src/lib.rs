@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod buf;
 pub mod code;
+pub mod connect;
 pub mod frame;
 pub mod group;
 pub mod message;
@@ -22,6 +23,7 @@ pub use batch::{
 };
 pub use buf::DecodeError;
 pub use code::ErrorCode;
+pub use connect::{ConnectHeartbeat, ConnectorInfo, ConnectorOp};
 pub use frame::{Frame, FrameError, ALPN};
 pub use group::{
     GroupAssignment, GroupDescription, GroupHeartbeat, GroupInfo, GroupPartition, MemberInfo, OffsetCommit, ResetTo,

@@ -21,6 +21,11 @@
 //! 16 ResetOffsets     group: string, topic: string, to: see `group::ResetTo`
 //! 17 DeleteGroup      group: string
 //! 18 AlterTopic       name: string, set: list of (key, value), delete: list of key
+//! 19 PutConnector     name: string, config: text, standalone: u8, replace: u8
+//! 20 ListConnectors   (empty)
+//! 21 ConnectorAction  name: string, action: u8 (0 pause, 1 resume, 2 delete)
+//! 22 ConnectHeartbeat see `connect::ConnectHeartbeat`
+//! 23 CommitConnector  name: string, worker: string, epoch: u64, position: text
 //! ```
 //!
 //! Response kinds:
@@ -41,6 +46,7 @@
 //! 0x8d Offsets           list of `group::TopicOffset` (committed; none: not listed)
 //! 0x8e Groups            list of `group::GroupInfo`
 //! 0x8f Group             see `group::GroupDescription`
+//! 0x90 Connectors        list of `connect::ConnectorInfo`
 //! 0xff Error             code: u16, message: string
 //! ```
 //!
@@ -65,6 +71,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::buf::{DecodeError, Reader, WriteExt};
 use crate::code::ErrorCode;
+use crate::connect::{ConnectHeartbeat, ConnectorInfo, ConnectorOp};
 use crate::frame::{self, Frame};
 use crate::group::{
     read_offsets, read_pairs, read_strings, GroupAssignment, GroupDescription, GroupHeartbeat, GroupInfo, OffsetCommit,
@@ -177,6 +184,26 @@ pub enum Request {
     DeleteGroup {
         group: String,
     },
+    /// Creates a connector (with `replace`, updates one's config).
+    PutConnector {
+        name: String,
+        config: String,
+        standalone: bool,
+        replace: bool,
+    },
+    ListConnectors,
+    ConnectorAction {
+        name: String,
+        action: ConnectorOp,
+    },
+    ConnectHeartbeat(ConnectHeartbeat),
+    /// A source's progress, fenced by the worker's claim.
+    CommitConnector {
+        name: String,
+        worker: String,
+        epoch: u64,
+        position: String,
+    },
 }
 
 /// How many of a producer's latest batches per partition an owner
@@ -234,6 +261,7 @@ pub enum Response {
     Offsets(Vec<TopicOffset>),
     Groups(Vec<GroupInfo>),
     Group(GroupDescription),
+    Connectors(Vec<ConnectorInfo>),
     Error { code: ErrorCode, message: String },
 }
 
@@ -256,6 +284,11 @@ mod kind {
     pub const RESET_OFFSETS: u8 = 16;
     pub const DELETE_GROUP: u8 = 17;
     pub const ALTER_TOPIC: u8 = 18;
+    pub const PUT_CONNECTOR: u8 = 19;
+    pub const LIST_CONNECTORS: u8 = 20;
+    pub const CONNECTOR_ACTION: u8 = 21;
+    pub const CONNECT_HEARTBEAT: u8 = 22;
+    pub const COMMIT_CONNECTOR: u8 = 23;
     pub const DONE: u8 = 0x81;
     pub const TOPICS: u8 = 0x82;
     pub const TOPIC: u8 = 0x83;
@@ -271,6 +304,7 @@ mod kind {
     pub const OFFSETS: u8 = 0x8d;
     pub const GROUPS: u8 = 0x8e;
     pub const GROUP: u8 = 0x8f;
+    pub const CONNECTORS: u8 = 0x90;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -309,6 +343,11 @@ impl Request {
             Request::DescribeGroup { .. } => "describe_group",
             Request::ResetOffsets { .. } => "reset_offsets",
             Request::DeleteGroup { .. } => "delete_group",
+            Request::PutConnector { .. } => "put_connector",
+            Request::ListConnectors => "list_connectors",
+            Request::ConnectorAction { .. } => "connector_action",
+            Request::ConnectHeartbeat(_) => "connect_heartbeat",
+            Request::CommitConnector { .. } => "commit_connector",
         }
     }
 
@@ -332,6 +371,11 @@ impl Request {
             Request::DescribeGroup { .. } => kind::DESCRIBE_GROUP,
             Request::ResetOffsets { .. } => kind::RESET_OFFSETS,
             Request::DeleteGroup { .. } => kind::DELETE_GROUP,
+            Request::PutConnector { .. } => kind::PUT_CONNECTOR,
+            Request::ListConnectors => kind::LIST_CONNECTORS,
+            Request::ConnectorAction { .. } => kind::CONNECTOR_ACTION,
+            Request::ConnectHeartbeat(_) => kind::CONNECT_HEARTBEAT,
+            Request::CommitConnector { .. } => kind::COMMIT_CONNECTOR,
         }
     }
 
@@ -372,7 +416,25 @@ impl Request {
             | Request::Stats
             | Request::ListAgents
             | Request::InitProducer
-            | Request::ListGroups => {}
+            | Request::ListGroups
+            | Request::ListConnectors => {}
+            Request::PutConnector { name, config, standalone, replace } => {
+                body.put_string(clip(name));
+                crate::connect::put_text(&mut body, config);
+                body.put_u8(u8::from(*standalone));
+                body.put_u8(u8::from(*replace));
+            }
+            Request::ConnectorAction { name, action } => {
+                body.put_string(clip(name));
+                body.put_u8(action.to_u8());
+            }
+            Request::ConnectHeartbeat(h) => h.put(&mut body),
+            Request::CommitConnector { name, worker, epoch, position } => {
+                body.put_string(clip(name));
+                body.put_string(clip(worker));
+                body.put_u64(*epoch);
+                crate::connect::put_text(&mut body, position);
+            }
             Request::FindCoordinator { group } | Request::DescribeGroup { group } | Request::DeleteGroup { group } => {
                 body.put_string(clip(group))
             }
@@ -451,6 +513,24 @@ impl Request {
                 to: ResetTo::read(&mut r)?,
             },
             kind::DELETE_GROUP => Request::DeleteGroup { group: r.string("group")? },
+            kind::PUT_CONNECTOR => Request::PutConnector {
+                name: r.string("connector")?,
+                config: crate::connect::text(&mut r, "config")?,
+                standalone: r.u8("standalone")? != 0,
+                replace: r.u8("replace")? != 0,
+            },
+            kind::LIST_CONNECTORS => Request::ListConnectors,
+            kind::CONNECTOR_ACTION => Request::ConnectorAction {
+                name: r.string("connector")?,
+                action: ConnectorOp::from_u8(r.u8("action")?)?,
+            },
+            kind::CONNECT_HEARTBEAT => Request::ConnectHeartbeat(ConnectHeartbeat::read(&mut r)?),
+            kind::COMMIT_CONNECTOR => Request::CommitConnector {
+                name: r.string("connector")?,
+                worker: r.string("worker")?,
+                epoch: r.u64("epoch")?,
+                position: crate::connect::text(&mut r, "position")?,
+            },
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
@@ -480,6 +560,7 @@ impl Response {
             Response::Offsets(_) => kind::OFFSETS,
             Response::Groups(_) => kind::GROUPS,
             Response::Group(_) => kind::GROUP,
+            Response::Connectors(_) => kind::CONNECTORS,
             Response::Error { .. } => kind::ERROR,
         }
     }
@@ -542,6 +623,7 @@ impl Response {
             Response::Offsets(offsets) => crate::group::put_offsets(&mut body, offsets),
             Response::Groups(groups) => GroupInfo::put_all(&mut body, groups),
             Response::Group(g) => g.put(&mut body),
+            Response::Connectors(c) => ConnectorInfo::put_all(&mut body, c),
             Response::Error { code, message } => {
                 body.put_u16(code.as_u16());
                 body.put_string(clip(message));
@@ -642,6 +724,7 @@ impl Response {
             kind::OFFSETS => Response::Offsets(read_offsets(&mut r)?),
             kind::GROUPS => Response::Groups(GroupInfo::read_all(&mut r)?),
             kind::GROUP => Response::Group(GroupDescription::read(&mut r)?),
+            kind::CONNECTORS => Response::Connectors(ConnectorInfo::read_all(&mut r)?),
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
@@ -718,6 +801,21 @@ mod tests {
             Request::ResetOffsets { group: "g".into(), topic: "a".into(), to: ResetTo::Offset(7) },
             Request::ResetOffsets { group: "g".into(), topic: "a".into(), to: ResetTo::Earliest },
             Request::DeleteGroup { group: "g".into() },
+            Request::PutConnector {
+                name: "c".into(),
+                config: "type = \"file\"\n".into(),
+                standalone: true,
+                replace: false,
+            },
+            Request::ListConnectors,
+            Request::ConnectorAction { name: "c".into(), action: ConnectorOp::Delete },
+            Request::ConnectHeartbeat(ConnectHeartbeat {
+                worker: "w".into(),
+                ttl_ms: 10_000,
+                standalone: vec!["c".into()],
+                errors: vec![("c".into(), 3, "refused".into())],
+            }),
+            Request::CommitConnector { name: "c".into(), worker: "w".into(), epoch: 3, position: "{}".into() },
         ]
     }
 
@@ -777,6 +875,18 @@ mod tests {
                     member: "m".into(),
                 }],
             }),
+            Response::Connectors(vec![ConnectorInfo {
+                name: "c".into(),
+                config: "type = \"file\"".into(),
+                paused: true,
+                standalone: false,
+                worker: "w".into(),
+                epoch: 2,
+                expires_ms: 99,
+                position: "{\"offset\":1}".into(),
+                error: "boom".into(),
+                error_ms: 98,
+            }]),
             Response::error(ErrorCode::UnknownTopic, "no topic x"),
         ]
     }

@@ -15,8 +15,10 @@
 //! - [`compaction`]: which runs of small index entries to rewrite into per-partition segments.
 //! - [`key_compaction`]: for `cleanup.policy=compact`, what to clean, when, and which records survive.
 //! - [`gc`]: which objects a bucket sweep checks.
+//! - [`connectors`]: which connectors a connect worker holds.
 
 pub mod compaction;
+pub mod connectors;
 pub mod flush;
 pub mod gc;
 pub mod groups;

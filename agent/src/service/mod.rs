@@ -9,6 +9,7 @@
 //! - [`fetch`]: reading from an offset, long-polling at the end.
 
 pub mod admin;
+pub mod connect;
 pub mod fetch;
 pub mod groups;
 pub mod produce;

@@ -12,6 +12,8 @@
 //! 0x08 collection note   0x08 | due ms u64 | object name           -> () (gc)
 //! 0x09 producer state    0x09 | topic id | partition | producer id u64 -> producer::ProducerState
 //! 0x0a change marker     0x0a | writer id                              -> change token u64
+//! 0x0b connector         0x0b | name                                   -> connector::ConnectorRecord
+//! 0x0c connect worker    0x0c | worker id                              -> expiry ms i64
 //! 0x0f counter           0x0f | name                                   -> u64
 //! ```
 //!
@@ -28,6 +30,8 @@ pub const OFFSET: u8 = 0x07;
 pub const GC: u8 = 0x08;
 pub const PRODUCER: u8 = 0x09;
 pub const CHANGE: u8 = 0x0a;
+pub const CONNECTOR: u8 = 0x0b;
+pub const CONNECT_WORKER: u8 = 0x0c;
 pub const COUNTER: u8 = 0x0f;
 
 /// `kind | topic id | partition`, the prefix of every per-partition key.

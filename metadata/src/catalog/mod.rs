@@ -52,6 +52,7 @@ macro_rules! read_only {
 
 pub mod agent;
 pub mod change;
+pub mod connector;
 pub mod gc;
 pub mod group;
 pub mod keys;
@@ -71,6 +72,7 @@ use crate::store::{KeyValue, MetaStore, Transaction};
 use crate::{CatalogError, MetaStats};
 pub use agent::Registration;
 pub use change::ClusterView;
+pub use connector::{ClaimChange, ConnectorAction, ConnectorRecord, WorkerRound};
 pub use group::{Fence, GroupRecord, MemberRecord, TopicPartition};
 pub use lease::{Acquired, Lease};
 pub use offset::{OffsetCommit, OffsetRecord};

@@ -27,6 +27,11 @@ pub fn code_of(e: &ServiceError) -> i16 {
         ServiceError::UnknownGroup(_) => K::GroupIdNotFound,
         ServiceError::GroupNotEmpty(_) => K::NonEmptyGroup,
         ServiceError::NotCoordinator { .. } => K::NotCoordinator,
+        // Connectors are not reached through Kafka's protocol.
+        ServiceError::UnknownConnector(_)
+        | ServiceError::ConnectorExists(_)
+        | ServiceError::InvalidConnectorName { .. }
+        | ServiceError::ConnectorFenced { .. } => K::InvalidRequest,
         ServiceError::Member { reason, .. } => match reason {
             GroupError::UnknownMember(_) => K::UnknownMemberId,
             GroupError::FencedMemberEpoch { .. } => K::IllegalGeneration,

@@ -32,6 +32,10 @@ pub fn code_of(e: &ServiceError) -> ErrorCode {
         ServiceError::UnknownGroup(_) => ErrorCode::UnknownGroup,
         ServiceError::GroupNotEmpty(_) => ErrorCode::GroupNotEmpty,
         ServiceError::NotCoordinator { .. } => ErrorCode::NotCoordinator,
+        ServiceError::UnknownConnector(_) => ErrorCode::UnknownConnector,
+        ServiceError::ConnectorExists(_) => ErrorCode::ConnectorExists,
+        ServiceError::InvalidConnectorName { .. } => ErrorCode::InvalidRequest,
+        ServiceError::ConnectorFenced { .. } => ErrorCode::Fenced,
         ServiceError::Member { reason, .. } => match reason {
             GroupError::UnknownMember(_) => ErrorCode::UnknownMember,
             GroupError::FencedMemberEpoch { .. } => ErrorCode::FencedMemberEpoch,

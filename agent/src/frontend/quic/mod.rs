@@ -328,6 +328,17 @@ async fn handle(
             service.reset_offsets(&group, &topic, to).await.map(|_| Response::Done)
         }
         Request::DeleteGroup { group } => service.delete_group(&group).await.map(|_| Response::Done),
+        Request::PutConnector { name, config, standalone, replace } => {
+            service.put_connector(&name, &config, standalone, replace).await.map(|_| Response::Done)
+        }
+        Request::ListConnectors => service.list_connectors().await.map(Response::Connectors),
+        Request::ConnectorAction { name, action } => {
+            service.connector_action(&name, action).await.map(|_| Response::Done)
+        }
+        Request::ConnectHeartbeat(h) => service.connect_heartbeat(h).await.map(Response::Connectors),
+        Request::CommitConnector { name, worker, epoch, position } => {
+            service.commit_connector(&name, &worker, epoch, &position).await.map(|_| Response::Done)
+        }
         Request::Produce { topic, partition, acks, batch } => {
             let ticket = match service.produce(&topic, partition, acks_of(acks), batch).await {
                 Ok(t) => t,
