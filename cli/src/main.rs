@@ -4,6 +4,7 @@
 //! - `io.rs`: produce from stdin and consume to stdout (alone or in a group).
 //! - `topic.rs`: topic administration.
 //! - `group.rs`: consumer-group administration.
+//! - `connect.rs`: the connect worker and connector administration.
 //! - `bench.rs`, `bench_groups.rs`, `bench_store.rs`,
 //!   `bench_quic.rs`: the benchmark programs.
 
@@ -11,6 +12,7 @@ mod bench;
 mod bench_groups;
 mod bench_quic;
 mod bench_store;
+mod connect;
 mod group;
 mod io;
 mod topic;
@@ -53,6 +55,12 @@ enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Run a connect worker: it runs the connectors it claims (or, with
+    /// --standalone, the ones its files name).
+    Connect(connect::ConnectArgs),
+    /// Create, list, describe, pause, resume and delete connectors.
+    #[command(subcommand)]
+    Connector(connect::ConnectorCommand),
     /// Print the agent's counters (objects written, GETs, cache hits...).
     Stats,
     /// Benchmark programs that print throughput and latency.
@@ -156,6 +164,13 @@ async fn run(cli: Cli, agent_matches: Option<clap::ArgMatches>) -> anyhow::Resul
         Command::Group(g) => {
             let client = cli.connect().await?;
             let code = group::run(&client, g).await;
+            client.close();
+            code
+        }
+        Command::Connect(args) => connect::worker(cli.connect().await?, args).await,
+        Command::Connector(c) => {
+            let client = cli.connect().await?;
+            let code = connect::run(&client, c).await;
             client.close();
             code
         }

@@ -111,7 +111,8 @@ pub struct WorkerRound {
     pub ttl_ms: i64,
     /// Whether it joins the pool's live workers (a standalone worker does not).
     pub register: bool,
-    /// Errors its tasks met since the last round: (connector, epoch, error).
+    /// Errors its tasks met since the last round: (connector, epoch,
+    /// error); an empty error clears the last one (the task recovered).
     pub errors: Vec<(String, u64, String)>,
 }
 
@@ -205,8 +206,9 @@ impl Catalog {
             let mut changed = std::collections::BTreeSet::new();
             for (name, epoch, error) in &round.errors {
                 if let Some((_, r)) = all.iter_mut().find(|(n, r)| n == name && r.epoch == *epoch) {
+                    // An empty error: the task recovered.
                     r.error = error.clone();
-                    r.error_ms = round.now_ms;
+                    r.error_ms = if error.is_empty() { 0 } else { round.now_ms };
                     changed.insert(name.clone());
                 }
             }

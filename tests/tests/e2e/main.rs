@@ -6,6 +6,7 @@ mod cache;
 mod churn;
 mod cli;
 mod cluster;
+mod connect;
 mod control;
 mod deploy;
 mod durability;

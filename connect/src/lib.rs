@@ -1,0 +1,17 @@
+//! `silt connect`: stateless workers that run source and sink connectors,
+//! with their configs, claims and progress in silt's metadata store
+//! (reached through the agents).
+//!
+//! - [`config`]: connector configs (TOML), checked whole, refusals by key.
+//! - [`worker`]: the worker loop: rounds that claim connectors, tasks
+//!   started, stopped and retried.
+//! - [`file_source`]: tails files into a topic.
+//! - [`file_sink`]: appends a group's records to a file.
+
+pub mod config;
+pub mod file_sink;
+pub mod file_source;
+pub mod worker;
+
+pub use config::{ConfigError, ConnectorConfig, Kind};
+pub use worker::{run, WorkerConfig};
