@@ -222,3 +222,30 @@ fn two_workers_share_four_connectors_and_a_dead_ones_move_to_the_other() {
         });
     }
 }
+
+#[test]
+fn a_standalone_worker_runs_its_files_connectors_and_the_pool_leaves_them_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(&dir.path().join("a"), &["--flush-interval", "20ms"]);
+    let input = dir.path().join("in.log");
+    append(&input, 1, 100);
+    let config = write(
+        &dir.path().join("alone.toml"),
+        &format!("name = \"alone\"\ntype = \"file\"\npath = \"{}\"\ntopic = \"solo\"\n", input.display()),
+    );
+    let _pool = Worker::start(&agent, "pool", &[]);
+    let _alone = Worker::start(&agent, "alone-worker", &["--standalone", &config]);
+    wait_until("the standalone worker to run it", Duration::from_secs(30), || {
+        list(&agent).get("alone") == Some(&("RUNNING".to_string(), "alone-worker".to_string()))
+    });
+    wait_until("100 lines in solo", Duration::from_secs(30), || {
+        let out = agent.ok(&["consume", "solo", "--from-beginning", "--timeout-ms", "500"], None);
+        numbers(&String::from_utf8(out).unwrap()).len() == 100
+    });
+    let describe = String::from_utf8(agent.ok(&["connector", "describe", "alone"], None)).unwrap();
+    assert!(describe.contains("(standalone)") && describe.contains("\"offset\":"), "{describe}");
+    // A bad standalone file stops the worker before it starts.
+    let bad = write(&dir.path().join("bad.toml"), "name = \"b\"\ntype = \"file\"\n");
+    let out = agent.cli(&["connect", "--standalone", &bad]);
+    assert!(!out.status.success() && stderr(&out).contains("key `path`: is missing"), "{}", stderr(&out));
+}
