@@ -88,6 +88,10 @@ pub struct ConsumeArgs {
     /// Print partition:offset before each record, separated by a tab.
     #[arg(long)]
     print_offset: bool,
+    /// Print each record's headers (name=value, comma-separated) before its
+    /// key and value, separated by a tab.
+    #[arg(long)]
+    print_headers: bool,
     /// What separates the key from the value with --print-key.
     #[arg(long, default_value = "\t")]
     key_separator: String,
@@ -297,6 +301,17 @@ fn format_record(record: &ConsumedRecord, args: &ConsumeArgs) -> Vec<u8> {
     let mut line = Vec::with_capacity(value.len() + 32);
     if args.print_offset {
         line.extend_from_slice(format!("{}:{}\t", record.partition, record.offset).as_bytes());
+    }
+    if args.print_headers {
+        for (i, h) in record.headers.iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
+            }
+            line.extend_from_slice(h.name.as_bytes());
+            line.push(b'=');
+            line.extend_from_slice(&h.value);
+        }
+        line.push(b'\t');
     }
     if args.print_key {
         line.extend_from_slice(record.key.as_deref().unwrap_or_default());

@@ -27,6 +27,7 @@ pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, Offset, RecordStrea
 pub use error::ClientError;
 pub use group_consumer::{AutoOffsetReset, GroupConfig, GroupConsumer, Received};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use silt_wire::units;
 pub use silt_wire::{
     Acks, AgentInfo, Compression, ConnectHeartbeat, ConnectorInfo, ConnectorOp, ErrorCode, GroupAssignment,
     GroupDescription, GroupHeartbeat, GroupInfo, GroupPartition, Header, MemberInfo, OffsetCommit, PartitionInfo,

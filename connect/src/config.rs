@@ -6,6 +6,8 @@
 //! |---|---|
 //! | `file` (source) | `path` (a file or a glob), `topic` |
 //! | `file` (sink) | `topics` (a topic or a list), `path` |
+//! | `http` (sink) | `topics`, `url`, `dead-letter-topic` (optional) |
+//! | `s3` (sink) | `topics`, `bucket`, `prefix`, `endpoint`, `region`, `flush-bytes`, `flush-interval`, `compression` (all but `topics` and `bucket` optional) |
 //!
 //! A `file` connector with `topic` is a source, with `topics` a sink
 //! (`file-source` and `file-sink` say it outright).
@@ -38,6 +40,30 @@ pub struct ConnectorConfig {
 pub enum Kind {
     FileSource(FileSource),
     FileSink(FileSink),
+    HttpSink(HttpSink),
+    S3Sink(S3Sink),
+}
+
+/// POSTs batches of records as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSink {
+    pub topics: Vec<String>,
+    pub url: String,
+    /// Where records the endpoint refuses go (none: the task fails on one).
+    pub dead_letter_topic: Option<String>,
+}
+
+/// Writes JSON-lines objects per partition to an S3-compatible store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Sink {
+    pub topics: Vec<String>,
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub flush_bytes: usize,
+    pub flush_interval: std::time::Duration,
+    pub zstd: bool,
 }
 
 /// Tails a file (or every file a glob matches), one record per line.
@@ -61,6 +87,8 @@ impl Kind {
         match self {
             Kind::FileSource(_) => "file-source",
             Kind::FileSink(_) => "file-sink",
+            Kind::HttpSink(_) => "http",
+            Kind::S3Sink(_) => "s3",
         }
     }
 
@@ -68,6 +96,8 @@ impl Kind {
     pub fn sink_topics(&self) -> &[String] {
         match self {
             Kind::FileSink(s) => &s.topics,
+            Kind::HttpSink(s) => &s.topics,
+            Kind::S3Sink(s) => &s.topics,
             Kind::FileSource(_) => &[],
         }
     }
@@ -159,7 +189,7 @@ fn topic_name(key: &str, t: &str) -> Result<(), ConfigError> {
 }
 
 /// The types a config may name.
-pub const TYPES: &[&str] = &["file", "file-source", "file-sink"];
+pub const TYPES: &[&str] = &["file", "file-source", "file-sink", "http", "s3"];
 
 impl ConnectorConfig {
     /// Parses and checks a config. `name` is the connector's name when it
@@ -192,6 +222,8 @@ impl ConnectorConfig {
             "file" if keys.table.contains_key("topics") => file_sink(&mut keys)?,
             "file" | "file-source" => file_source(&mut keys)?,
             "file-sink" => file_sink(&mut keys)?,
+            "http" => http_sink(&mut keys)?,
+            "s3" => s3_sink(&mut keys)?,
             other => return Err(bad("type", format!("unknown type {other:?} (known: {})", TYPES.join(", ")))),
         };
         keys.finish()?;
@@ -210,12 +242,81 @@ fn file_source(keys: &mut Keys) -> Result<Kind, ConfigError> {
 }
 
 fn file_sink(keys: &mut Keys) -> Result<Kind, ConfigError> {
+    let topics = topics(keys)?;
+    let path = PathBuf::from(keys.string("path")?);
+    Ok(Kind::FileSink(FileSink { topics, path }))
+}
+
+fn topics(keys: &mut Keys) -> Result<Vec<String>, ConfigError> {
     let topics = keys.strings("topics")?;
     for t in &topics {
         topic_name("topics", t)?;
     }
-    let path = PathBuf::from(keys.string("path")?);
-    Ok(Kind::FileSink(FileSink { topics, path }))
+    Ok(topics)
+}
+
+fn url(key: &str, u: &str) -> Result<(), ConfigError> {
+    let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(()),
+        _ => Err(bad(key, format!("{u:?} is not an http:// or https:// URL"))),
+    }
+}
+
+fn http_sink(keys: &mut Keys) -> Result<Kind, ConfigError> {
+    let topics = topics(keys)?;
+    let u = keys.string("url")?;
+    url("url", &u)?;
+    let dead_letter_topic = keys.opt_string("dead-letter-topic")?;
+    if let Some(t) = &dead_letter_topic {
+        topic_name("dead-letter-topic", t)?;
+        if topics.contains(t) {
+            return Err(bad("dead-letter-topic", "must not be one of the topics the sink reads"));
+        }
+    }
+    Ok(Kind::HttpSink(HttpSink { topics, url: u, dead_letter_topic }))
+}
+
+fn s3_sink(keys: &mut Keys) -> Result<Kind, ConfigError> {
+    let topics = topics(keys)?;
+    let bucket = keys.string("bucket")?;
+    let prefix = keys.opt_string("prefix")?.unwrap_or_default();
+    let endpoint = keys.opt_string("endpoint")?;
+    if let Some(e) = &endpoint {
+        url("endpoint", e)?;
+    }
+    let region = keys.opt_string("region")?;
+    let flush_bytes = match keys.take("flush-bytes") {
+        None => 16 << 20,
+        Some(Value::Integer(n)) if n > 0 => n as u64,
+        Some(Value::String(s)) => silt_client::units::parse_bytes(&s).map_err(|e| bad("flush-bytes", e))?,
+        Some(_) => return Err(bad("flush-bytes", "must be a size like \"16MiB\" or a positive number of bytes")),
+    };
+    if !(1024..=1 << 30).contains(&flush_bytes) {
+        return Err(bad("flush-bytes", "must be between 1KiB and 1GiB"));
+    }
+    let flush_interval = match keys.opt_string("flush-interval")? {
+        None => std::time::Duration::from_secs(60),
+        Some(s) => silt_client::units::parse_duration(&s).map_err(|e| bad("flush-interval", e))?,
+    };
+    if flush_interval.is_zero() || flush_interval > std::time::Duration::from_secs(24 * 3600) {
+        return Err(bad("flush-interval", "must be between 1ms and 24h"));
+    }
+    let zstd = match keys.opt_string("compression")?.as_deref() {
+        None | Some("none") => false,
+        Some("zstd") => true,
+        Some(other) => return Err(bad("compression", format!("{other:?} is not none or zstd"))),
+    };
+    Ok(Kind::S3Sink(S3Sink {
+        topics,
+        bucket,
+        prefix,
+        endpoint,
+        region,
+        flush_bytes: flush_bytes as usize,
+        flush_interval,
+        zstd,
+    }))
 }
 
 #[cfg(test)]
@@ -278,6 +379,32 @@ mod tests {
             ("name = \"c\"\ntype = \"file\"\npath = \"/a/*/x\"\ntopic = \"t\"\n", None, "key `path`: a glob may only"),
             ("name = \"c\"\n", Some("d"), "key `name`: the file says \"c\", the command \"d\""),
             ("name = [\n", None, "not valid TOML"),
+            (
+                "name = \"c\"\ntype = \"http\"\ntopics = \"t\"\nurl = \"ftp://x\"\n",
+                None,
+                "key `url`: \"ftp://x\" is not an http",
+            ),
+            (
+                "name = \"c\"\ntype = \"http\"\ntopics = \"t\"\nurl = \"http://x\"\ndead-letter-topic = \"t\"\n",
+                None,
+                "key `dead-letter-topic`: must not be one",
+            ),
+            ("name = \"c\"\ntype = \"s3\"\ntopics = \"t\"\n", None, "key `bucket`: is missing"),
+            (
+                "name = \"c\"\ntype = \"s3\"\ntopics = \"t\"\nbucket = \"b\"\nflush-bytes = \"lots\"\n",
+                None,
+                "key `flush-bytes`: \"lots\" is not a size",
+            ),
+            (
+                "name = \"c\"\ntype = \"s3\"\ntopics = \"t\"\nbucket = \"b\"\nflush-interval = \"5y\"\n",
+                None,
+                "key `flush-interval`: unknown duration unit",
+            ),
+            (
+                "name = \"c\"\ntype = \"s3\"\ntopics = \"t\"\nbucket = \"b\"\ncompression = \"lz4\"\n",
+                None,
+                "key `compression`: \"lz4\" is not",
+            ),
         ];
         for (text, name, want) in cases {
             let err = ConnectorConfig::parse(text, *name).unwrap_err().to_string();

@@ -7,10 +7,16 @@
 //!   started, stopped and retried.
 //! - [`file_source`]: tails files into a topic.
 //! - [`file_sink`]: appends a group's records to a file.
+//! - [`http_sink`]: POSTs a group's records to a URL, refused ones to a dead-letter topic.
+//! - [`s3_sink`]: writes a group's records to JSON-lines objects, exactly once in the bucket.
+//! - [`json`]: records as JSON.
 
 pub mod config;
 pub mod file_sink;
 pub mod file_source;
+pub mod http_sink;
+pub mod json;
+pub mod s3_sink;
 pub mod worker;
 
 pub use config::{ConfigError, ConnectorConfig, Kind};

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConnectorConfig, Kind};
-use crate::{file_sink, file_source};
+use crate::{file_sink, file_source, http_sink, s3_sink};
 
 /// A worker's settings.
 #[derive(Debug, Clone)]
@@ -90,6 +90,8 @@ impl Task {
         match &self.config.kind {
             Kind::FileSource(c) => file_source::run(self, c).await,
             Kind::FileSink(c) => file_sink::run(self, c).await,
+            Kind::HttpSink(c) => http_sink::run(self, c).await,
+            Kind::S3Sink(c) => s3_sink::run(self, c).await,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod connect;
 pub mod frame;
 pub mod group;
 pub mod message;
+pub mod units;
 
 pub use batch::{
     advance_sequence, restamp_producer, Batch, BatchBuilder, BatchError, BatchHeader, Compression, Header, Record,

@@ -249,3 +249,127 @@ fn a_standalone_worker_runs_its_files_connectors_and_the_pool_leaves_them_alone(
     let out = agent.cli(&["connect", "--standalone", &bad]);
     assert!(!out.status.success() && stderr(&out).contains("key `path`: is missing"), "{}", stderr(&out));
 }
+
+#[test]
+fn the_http_sink_delivers_through_failures_and_dead_letters_what_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(&dir.path().join("a"), &["--flush-interval", "20ms"]);
+    let port = free_tcp_port();
+    let received = dir.path().join("received.txt");
+    let mut server = Command::new("python3")
+        .arg(repo_root().join("tests/connect/http_sink_server.py"))
+        .args([&port.to_string(), received.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    agent.ok(&["topic", "create", "events", "--partitions", "2"], None);
+    // Every 25th record is one the endpoint refuses.
+    let lines: Vec<String> =
+        (1..=500).map(|i| if i % 25 == 0 { format!("poison-{i}") } else { format!("line-{i}") }).collect();
+    agent.ok(&["produce", "events"], Some(format!("{}\n", lines.join("\n")).as_bytes()));
+    let config = write(
+        &dir.path().join("http.toml"),
+        &format!(
+            "type = \"http\"\ntopics = [\"events\"]\nurl = \"http://127.0.0.1:{port}/ingest\"\ndead-letter-topic = \"events-dlq\"\n"
+        ),
+    );
+    agent.ok(&["connector", "create", "hook", "--config", &config], None);
+    let _worker = Worker::start(&agent, "w1", &[]);
+    let good: BTreeSet<String> = lines.iter().filter(|l| l.starts_with("line-")).cloned().collect();
+    let refused: BTreeSet<String> = lines.iter().filter(|l| l.starts_with("poison-")).cloned().collect();
+    wait_until("every good record at the endpoint", Duration::from_secs(90), || {
+        let got: BTreeSet<String> =
+            std::fs::read_to_string(&received).unwrap_or_default().lines().map(String::from).collect();
+        got == good
+    });
+    let delivered = std::fs::read_to_string(&received).unwrap();
+    assert_eq!(delivered.lines().count(), good.len(), "each good record once: a refused or failed batch keeps nothing");
+    wait_until("every refused record in the dead-letter topic", Duration::from_secs(30), || {
+        let out = agent.ok(&["consume", "events-dlq", "--from-beginning", "--timeout-ms", "500"], None);
+        String::from_utf8(out).unwrap().lines().map(String::from).collect::<BTreeSet<_>>() == refused
+    });
+    let out = agent.ok(&["consume", "events-dlq", "--from-beginning", "--timeout-ms", "500", "--print-headers"], None);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("silt.dlq.topic") && text.contains("HTTP 400"), "{text}");
+    let describe = String::from_utf8(agent.ok(&["connector", "describe", "hook"], None)).unwrap();
+    assert!(describe.contains("lag       0 records"), "{describe}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_sink_holds_each_record_once_after_a_worker_kill_9() {
+    use futures::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let s3 = tokio::task::spawn_blocking(|| S3Server::start("seaweedfs")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(&dir.path().join("a"), &["--flush-interval", "20ms"]);
+    agent.ok(&["topic", "create", "orders", "--partitions", "3"], None);
+    let config = write(
+        &dir.path().join("s3.toml"),
+        &format!(
+            "type = \"s3\"\ntopics = \"orders\"\nbucket = \"{}\"\nprefix = \"exports\"\nendpoint = \"{}\"\nflush-bytes = \"8KiB\"\nflush-interval = \"300ms\"\ncompression = \"zstd\"\n",
+            s3.bucket, s3.endpoint
+        ),
+    );
+    agent.ok(&["connector", "create", "archive", "--config", &config], None);
+    let env = s3.aws_env();
+    let start = |id: &str| {
+        let log = std::fs::File::create(dir.path().join(format!("{id}.log"))).unwrap();
+        let child = Command::new(silt_bin())
+            .args(["connect", "--worker-id", id, "--ttl", "3s"])
+            .env("SILT_AGENT", &agent.addr)
+            .env("SILT_CA", &agent.ca)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Worker(child)
+    };
+    let produce = |from: u64, to: u64| {
+        let text: String = (from..=to).map(|i| format!("line-{i}\n")).collect();
+        agent.ok(&["produce", "orders"], Some(text.as_bytes()));
+    };
+    produce(1, 3000);
+    let mut w1 = start("w1");
+    let store = s3.store();
+    let objects = || async {
+        let listed: Vec<_> = store.list(Some(&"exports/orders".into())).try_collect().await.unwrap();
+        let mut records: Vec<(u32, i64, String)> = Vec::new();
+        for o in listed {
+            let raw = store.get(&o.location).await.unwrap().bytes().await.unwrap();
+            let text = String::from_utf8(zstd::decode_all(&raw[..]).unwrap()).unwrap();
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                records.push((
+                    v["partition"].as_u64().unwrap() as u32,
+                    v["offset"].as_i64().unwrap(),
+                    v["value"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+        records
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while objects().await.len() < 1000 {
+        assert!(Instant::now() < deadline, "the sink wrote nothing");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    produce(3001, 6000);
+    w1.kill9();
+    produce(6001, 8000);
+    let _w2 = start("w2");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let records = objects().await;
+        let values: BTreeSet<&str> = records.iter().map(|r| r.2.as_str()).collect();
+        if values.len() == 8000 {
+            let places: BTreeSet<(u32, i64)> = records.iter().map(|r| (r.0, r.1)).collect();
+            assert_eq!(places.len(), records.len(), "no record twice in the bucket");
+            assert_eq!(records.len(), 8000, "each record exactly once");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} of 8000 records in the bucket", values.len());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
