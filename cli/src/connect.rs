@@ -119,7 +119,12 @@ fn ago(ms: i64) -> String {
 pub async fn run(client: &Client, command: &ConnectorCommand) -> anyhow::Result<i32> {
     match command {
         ConnectorCommand::Create { name, config } => {
-            let (_, text) = read_config(config, Some(name))?;
+            let (parsed, text) = read_config(config, Some(name))?;
+            if let silt_connect::Kind::Postgres(p) = &parsed.kind {
+                silt_connect::postgres_source::check(p)
+                    .await
+                    .with_context(|| format!("{} is refused: key `url`", config.display()))?;
+            }
             client.put_connector(name, &text, false, false).await?;
             println!("created connector {name}");
         }

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `file` (source) | `path` (a file or a glob), `topic` |
 //! | `file` (sink) | `topics` (a topic or a list), `path` |
+//! | `postgres` (source) | `url`, `tables`, `topic-prefix`, `partitions` (1), `slot` and `publication` (`silt_NAME`) |
 //! | `http` (sink) | `topics`, `url`, `dead-letter-topic` (optional) |
 //! | `s3` (sink) | `topics`, `bucket`, `prefix`, `endpoint`, `region`, `flush-bytes`, `flush-interval`, `compression` (all but `topics` and `bucket` optional) |
 //!
@@ -42,6 +43,22 @@ pub enum Kind {
     FileSink(FileSink),
     HttpSink(HttpSink),
     S3Sink(S3Sink),
+    Postgres(PostgresSource),
+}
+
+/// Change data capture from PostgreSQL through logical replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresSource {
+    /// `postgres://user[:password]@host[:port]/database`.
+    pub url: String,
+    /// `schema.table` (or `table`, in `public`).
+    pub tables: Vec<String>,
+    /// Changes of `schema.table` go to `PREFIX.schema.table`.
+    pub topic_prefix: String,
+    /// Partitions of the topics it creates.
+    pub partitions: u32,
+    pub slot: String,
+    pub publication: String,
 }
 
 /// POSTs batches of records as JSON.
@@ -89,6 +106,7 @@ impl Kind {
             Kind::FileSink(_) => "file-sink",
             Kind::HttpSink(_) => "http",
             Kind::S3Sink(_) => "s3",
+            Kind::Postgres(_) => "postgres",
         }
     }
 
@@ -98,7 +116,7 @@ impl Kind {
             Kind::FileSink(s) => &s.topics,
             Kind::HttpSink(s) => &s.topics,
             Kind::S3Sink(s) => &s.topics,
-            Kind::FileSource(_) => &[],
+            Kind::FileSource(_) | Kind::Postgres(_) => &[],
         }
     }
 }
@@ -189,7 +207,7 @@ fn topic_name(key: &str, t: &str) -> Result<(), ConfigError> {
 }
 
 /// The types a config may name.
-pub const TYPES: &[&str] = &["file", "file-source", "file-sink", "http", "s3"];
+pub const TYPES: &[&str] = &["file", "file-source", "file-sink", "http", "s3", "postgres"];
 
 impl ConnectorConfig {
     /// Parses and checks a config. `name` is the connector's name when it
@@ -224,6 +242,7 @@ impl ConnectorConfig {
             "file-sink" => file_sink(&mut keys)?,
             "http" => http_sink(&mut keys)?,
             "s3" => s3_sink(&mut keys)?,
+            "postgres" => postgres(&mut keys, &name)?,
             other => return Err(bad("type", format!("unknown type {other:?} (known: {})", TYPES.join(", ")))),
         };
         keys.finish()?;
@@ -261,6 +280,42 @@ fn url(key: &str, u: &str) -> Result<(), ConfigError> {
         Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(()),
         _ => Err(bad(key, format!("{u:?} is not an http:// or https:// URL"))),
     }
+}
+
+fn postgres(keys: &mut Keys, name: &str) -> Result<Kind, ConfigError> {
+    let url = keys.string("url")?;
+    crate::postgres_source::parse_url(&url).map_err(|e| bad("url", e))?;
+    let tables = keys.strings("tables")?;
+    for t in &tables {
+        let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let (schema, table) = crate::postgres_source::split_table(t);
+        if !ok(&schema) || !ok(&table) {
+            return Err(bad("tables", format!("{t:?} is not schema.table (letters, digits and '_')")));
+        }
+    }
+    let topic_prefix = keys.string("topic-prefix")?;
+    topic_name("topic-prefix", &topic_prefix)?;
+    let partitions = match keys.take("partitions") {
+        None => 1,
+        Some(Value::Integer(n)) if (1..=10_000).contains(&n) => n as u32,
+        Some(_) => return Err(bad("partitions", "must be a number from 1 to 10000")),
+    };
+    let default_name = format!("silt_{}", name.replace(['-', '.'], "_").to_ascii_lowercase());
+    let ident = |key: &str, v: &str| -> Result<(), ConfigError> {
+        let ok = !v.is_empty()
+            && v.len() <= 63
+            && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(())
+        } else {
+            Err(bad(key, format!("{v:?} must be lowercase letters, digits and '_' (at most 63)")))
+        }
+    };
+    let slot = keys.opt_string("slot")?.unwrap_or_else(|| default_name.clone());
+    ident("slot", &slot)?;
+    let publication = keys.opt_string("publication")?.unwrap_or(default_name);
+    ident("publication", &publication)?;
+    Ok(Kind::Postgres(PostgresSource { url, tables, topic_prefix, partitions, slot, publication }))
 }
 
 fn http_sink(keys: &mut Keys) -> Result<Kind, ConfigError> {

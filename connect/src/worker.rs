@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConnectorConfig, Kind};
-use crate::{file_sink, file_source, http_sink, s3_sink};
+use crate::{file_sink, file_source, http_sink, postgres_source, s3_sink};
 
 /// A worker's settings.
 #[derive(Debug, Clone)]
@@ -92,6 +92,7 @@ impl Task {
             Kind::FileSink(c) => file_sink::run(self, c).await,
             Kind::HttpSink(c) => http_sink::run(self, c).await,
             Kind::S3Sink(c) => s3_sink::run(self, c).await,
+            Kind::Postgres(c) => postgres_source::run(self, c).await,
         }
     }
 }
@@ -104,11 +105,16 @@ struct Running {
 
 type Errors = Arc<Mutex<Vec<(String, u64, String)>>>;
 
+/// The worker's connection to the agents, replaced when it is lost.
+type Shared = Arc<Mutex<Client>>;
+
 /// Runs a task until it is stopped or fenced, retrying failures with backoff.
-async fn supervise(task: Task) {
+async fn supervise(mut task: Task, shared: Shared) {
     let errors = task.errors.clone();
     let mut backoff = Duration::from_secs(1);
     loop {
+        // Each attempt uses the worker's current connection.
+        task.client = shared.lock().expect("client lock").clone();
         let result = task.run_once().await;
         if task.stop.is_cancelled() {
             return;
@@ -132,8 +138,20 @@ async fn supervise(task: Task) {
     }
 }
 
+/// A connection to the agents, opened again when the last one was lost.
+async fn connected(shared: &Shared) -> Result<Client, silt_client::ClientError> {
+    let current = shared.lock().expect("client lock").clone();
+    if current.is_open() {
+        return Ok(current);
+    }
+    let fresh = Client::connect(current.config().clone()).await?;
+    *shared.lock().expect("client lock") = fresh.clone();
+    Ok(fresh)
+}
+
 /// Runs the worker until `stop`.
 pub async fn run(client: Client, config: WorkerConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    let shared: Shared = Arc::new(Mutex::new(client));
     let errors: Errors = Arc::default();
     let mut running: HashMap<String, Running> = HashMap::new();
     // Configs that did not parse, by name: (epoch, config), reported once.
@@ -148,10 +166,14 @@ pub async fn run(client: Client, config: WorkerConfig, stop: CancellationToken) 
             standalone: config.standalone.clone(),
             errors: reported.clone(),
         };
-        match client.connect_heartbeat(heartbeat).await {
+        let round = match connected(&shared).await {
+            Ok(client) => client.connect_heartbeat(heartbeat).await,
+            Err(e) => Err(e),
+        };
+        match round {
             Ok(held) => {
                 last_round = tokio::time::Instant::now();
-                reconcile(&client, &config, held, &mut running, &mut invalid, &errors).await;
+                reconcile(&shared, &config, held, &mut running, &mut invalid, &errors).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "a connect round failed; retrying");
@@ -184,7 +206,7 @@ async fn stop_task(r: Running) {
 }
 
 async fn reconcile(
-    client: &Client,
+    shared: &Shared,
     config: &WorkerConfig,
     held: Vec<ConnectorInfo>,
     running: &mut HashMap<String, Running>,
@@ -218,7 +240,7 @@ async fn reconcile(
         tracing::info!(connector = %c.name, epoch = c.epoch, kind = parsed.kind.name(), "starting");
         let stop = CancellationToken::new();
         let task = Task {
-            client: client.clone(),
+            client: shared.lock().expect("client lock").clone(),
             name: c.name.clone(),
             worker: config.id.clone(),
             epoch: c.epoch,
@@ -228,7 +250,7 @@ async fn reconcile(
             failed: Arc::default(),
             errors: errors.clone(),
         };
-        let handle = tokio::spawn(supervise(task));
+        let handle = tokio::spawn(supervise(task, shared.clone()));
         running.insert(c.name, Running { epoch: c.epoch, stop, handle });
     }
 }

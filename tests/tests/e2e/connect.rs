@@ -373,3 +373,207 @@ async fn the_s3_sink_holds_each_record_once_after_a_worker_kill_9() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// A throwaway PostgreSQL cluster with logical decoding, run as the
+/// `postgres` user on a free loopback port (stopped when dropped).
+struct Postgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+/// The newest installed PostgreSQL's binaries (Debian's layout).
+fn pg_bin() -> String {
+    let mut versions: Vec<(u32, String)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (scripts/test installs Debian's postgresql)")
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin").display().to_string())))
+        .collect();
+    versions.sort();
+    versions.pop().expect("a PostgreSQL version").1
+}
+
+fn as_postgres(cmd: &str) -> std::process::Output {
+    Command::new("su").args(["postgres", "-s", "/bin/sh", "-c", cmd]).output().unwrap()
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        assert!(Command::new("chown").args(["postgres", &d]).status().unwrap().success());
+        let bin = pg_bin();
+        let out = as_postgres(&format!("{bin}/initdb -D {d}/data -U silt --auth=trust"));
+        assert!(out.status.success(), "initdb: {}", stderr(&out));
+        let port = free_tcp_port();
+        let out = as_postgres(&format!(
+            "{bin}/pg_ctl -D {d}/data -l {d}/log -w -o '-p {port} -k {d} -c listen_addresses=127.0.0.1 -c wal_level=logical' start"
+        ));
+        assert!(out.status.success(), "pg_ctl start: {}", stderr(&out));
+        Postgres { dir, port }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://silt@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "silt",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .args(["-At", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql {sql}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let d = self.dir.path().display().to_string();
+        as_postgres(&format!("{}/pg_ctl -D {d}/data -m immediate stop", pg_bin()));
+    }
+}
+
+/// A topic's change records: (key, op, after.id, after.qty) per record; tombstones as op "tombstone".
+fn changes(agent: &AgentProcess, topic: &str) -> Vec<(String, String, serde_json::Value)> {
+    let out = agent.cli(&[
+        "consume",
+        topic,
+        "--from-beginning",
+        "--timeout-ms",
+        "1500",
+        "--print-key",
+        "--key-separator",
+        "\t",
+    ]);
+    if !out.status.success() {
+        return Vec::new(); // not created yet
+    }
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (key, value) = l.split_once('\t').unwrap();
+            if value.is_empty() {
+                return (key.to_string(), "tombstone".to_string(), serde_json::Value::Null);
+            }
+            let v: serde_json::Value = serde_json::from_str(value).unwrap();
+            (key.to_string(), v["op"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn postgres_changes_reach_their_topics_in_commit_order_across_worker_and_agent_kills() {
+    let pg = Postgres::start();
+    pg.sql("CREATE TABLE items (id int PRIMARY KEY, qty int, note text)");
+    pg.sql("CREATE TABLE orders (id int PRIMARY KEY, total numeric)");
+    pg.sql("INSERT INTO items SELECT g, g * 10, 'seed' FROM generate_series(1, 50) g");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut agent = AgentProcess::start_on(&data, &addr, &["--flush-interval", "20ms"]);
+    let config = write(
+        &dir.path().join("pg.toml"),
+        &format!(
+            "type = \"postgres\"\nurl = \"{}\"\ntables = [\"public.items\", \"orders\"]\ntopic-prefix = \"cdc\"\n",
+            pg.url()
+        ),
+    );
+    // A database that does not answer, or a table without a key, is refused at create time.
+    let bad = write(
+        &dir.path().join("bad.toml"),
+        "type = \"postgres\"\nurl = \"postgres://silt@127.0.0.1:1/postgres\"\ntables = [\"items\"]\ntopic-prefix = \"cdc\"\n",
+    );
+    let out = agent.cli(&["connector", "create", "bad", "--config", &bad]);
+    assert!(!out.status.success() && stderr(&out).contains("key `url`"), "{}", stderr(&out));
+    pg.sql("CREATE TABLE nokey (x int)");
+    let nokey = write(
+        &dir.path().join("nokey.toml"),
+        &format!("type = \"postgres\"\nurl = \"{}\"\ntables = [\"nokey\"]\ntopic-prefix = \"cdc\"\n", pg.url()),
+    );
+    let out = agent.cli(&["connector", "create", "nokey", "--config", &nokey]);
+    assert!(!out.status.success() && stderr(&out).contains("no primary key"), "{}", stderr(&out));
+
+    agent.ok(&["connector", "create", "shop", "--config", &config], None);
+    let mut worker = Worker::start(&agent, "w1", &[]);
+    // The snapshot: every seeded row, op r.
+    wait_until("the snapshot in cdc.public.items", Duration::from_secs(60), || {
+        changes(&agent, "cdc.public.items").len() == 50
+    });
+    // Changes while the worker runs, then while it is dead, then while the agent restarts.
+    for i in 1..=100 {
+        pg.sql(&format!("UPDATE items SET qty = qty + 1 WHERE id = {}", (i % 50) + 1));
+        if i == 40 {
+            worker.kill9();
+        }
+        if i == 60 {
+            worker = Worker::start(&agent, "w2", &[]);
+        }
+    }
+    pg.sql("INSERT INTO orders VALUES (1, 9.99), (2, 20.00)");
+    pg.sql("DELETE FROM items WHERE id <= 5");
+    agent.kill9();
+    pg.sql("INSERT INTO items VALUES (1000, 1, 'after the agent died')");
+    agent = AgentProcess::start_on(&data, &addr, &["--flush-interval", "20ms"]);
+    // Every change arrives: 50 r, 100 u, 5 d and 5 tombstones, 1 c (at least once: a re-send repeats what came before).
+    wait_until("every change", Duration::from_secs(120), || {
+        let c = changes(&agent, "cdc.public.items");
+        c.iter().any(|(_, op, v)| op == "c" && v["after"]["id"] == 1000)
+            && c.iter().filter(|(_, op, _)| op == "d").map(|(k, _, _)| k.clone()).collect::<BTreeSet<_>>().len() == 5
+    });
+    let items = changes(&agent, "cdc.public.items");
+    // Per key, the final qty the topic shows matches the table's.
+    let mut last: BTreeMap<String, Option<i64>> = BTreeMap::new();
+    for (key, op, v) in &items {
+        match op.as_str() {
+            "tombstone" | "d" => {
+                last.insert(key.clone(), None);
+            }
+            _ => {
+                last.insert(key.clone(), v["after"]["qty"].as_i64());
+            }
+        }
+    }
+    let table: BTreeMap<String, Option<i64>> = pg
+        .sql("SELECT id, qty FROM items ORDER BY id")
+        .lines()
+        .map(|l| {
+            let (id, qty) = l.split_once('|').unwrap();
+            (format!("{{\"id\":{id}}}"), Some(qty.parse().unwrap()))
+        })
+        .collect();
+    let live: BTreeMap<String, Option<i64>> =
+        last.iter().filter(|(_, v)| v.is_some()).map(|(k, v)| (k.clone(), *v)).collect();
+    assert_eq!(live, table, "the topic's latest value per key is the table's row");
+    // Each key's updates arrive in commit order: qty only grows.
+    let mut seen: BTreeMap<String, i64> = BTreeMap::new();
+    for (key, op, v) in &items {
+        if op == "u" {
+            let qty = v["after"]["qty"].as_i64().unwrap();
+            let before = seen.insert(key.clone(), qty).unwrap_or(0);
+            assert!(qty >= before, "{key}: qty {qty} after {before}");
+        }
+    }
+    // A delete is followed by its tombstone.
+    for (i, (key, op, _)) in items.iter().enumerate() {
+        if op == "d" {
+            assert_eq!(items.get(i + 1).map(|(k, o, _)| (k.as_str(), o.as_str())), Some((key.as_str(), "tombstone")));
+        }
+    }
+    let orders = changes(&agent, "cdc.public.orders");
+    assert!(orders.iter().any(|(_, op, v)| op == "c" && v["after"]["total"] == "20.00"), "{orders:?}");
+    let describe = String::from_utf8(agent.ok(&["connector", "describe", "shop"], None)).unwrap();
+    assert!(describe.contains("\"snapshot_done\":true"), "{describe}");
+}
