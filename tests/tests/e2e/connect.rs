@@ -577,3 +577,84 @@ fn postgres_changes_reach_their_topics_in_commit_order_across_worker_and_agent_k
     let describe = String::from_utf8(agent.ok(&["connector", "describe", "shop"], None)).unwrap();
     assert!(describe.contains("\"snapshot_done\":true"), "{describe}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_to_the_s3_sink_holds_each_change_once_after_a_worker_kill_9() {
+    use futures::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let s3 = tokio::task::spawn_blocking(|| S3Server::start("seaweedfs")).await.unwrap();
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    pg.sql("CREATE TABLE events (id int PRIMARY KEY, body text)");
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(&dir.path().join("a"), &["--flush-interval", "20ms"]);
+    let source = write(
+        &dir.path().join("pg.toml"),
+        &format!(
+            "type = \"postgres\"\nurl = \"{}\"\ntables = [\"events\"]\ntopic-prefix = \"cdc\"\npartitions = 2\n",
+            pg.url()
+        ),
+    );
+    let sink = write(
+        &dir.path().join("s3.toml"),
+        &format!(
+            "type = \"s3\"\ntopics = \"cdc.public.events\"\nbucket = \"{}\"\nprefix = \"pg\"\nendpoint = \"{}\"\nflush-bytes = \"4KiB\"\nflush-interval = \"200ms\"\n",
+            s3.bucket, s3.endpoint
+        ),
+    );
+    agent.ok(&["connector", "create", "events", "--config", &source], None);
+    let env = s3.aws_env();
+    let start = |id: &str| {
+        let log = std::fs::File::create(dir.path().join(format!("{id}.log"))).unwrap();
+        let child = Command::new(silt_bin())
+            .args(["connect", "--worker-id", id, "--ttl", "3s"])
+            .env("SILT_AGENT", &agent.addr)
+            .env("SILT_CA", &agent.ca)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Worker(child)
+    };
+    let mut w1 = start("w1");
+    // The source creates the topic; the sink reads it from there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8(agent.ok(&["topic", "list"], None)).unwrap().contains("cdc.public.events") {
+        assert!(Instant::now() < deadline, "the source did not create its topic");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    agent.ok(&["connector", "create", "archive", "--config", &sink], None);
+    for batch in 0..10 {
+        let from = batch * 100 + 1;
+        pg.sql(&format!("INSERT INTO events SELECT g, 'event ' || g FROM generate_series({from}, {}) g", from + 99));
+        if batch == 5 {
+            w1.kill9();
+        }
+    }
+    let _w2 = start("w2");
+    let store = s3.store();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let listed: Vec<_> = store.list(Some(&"pg/cdc.public.events".into())).try_collect().await.unwrap();
+        let mut places = BTreeSet::new();
+        let mut ids = BTreeSet::new();
+        let mut total = 0;
+        for o in listed {
+            let raw = store.get(&o.location).await.unwrap().bytes().await.unwrap();
+            for line in String::from_utf8(raw.to_vec()).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                total += 1;
+                places.insert((v["partition"].as_u64().unwrap(), v["offset"].as_i64().unwrap()));
+                let change: serde_json::Value = serde_json::from_str(v["value"].as_str().unwrap()).unwrap();
+                ids.insert(change["after"]["id"].as_i64().unwrap());
+            }
+        }
+        assert_eq!(places.len(), total, "no record of the topic twice in the bucket");
+        if ids.len() == 1000 {
+            assert_eq!(ids, (1..=1000).collect::<BTreeSet<i64>>());
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} of 1000 changes in the bucket", ids.len());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
