@@ -144,7 +144,8 @@ impl Keys {
 
     /// A missing key, with a hint when the table has a key a typo away.
     fn missing(&self, key: &str) -> ConfigError {
-        let typo = self.table.keys().find(|k| !self.taken.contains(*k) && distance(k, key) <= 2);
+        let typo =
+            self.table.keys().find(|k| !self.taken.contains(*k) && silt_client::units::edit_distance(k, key) <= 2);
         match typo {
             Some(t) => bad(key, format!("is missing (is `{t}` a typo of it?)")),
             None => bad(key, "is missing"),
@@ -180,22 +181,6 @@ impl Keys {
             None => Ok(()),
         }
     }
-}
-
-/// Edit distance, for typo hints.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 fn topic_name(key: &str, t: &str) -> Result<(), ConfigError> {

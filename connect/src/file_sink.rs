@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::{FutureExt, StreamExt};
-use silt_client::{AutoOffsetReset, GroupConfig, GroupConsumer, Received};
+use silt_client::{GroupConsumer, Received};
 
 use crate::config::FileSink;
 use crate::worker::{Task, TaskError};
@@ -17,20 +17,8 @@ use crate::worker::{Task, TaskError};
 /// The longest a written record waits for its offset's commit.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
-/// A group session short enough that a dead worker's partitions move soon.
-pub const SINK_SESSION: Duration = Duration::from_secs(10);
-
 pub async fn run(task: &Task, config: &FileSink) -> Result<(), TaskError> {
-    let group = GroupConfig {
-        session_timeout: SINK_SESSION,
-        auto_commit: None,
-        auto_offset_reset: AutoOffsetReset::Earliest,
-        ..Default::default()
-    };
-    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-    let mut consumer = GroupConsumer::subscribe(task.client.clone(), &task.name, &topics, group)
-        .await
-        .with_context(|| format!("joining group {}", task.name))?;
+    let mut consumer = task.sink_consumer(&config.topics).await?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

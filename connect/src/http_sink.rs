@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::{FutureExt, StreamExt};
-use silt_client::{
-    AutoOffsetReset, ConsumedRecord, GroupConfig, GroupConsumer, Producer, ProducerConfig, ProducerRecord, Received,
-};
+use silt_client::{ConsumedRecord, Producer, ProducerConfig, ProducerRecord, Received};
 
 use crate::config::HttpSink;
 use crate::worker::{Task, TaskError};
@@ -166,16 +164,7 @@ pub async fn run(task: &Task, config: &HttpSink) -> Result<(), TaskError> {
         }
         None => None,
     };
-    let group = GroupConfig {
-        session_timeout: crate::file_sink::SINK_SESSION,
-        auto_commit: None,
-        auto_offset_reset: AutoOffsetReset::Earliest,
-        ..Default::default()
-    };
-    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-    let mut consumer = GroupConsumer::subscribe(task.client.clone(), &task.name, &topics, group)
-        .await
-        .with_context(|| format!("joining group {}", task.name))?;
+    let mut consumer = task.sink_consumer(&config.topics).await?;
     let mut batch: Vec<ConsumedRecord> = Vec::new();
     let result: Result<(), TaskError> = loop {
         let next = match consumer.next().now_or_never() {

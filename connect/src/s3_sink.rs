@@ -21,7 +21,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
-use silt_client::{AutoOffsetReset, GroupConfig, GroupConsumer, Received};
+use silt_client::Received;
 
 use crate::config::S3Sink;
 use crate::worker::{Task, TaskError};
@@ -86,16 +86,7 @@ async fn write(s3: &dyn ObjectStore, config: &S3Sink, topic: &str, partition: u3
 
 pub async fn run(task: &Task, config: &S3Sink) -> Result<(), TaskError> {
     let s3 = store(config)?;
-    let group = GroupConfig {
-        session_timeout: crate::file_sink::SINK_SESSION,
-        auto_commit: None,
-        auto_offset_reset: AutoOffsetReset::Earliest,
-        ..Default::default()
-    };
-    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-    let mut consumer = GroupConsumer::subscribe(task.client.clone(), &task.name, &topics, group)
-        .await
-        .with_context(|| format!("joining group {}", task.name))?;
+    let mut consumer = task.sink_consumer(&config.topics).await?;
     let mut pending: BTreeMap<(String, u32), Pending> = BTreeMap::new();
     // Records at or below these offsets are in the bucket already.
     let mut written: BTreeMap<(String, u32), i64> = BTreeMap::new();

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use silt_client::{Client, ConnectHeartbeat, ConnectorInfo, ErrorCode};
+use anyhow::Context;
+use silt_client::{AutoOffsetReset, Client, ConnectHeartbeat, ConnectorInfo, ErrorCode, GroupConfig, GroupConsumer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +27,9 @@ pub struct WorkerConfig {
     /// A standalone worker's connectors (empty: a pool worker).
     pub standalone: Vec<String>,
 }
+
+/// A sink's group session: short, so a dead worker's partitions move soon.
+const SINK_SESSION: Duration = Duration::from_secs(10);
 
 /// The longest pause between retries of a failing task.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -80,6 +84,23 @@ impl Task {
         if self.failed.swap(false, std::sync::atomic::Ordering::Relaxed) {
             self.errors.lock().expect("errors lock").push((self.name.clone(), self.epoch, String::new()));
         }
+    }
+
+    /// A sink's member of the group named after its connector, reading
+    /// `topics` from the earliest offset when the group has none, with
+    /// offsets committed only when the sink says.
+    pub async fn sink_consumer(&self, topics: &[String]) -> Result<GroupConsumer, TaskError> {
+        let group = GroupConfig {
+            session_timeout: SINK_SESSION,
+            auto_commit: None,
+            auto_offset_reset: AutoOffsetReset::Earliest,
+            ..Default::default()
+        };
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let consumer = GroupConsumer::subscribe(self.client.clone(), &self.name, &topics, group)
+            .await
+            .with_context(|| format!("joining group {}", self.name))?;
+        Ok(consumer)
     }
 
     pub fn position(&self) -> String {

@@ -61,21 +61,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// The closest known key, for a typo.
 fn closest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut prev = row[0];
-            row[0] = i + 1;
-            for (j, cb) in b.iter().enumerate() {
-                let cur = row[j + 1];
-                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-                prev = cur;
-            }
-        }
-        row[b.len()]
-    }
-    known.map(|k| (distance(key, k), k)).filter(|(d, _)| *d <= 3).min().map(|(_, k)| k)
+    known.map(|k| (silt_wire::units::edit_distance(key, k), k)).filter(|(d, _)| *d <= 3).min().map(|(_, k)| k)
 }
 
 /// A TOML value as the strings a flag would be given.

@@ -15,12 +15,18 @@ struct Worker(Child);
 
 impl Worker {
     fn start(agent: &AgentProcess, id: &str, extra: &[&str]) -> Worker {
+        Self::start_with_env(agent, id, extra, &[])
+    }
+
+    /// With extra environment (an S3 sink's AWS_* credentials).
+    fn start_with_env(agent: &AgentProcess, id: &str, extra: &[&str], env: &[(String, String)]) -> Worker {
         let log = std::fs::File::create(agent.data_dir.with_extension(format!("{id}.log"))).unwrap();
         let child = Command::new(silt_bin())
             .args(["connect", "--worker-id", id, "--ttl", "3s"])
             .args(extra)
             .env("SILT_AGENT", &agent.addr)
             .env("SILT_CA", &agent.ca)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("SILT_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -313,19 +319,7 @@ async fn the_s3_sink_holds_each_record_once_after_a_worker_kill_9() {
     );
     agent.ok(&["connector", "create", "archive", "--config", &config], None);
     let env = s3.aws_env();
-    let start = |id: &str| {
-        let log = std::fs::File::create(dir.path().join(format!("{id}.log"))).unwrap();
-        let child = Command::new(silt_bin())
-            .args(["connect", "--worker-id", id, "--ttl", "3s"])
-            .env("SILT_AGENT", &agent.addr)
-            .env("SILT_CA", &agent.ca)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Worker(child)
-    };
+    let start = |id: &str| Worker::start_with_env(&agent, id, &[], &env);
     let produce = |from: u64, to: u64| {
         let text: String = (from..=to).map(|i| format!("line-{i}\n")).collect();
         agent.ok(&["produce", "orders"], Some(text.as_bytes()));
@@ -603,19 +597,7 @@ async fn postgres_to_the_s3_sink_holds_each_change_once_after_a_worker_kill_9() 
     );
     agent.ok(&["connector", "create", "events", "--config", &source], None);
     let env = s3.aws_env();
-    let start = |id: &str| {
-        let log = std::fs::File::create(dir.path().join(format!("{id}.log"))).unwrap();
-        let child = Command::new(silt_bin())
-            .args(["connect", "--worker-id", id, "--ttl", "3s"])
-            .env("SILT_AGENT", &agent.addr)
-            .env("SILT_CA", &agent.ca)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Worker(child)
-    };
+    let start = |id: &str| Worker::start_with_env(&agent, id, &[], &env);
     let mut w1 = start("w1");
     // The source creates the topic; the sink reads it from there.
     let deadline = Instant::now() + Duration::from_secs(60);
