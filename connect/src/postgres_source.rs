@@ -10,26 +10,31 @@
 //! (`db`, `schema`, `table`, `lsn`, `snapshot`) and `ts_ms`.
 //!
 //! Progress: the source's position is the LSN of the last transaction
-//! whose records were all acknowledged (acks=durable); only then is it
-//! confirmed to the server (so the slot keeps everything after it) and
+//! whose records were all acknowledged (acks=durable), followed in commit
+//! order while the stream goes on being read; only then is it confirmed
+//! to the server (so the slot keeps everything after it) and
 //! stored as the connector's progress. A crash re-sends at most what came
 //! after it. A crash during the snapshot starts the snapshot again with a
 //! new slot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use serde_json::{json, Map, Value};
-use silt_client::{ErrorCode, Producer, ProducerConfig, ProducerRecord};
+use silt_client::{Delivery, ErrorCode, Producer, ProducerConfig, ProducerRecord};
 
 use crate::config::PostgresSource;
 use crate::pgoutput::{self, Column, Datum, Message, Relation};
 use crate::worker::{Task, TaskError};
 
-/// How often acknowledged transactions are confirmed.
+/// How often acknowledged transactions are confirmed to the server and stored.
 const CONFIRM_EVERY: Duration = Duration::from_millis(200);
+/// Rows read per step of the snapshot.
+const SNAPSHOT_PAGE: usize = 10_000;
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
@@ -246,16 +251,31 @@ async fn flush_all(producers: &HashMap<String, Producer>) -> Result<(), TaskErro
     Ok(())
 }
 
+/// Sends `records`; their deliveries are added to `waits`, one per batch.
 async fn send(
     producers: &HashMap<String, Producer>,
     topic: &str,
     records: Vec<ProducerRecord>,
+    waits: &mut Vec<Delivery>,
 ) -> Result<(), TaskError> {
     let p = producers.get(topic).ok_or_else(|| anyhow::anyhow!("no producer for {topic}"))?;
     for r in records {
-        p.send(r).await.with_context(|| format!("sending a change to {topic}"))?;
+        let d = p.send(r).await.with_context(|| format!("sending a change to {topic}"))?;
+        if !waits.last().is_some_and(|last| last.same_batch(&d)) {
+            waits.push(d);
+        }
     }
     Ok(())
+}
+
+/// Resolves with `lsn` once every delivery is acknowledged.
+fn acked(lsn: u64, waits: Vec<Delivery>) -> Pin<Box<dyn Future<Output = Result<u64, TaskError>> + Send>> {
+    Box::pin(async move {
+        for d in waits {
+            d.await.context("a change was not acknowledged")?;
+        }
+        Ok(lsn)
+    })
 }
 
 /// Creates the publication if missing, and the slot with a snapshot that
@@ -308,29 +328,43 @@ async fn snapshot(
         let cols = columns(&mut repl, &schema, &table).await?;
         let relation = Relation { id: 0, schema: schema.clone(), name: table.clone(), columns: cols };
         let list: Vec<String> = relation.columns.iter().map(|c| quote(&c.name)).collect();
-        let sql = format!("SELECT {} FROM {}.{}", list.join(", "), quote(&schema), quote(&table));
-        let rows = repl.simple_query(&sql).await.with_context(|| format!("reading {t}"))?;
+        let sql = format!(
+            "DECLARE silt_snapshot CURSOR FOR SELECT {} FROM {}.{}",
+            list.join(", "),
+            quote(&schema),
+            quote(&table)
+        );
+        repl.simple_query(&sql).await.with_context(|| format!("reading {t}"))?;
         let topic = topic_of(config, &schema, &table);
-        for row in rows {
-            let values: Vec<Datum> = row
-                .iter()
-                .map(|v| match v {
-                    Some(b) => Datum::Text(String::from_utf8_lossy(b).into_owned()),
-                    None => Datum::Null,
-                })
-                .collect();
-            let change = Change {
-                db: &url.database,
-                relation: &relation,
-                op: "r",
-                before: None,
-                after: Some(&values),
-                lsn: start.0,
-                ts_ms: now_ms,
-                snapshot: true,
-            };
-            send(producers, &topic, change.records()).await?;
+        // A page at a time, so a large table is never held whole.
+        loop {
+            let fetch = format!("FETCH {SNAPSHOT_PAGE} FROM silt_snapshot");
+            let rows = repl.simple_query(&fetch).await.with_context(|| format!("reading {t}"))?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                let values: Vec<Datum> = row
+                    .iter()
+                    .map(|v| match v {
+                        Some(b) => Datum::Text(String::from_utf8_lossy(b).into_owned()),
+                        None => Datum::Null,
+                    })
+                    .collect();
+                let change = Change {
+                    db: &url.database,
+                    relation: &relation,
+                    op: "r",
+                    before: None,
+                    after: Some(&values),
+                    lsn: start.0,
+                    ts_ms: now_ms,
+                    snapshot: true,
+                };
+                send(producers, &topic, change.records(), &mut Vec::new()).await?;
+            }
         }
+        repl.simple_query("CLOSE silt_snapshot").await.with_context(|| format!("reading {t}"))?;
     }
     repl.simple_query("COMMIT").await.context("ending the snapshot")?;
     drop(repl);
@@ -354,20 +388,34 @@ pub async fn run(task: &Task, config: &PostgresSource) -> Result<(), TaskError> 
     let wanted: Vec<(String, String)> = config.tables.iter().map(|t| split_table(t)).collect();
     let mut relations: HashMap<u32, Relation> = HashMap::new();
     let mut commit_ms = 0i64;
-    let mut last_commit: Option<u64> = None;
+    // Each committed transaction waits for its records' acknowledgements,
+    // in commit order, while the stream goes on being read.
+    let mut txn: Vec<Delivery> = Vec::new();
+    let mut committed: VecDeque<(u64, Vec<Delivery>)> = VecDeque::new();
+    let mut waiting: Option<Pin<Box<dyn Future<Output = Result<u64, TaskError>> + Send>>> = None;
+    let mut acknowledged = confirmed;
     let mut confirm = tokio::time::interval(CONFIRM_EVERY);
     confirm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
+        if waiting.is_none() {
+            waiting = committed.pop_front().map(|(lsn, waits)| acked(lsn, waits));
+        }
         let event = tokio::select! {
             e = repl.recv() => e,
+            a = async { waiting.as_mut().expect("polled only when some").await }, if waiting.is_some() => {
+                waiting = None;
+                match a {
+                    Ok(lsn) => acknowledged = lsn,
+                    Err(e) => break Err(e),
+                }
+                continue;
+            }
             _ = confirm.tick() => {
-                if let Some(lsn) = last_commit.take() {
+                if acknowledged > confirmed {
                     // Everything up to this commit is acknowledged: confirm it.
-                    if let Err(e) = flush_all(&producers).await {
-                        break Err(e);
-                    }
-                    repl.update_applied_lsn(Lsn(lsn));
-                    if let Err(e) = task.commit(render_position(lsn)).await {
+                    confirmed = acknowledged;
+                    repl.update_applied_lsn(Lsn(confirmed));
+                    if let Err(e) = task.commit(render_position(confirmed)).await {
                         break Err(e);
                     }
                 }
@@ -384,7 +432,7 @@ pub async fn run(task: &Task, config: &PostgresSource) -> Result<(), TaskError> 
             ReplicationEvent::Begin { commit_time_micros, .. } => {
                 commit_ms = (commit_time_micros + PG_EPOCH_MICROS) / 1000;
             }
-            ReplicationEvent::Commit { end_lsn, .. } => last_commit = Some(end_lsn.0),
+            ReplicationEvent::Commit { end_lsn, .. } => committed.push_back((end_lsn.0, std::mem::take(&mut txn))),
             ReplicationEvent::XLogData { wal_start, data, .. } => {
                 let message = match pgoutput::decode(&data) {
                     Ok(m) => m,
@@ -417,7 +465,7 @@ pub async fn run(task: &Task, config: &PostgresSource) -> Result<(), TaskError> 
                     snapshot: false,
                 };
                 let topic = topic_of(config, &rel.schema, &rel.name);
-                if let Err(e) = send(&producers, &topic, change.records()).await {
+                if let Err(e) = send(&producers, &topic, change.records(), &mut txn).await {
                     break Err(e);
                 }
             }

@@ -473,7 +473,8 @@ fn postgres_changes_reach_their_topics_in_commit_order_across_worker_and_agent_k
     let pg = Postgres::start();
     pg.sql("CREATE TABLE items (id int PRIMARY KEY, qty int, note text)");
     pg.sql("CREATE TABLE orders (id int PRIMARY KEY, total numeric)");
-    pg.sql("INSERT INTO items SELECT g, g * 10, 'seed' FROM generate_series(1, 50) g");
+    // More rows than one page of the snapshot's cursor.
+    pg.sql("INSERT INTO items SELECT g, g * 10, 'seed' FROM generate_series(1, 10050) g");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
     let addr = format!("127.0.0.1:{}", free_port());
@@ -504,7 +505,8 @@ fn postgres_changes_reach_their_topics_in_commit_order_across_worker_and_agent_k
     let mut worker = Worker::start(&agent, "w1", &[]);
     // The snapshot: every seeded row, op r.
     wait_until("the snapshot in cdc.public.items", Duration::from_secs(60), || {
-        changes(&agent, "cdc.public.items").len() == 50
+        let snapshot = changes(&agent, "cdc.public.items");
+        snapshot.len() == 10050 && snapshot.iter().all(|(_, op, _)| op == "r")
     });
     // Changes while the worker runs, then while it is dead, then while the agent restarts.
     for i in 1..=100 {
@@ -519,12 +521,12 @@ fn postgres_changes_reach_their_topics_in_commit_order_across_worker_and_agent_k
     pg.sql("INSERT INTO orders VALUES (1, 9.99), (2, 20.00)");
     pg.sql("DELETE FROM items WHERE id <= 5");
     agent.kill9();
-    pg.sql("INSERT INTO items VALUES (1000, 1, 'after the agent died')");
+    pg.sql("INSERT INTO items VALUES (20000, 1, 'after the agent died')");
     agent = AgentProcess::start_on(&data, &addr, &["--flush-interval", "20ms"]);
     // Every change arrives: 50 r, 100 u, 5 d and 5 tombstones, 1 c (at least once: a re-send repeats what came before).
     wait_until("every change", Duration::from_secs(120), || {
         let c = changes(&agent, "cdc.public.items");
-        c.iter().any(|(_, op, v)| op == "c" && v["after"]["id"] == 1000)
+        c.iter().any(|(_, op, v)| op == "c" && v["after"]["id"] == 20000)
             && c.iter().filter(|(_, op, _)| op == "d").map(|(k, _, _)| k.clone()).collect::<BTreeSet<_>>().len() == 5
     });
     let items = changes(&agent, "cdc.public.items");
