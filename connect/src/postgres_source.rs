@@ -268,8 +268,11 @@ async fn send(
     Ok(())
 }
 
+/// A transaction's acknowledgement: its commit LSN once every record is acknowledged.
+type Acked = Pin<Box<dyn Future<Output = Result<u64, TaskError>> + Send>>;
+
 /// Resolves with `lsn` once every delivery is acknowledged.
-fn acked(lsn: u64, waits: Vec<Delivery>) -> Pin<Box<dyn Future<Output = Result<u64, TaskError>> + Send>> {
+fn acked(lsn: u64, waits: Vec<Delivery>) -> Acked {
     Box::pin(async move {
         for d in waits {
             d.await.context("a change was not acknowledged")?;
@@ -392,7 +395,7 @@ pub async fn run(task: &Task, config: &PostgresSource) -> Result<(), TaskError> 
     // in commit order, while the stream goes on being read.
     let mut txn: Vec<Delivery> = Vec::new();
     let mut committed: VecDeque<(u64, Vec<Delivery>)> = VecDeque::new();
-    let mut waiting: Option<Pin<Box<dyn Future<Output = Result<u64, TaskError>> + Send>>> = None;
+    let mut waiting: Option<Acked> = None;
     let mut acknowledged = confirmed;
     let mut confirm = tokio::time::interval(CONFIRM_EVERY);
     confirm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
