@@ -141,7 +141,8 @@ async fn supervise(mut task: Task, shared: Shared) {
             return;
         }
         let error = match result {
-            Ok(()) => return,
+            // A task runs until stopped: one that ends by itself starts again.
+            Ok(()) => "it stopped by itself".to_string(),
             Err(TaskError::Fenced) => {
                 tracing::info!(connector = %task.name, "fenced: another worker holds it now");
                 return;
