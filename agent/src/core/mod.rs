@@ -16,7 +16,9 @@
 //! - [`key_compaction`]: for `cleanup.policy=compact`, what to clean, when, and which records survive.
 //! - [`gc`]: which objects a bucket sweep checks.
 //! - [`connectors`]: which connectors a connect worker holds.
+//! - [`acl`]: who may do what (Kafka's ACL rules), for authorization.
 
+pub mod acl;
 pub mod compaction;
 pub mod connectors;
 pub mod flush;
