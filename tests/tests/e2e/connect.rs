@@ -553,15 +553,22 @@ fn postgres_changes_reach_their_topics_in_commit_order_across_worker_and_agent_k
     let live: BTreeMap<String, Option<i64>> =
         last.iter().filter(|(_, v)| v.is_some()).map(|(k, v)| (k.clone(), *v)).collect();
     assert_eq!(live, table, "the topic's latest value per key is the table's row");
-    // Each key's updates arrive in commit order: qty only grows.
-    let mut seen: BTreeMap<String, i64> = BTreeMap::new();
+    // Each key's updates arrive in commit order: each new qty is larger than
+    // the last new one. (After a worker dies, the changes after the last
+    // confirmed commit are sent again: a repeat is a value seen before.)
+    let mut seen: BTreeMap<String, (BTreeSet<i64>, i64)> = BTreeMap::new();
     for (key, op, v) in &items {
         if op == "u" {
             let qty = v["after"]["qty"].as_i64().unwrap();
-            let before = seen.insert(key.clone(), qty).unwrap_or(0);
-            assert!(qty >= before, "{key}: qty {qty} after {before}");
+            let (values, last) = seen.entry(key.clone()).or_default();
+            if values.insert(qty) {
+                assert!(qty > *last, "{key}: qty {qty} first seen after {last}");
+                *last = qty;
+            }
         }
     }
+    let updates: usize = seen.values().map(|(values, _)| values.len()).sum();
+    assert_eq!(updates, 100, "every update once at least");
     // A delete is followed by its tombstone.
     for (i, (key, op, _)) in items.iter().enumerate() {
         if op == "d" {
