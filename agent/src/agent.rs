@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::auth::Auth;
 use crate::clock::{self, SharedClock};
 use crate::cluster::{Cluster, Identity};
 use crate::config::{Config, TlsSource};
@@ -142,6 +143,14 @@ impl Agent {
         let catalog = Catalog::new(Arc::new(metastore)).with_writer(&agent_id);
         let store = storage::Metered::wrap(storage::open(&config.object_store_url, &config.s3)?, metrics.clone());
         storage::check(store.as_ref(), &config.object_store_url, config.s3.endpoint.as_deref(), &agent_id).await?;
+        let auth = Auth::load(config.auth, config.super_users.clone(), catalog.clone(), clock.clone()).await?;
+        auth.bootstrap_admin(data_dir).await?;
+        if !config.auth.on()
+            && (!config.listen.ip().is_loopback()
+                || config.kafka.as_ref().is_some_and(|k| !k.listen.ip().is_loopback()))
+        {
+            tracing::warn!("--auth none: anyone who reaches this agent may do anything");
+        }
         let listener = Listener::bind(&config)?;
         let local_addr = listener.local_addr();
         let address = config.advertise.clone().unwrap_or_else(|| local_addr.to_string());
@@ -253,8 +262,10 @@ impl Agent {
             limits,
             metrics.clone(),
             has_wal,
+            auth.clone(),
             service_stop.clone(),
         ));
+        background.spawn(auth.run(config.auth_refresh, service_stop.clone()));
         metrics.sample_with(sampler(&catalog, &cache, inflight, config.max_inflight_bytes, &cluster));
         let (metrics_addr, ops) = match ops {
             Some(l) => {

@@ -135,6 +135,19 @@ pub enum ServiceError {
     ConnectorExists(String),
     #[error("invalid connector name {name:?}: {reason}")]
     InvalidConnectorName { name: String, reason: &'static str },
+    #[error("{principal} may not {operation} {resource} {name:?}")]
+    Unauthorized {
+        principal: String,
+        operation: silt_wire::auth::Operation,
+        resource: silt_wire::auth::ResourceType,
+        name: String,
+    },
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    #[error("{0:?} already has a token; revoke it first")]
+    TokenExists(String),
+    #[error("{0:?} has no token")]
+    UnknownToken(String),
     #[error("connector {name:?} is now held by {} at epoch {epoch}; this worker must stop it", if holder.is_empty() { "no worker" } else { holder.as_str() })]
     ConnectorFenced { name: String, holder: String, epoch: u64 },
 }
@@ -146,6 +159,8 @@ impl From<CatalogError> for ServiceError {
             CatalogError::TopicExists(t) => ServiceError::TopicExists(t),
             CatalogError::UnknownConnector(c) => ServiceError::UnknownConnector(c),
             CatalogError::ConnectorExists(c) => ServiceError::ConnectorExists(c),
+            CatalogError::TokenExists(p) => ServiceError::TokenExists(p),
+            CatalogError::UnknownToken(p) => ServiceError::UnknownToken(p),
             CatalogError::ConnectorFenced { name, holder, epoch } => {
                 ServiceError::ConnectorFenced { name, holder, epoch }
             }

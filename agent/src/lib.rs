@@ -18,6 +18,7 @@
 //! - [`agent`]: start and shutdown, wiring the layers together.
 
 pub mod agent;
+pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;

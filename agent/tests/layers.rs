@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["cluster"],
     &["groups"],
     &["upkeep"],
+    &["auth"],
     &["service"],
     &["frontend"],
     &["agent", "lib"],

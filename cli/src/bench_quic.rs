@@ -52,7 +52,7 @@ pub async fn quic(b: &QuicBench) -> anyhow::Result<()> {
 
 async fn measure(b: &QuicBench, dir: &std::path::Path) -> anyhow::Result<()> {
     let material = tls::load(&TlsSource::LocalCa(dir.to_path_buf()), &tls::default_names("127.0.0.1"))?;
-    let server_config = tls::server_config(material, 16)?;
+    let server_config = tls::server_config(material, &tls::ClientCerts::Ignored, 16)?;
     let server = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let endpoint = {
         let _guard = server.enter();

@@ -5,9 +5,11 @@
 //! - `topic.rs`: topic administration.
 //! - `group.rs`: consumer-group administration.
 //! - `connect.rs`: the connect worker and connector administration.
+//! - `auth.rs`: tokens, client certificates and ACLs.
 //! - `bench.rs`, `bench_groups.rs`, `bench_store.rs`,
 //!   `bench_quic.rs`: the benchmark programs.
 
+mod auth;
 mod bench;
 mod bench_groups;
 mod bench_quic;
@@ -37,6 +39,16 @@ struct Cli {
     /// Give up connecting after this long (e.g. 5s).
     #[arg(long, global = true, env = "SILT_CONNECT_TIMEOUT", default_value = "5s", value_parser = silt_agent::config::parse_duration)]
     connect_timeout: Duration,
+    /// A file holding the bearer token to authenticate with
+    /// [default: the SILT_TOKEN variable, else silt-data/admin.token when it exists].
+    #[arg(long, global = true, env = "SILT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// A client certificate (PEM) to present, for agents with --auth mtls.
+    #[arg(long, global = true, env = "SILT_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "SILT_KEY", requires = "cert")]
+    key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +73,12 @@ enum Command {
     /// Create, list, describe, pause, resume and delete connectors.
     #[command(subcommand)]
     Connector(connect::ConnectorCommand),
+    /// Tokens, client certificates, and who this CLI acts as.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
+    /// Add, remove and list ACLs: who may do what to which topics and groups.
+    #[command(subcommand)]
+    Acl(auth::AclCommand),
     /// Print the agent's counters (objects written, GETs, cache hits...).
     Stats,
     /// Benchmark programs that print throughput and latency.
@@ -84,6 +102,29 @@ enum AgentAction {
 }
 
 impl Cli {
+    /// The token to authenticate with: --token-file, else SILT_TOKEN, else
+    /// the admin token a local agent wrote, when it is there.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        let read = |path: &std::path::Path| -> anyhow::Result<String> {
+            let t =
+                std::fs::read_to_string(path).with_context(|| format!("reading the token file {}", path.display()))?;
+            Ok(t.trim().to_string())
+        };
+        if let Some(path) = &self.token_file {
+            return read(path).map(Some);
+        }
+        if let Ok(t) = std::env::var("SILT_TOKEN") {
+            if !t.trim().is_empty() {
+                return Ok(Some(t.trim().to_string()));
+            }
+        }
+        let local = PathBuf::from(silt_agent::config::DEFAULT_DATA_DIR).join(silt_agent::auth::ADMIN_TOKEN_FILE);
+        if self.cert.is_none() && local.exists() {
+            return read(&local).map(Some);
+        }
+        Ok(None)
+    }
+
     async fn connect(&self) -> anyhow::Result<Client> {
         let ca = self.ca.clone().unwrap_or_else(|| {
             PathBuf::from(silt_agent::config::DEFAULT_DATA_DIR)
@@ -94,6 +135,9 @@ impl Cli {
             agent: self.agent.clone(),
             ca: Some(ca),
             connect_timeout: self.connect_timeout,
+            token: self.token()?,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
             ..Default::default()
         };
         Ok(Client::connect(config).await?)
@@ -171,6 +215,27 @@ async fn run(cli: Cli, agent_matches: Option<clap::ArgMatches>) -> anyhow::Resul
         Command::Connector(c) => {
             let client = cli.connect().await?;
             let code = connect::run(&client, c).await;
+            client.close();
+            code
+        }
+        Command::Auth(auth::AuthCommand::Cert(auth::CertCommand::Create { name, out, tls_dir, days })) => {
+            auth::create_cert(name, out, tls_dir, *days)
+        }
+        Command::Auth(auth::AuthCommand::Token(t)) => {
+            let client = cli.connect().await?;
+            let code = auth::run_token(&client, t).await;
+            client.close();
+            code
+        }
+        Command::Auth(auth::AuthCommand::Whoami) => {
+            let client = cli.connect().await?;
+            println!("{}", client.who_am_i().await?);
+            client.close();
+            Ok(0)
+        }
+        Command::Acl(a) => {
+            let client = cli.connect().await?;
+            let code = auth::run_acl(&client, a).await;
             client.close();
             code
         }

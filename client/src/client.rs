@@ -33,6 +33,13 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Largest response frame accepted.
     pub max_frame_bytes: usize,
+    /// A bearer token: the connection acts as its principal (agents started
+    /// with `--auth token`).
+    pub token: Option<String>,
+    /// A client certificate chain (PEM) and its key, for agents started
+    /// with `--auth mtls` (`silt auth cert create` makes them).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 impl Default for ClientConfig {
@@ -45,6 +52,9 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
             max_frame_bytes: 256 << 20,
+            token: None,
+            cert: None,
+            key: None,
         }
     }
 }
@@ -88,11 +98,31 @@ fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, ClientError
         return Err(ClientError::Config("the CA file holds no certificate".into()));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ClientError::Tls { what: "TLS versions".into(), source: Arc::new(e) })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut tls = match (&config.cert, &config.key) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cert), Some(key)) => {
+            let chain =
+                CertificateDer::pem_file_iter(cert).and_then(|it| it.collect::<Result<Vec<_>, _>>()).map_err(|e| {
+                    ClientError::Tls {
+                        what: format!("cannot read client certificate {}", cert.display()),
+                        source: Arc::new(e),
+                    }
+                })?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| ClientError::Tls {
+                what: format!("cannot read client key {}", key.display()),
+                source: Arc::new(e),
+            })?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| ClientError::Tls {
+                what: "the client certificate and key do not match".into(),
+                source: Arc::new(e),
+            })?
+        }
+        _ => return Err(ClientError::Config("a client certificate and its key go together (--cert and --key)".into())),
+    };
     tls.alpn_protocols = vec![silt_wire::ALPN.to_vec()];
     Ok(tls)
 }
@@ -127,10 +157,14 @@ impl Client {
                     c.seeds = config.agent.as_str().into();
                     return Ok(c);
                 }
-                // A certificate the CA does not vouch for is not a reason to try the next.
-                Err(e @ (ClientError::Config(_) | ClientError::Tls { .. } | ClientError::Untrusted { .. })) => {
-                    return Err(e)
-                }
+                // A certificate the CA does not vouch for (or credentials
+                // the agents refuse) is not a reason to try the next.
+                Err(
+                    e @ (ClientError::Config(_)
+                    | ClientError::Tls { .. }
+                    | ClientError::Untrusted { .. }
+                    | ClientError::Server { .. }),
+                ) => return Err(e),
                 Err(e) => last = Some(e),
             }
         }
@@ -178,13 +212,17 @@ impl Client {
             Ok(Err(e)) => return Err(ClientError::Connect { addr: addr_text, source: Arc::new(e) }),
             Ok(Ok(c)) => c,
         };
-        Ok(Client {
+        let client = Client {
             conn,
             _endpoint: endpoint,
             seeds: addr_text.as_str().into(),
             addr: addr_text.into(),
             config: Arc::new(config),
-        })
+        };
+        if let Some(token) = &client.config.token {
+            client.authenticate(token).await?;
+        }
+        Ok(client)
     }
 
     /// The QUIC connection under this client, with the SDK's transport

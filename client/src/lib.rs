@@ -11,6 +11,7 @@
 //! - `router`: which agent owns each partition, shared by producer and consumer.
 //! - [`partitioner`]: the stable key hash (Kafka's murmur2, so keys land where Kafka clients put them).
 
+mod access;
 pub mod admin;
 pub mod client;
 mod connectors;
@@ -27,6 +28,7 @@ pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, Offset, RecordStrea
 pub use error::ClientError;
 pub use group_consumer::{AutoOffsetReset, GroupConfig, GroupConsumer, Received};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use silt_wire::auth;
 pub use silt_wire::units;
 pub use silt_wire::{
     Acks, AgentInfo, Compression, ConnectHeartbeat, ConnectorInfo, ConnectorOp, ErrorCode, GroupAssignment,

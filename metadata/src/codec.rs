@@ -49,6 +49,10 @@ impl<'a> Reader<'a> {
         let len = self.u32(what)? as usize;
         String::from_utf8(self.take(len, what)?.to_vec()).map_err(|_| CodecError::Invalid(what))
     }
+    pub fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, CodecError> {
+        let len = self.u32(what)? as usize;
+        Ok(self.take(len, what)?.to_vec())
+    }
     /// A u32 count of items that take at least `min_item_bytes` each: a
     /// count the rest of the value cannot hold is an error, not an allocation.
     pub fn count(&mut self, what: &'static str, min_item_bytes: usize) -> Result<usize, CodecError> {
@@ -78,6 +82,10 @@ pub trait Writer: BufMut {
     fn put_str(&mut self, s: &str) {
         self.put_u32(s.len() as u32);
         self.put_slice(s.as_bytes());
+    }
+    fn put_bytes_u32(&mut self, b: &[u8]) {
+        self.put_u32(b.len() as u32);
+        self.put_slice(b);
     }
 }
 impl Writer for Vec<u8> {}

@@ -41,6 +41,10 @@ pub enum CatalogError {
     UnknownConnector(String),
     #[error("connector {0:?} already exists")]
     ConnectorExists(String),
+    #[error("{0:?} already has a token; revoke it first")]
+    TokenExists(String),
+    #[error("{0:?} has no token")]
+    UnknownToken(String),
     /// The committing worker no longer holds the connector's claim at its epoch.
     #[error("fenced: connector {name:?} is now held by {holder:?} at epoch {epoch}")]
     ConnectorFenced { name: String, holder: String, epoch: u64 },

@@ -62,6 +62,13 @@ pub enum ErrorCode {
     MissingKey,
     UnknownConnector,
     ConnectorExists,
+    /// The connection's principal may not do this (no ACL allows it, or
+    /// one denies it); nothing changed. The message names the operation
+    /// and the resource.
+    Unauthorized,
+    /// The connection has not proved who it is (no credentials, a wrong,
+    /// expired or revoked token); nothing changed.
+    Unauthenticated,
     /// A code this build does not know (from a newer peer).
     Unknown(u16),
 }
@@ -102,6 +109,8 @@ impl ErrorCode {
             ErrorCode::MissingKey => 30,
             ErrorCode::UnknownConnector => 31,
             ErrorCode::ConnectorExists => 32,
+            ErrorCode::Unauthorized => 33,
+            ErrorCode::Unauthenticated => 34,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -140,6 +149,8 @@ impl ErrorCode {
             30 => ErrorCode::MissingKey,
             31 => ErrorCode::UnknownConnector,
             32 => ErrorCode::ConnectorExists,
+            33 => ErrorCode::Unauthorized,
+            34 => ErrorCode::Unauthenticated,
             n => ErrorCode::Unknown(n),
         }
     }
@@ -193,6 +204,8 @@ impl ErrorCode {
             ErrorCode::MissingKey => "MISSING_KEY",
             ErrorCode::UnknownConnector => "UNKNOWN_CONNECTOR",
             ErrorCode::ConnectorExists => "CONNECTOR_EXISTS",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::Unknown(_) => "UNKNOWN_ERROR",
         }
     }
@@ -214,7 +227,7 @@ mod tests {
     #[test]
     fn every_code_round_trips_and_numbers_are_unique() {
         let mut seen = std::collections::HashSet::new();
-        for n in 1..=30u16 {
+        for n in 1..=34u16 {
             let code = ErrorCode::from_u16(n);
             assert!(!matches!(code, ErrorCode::Unknown(_)), "code {n} is assigned");
             assert_eq!(code.as_u16(), n);

@@ -4,12 +4,14 @@
 //! - [`frame`]: the length-prefixed, versioned frame around every message.
 //! - [`message`]: requests and responses carried in frames.
 //! - [`group`]: the consumer-group messages' bodies.
+//! - [`auth`]: ACLs and tokens, as the admin requests carry them.
 //! - [`code`]: the stable numeric error-code table.
 //! - [`buf`]: bounds-checked readers and writers shared by the codecs.
 //!
 //! Every decoder is total: any byte string yields a value or a typed error,
 //! never a panic and never an allocation larger than the input justifies.
 
+pub mod auth;
 pub mod batch;
 pub mod buf;
 pub mod code;
@@ -19,6 +21,7 @@ pub mod group;
 pub mod message;
 pub mod units;
 
+pub use auth::{Acl, TokenInfo};
 pub use batch::{
     advance_sequence, restamp_producer, Batch, BatchBuilder, BatchError, BatchHeader, Compression, Header, Record,
 };

@@ -26,6 +26,13 @@
 //! 21 ConnectorAction  name: string, action: u8 (0 pause, 1 resume, 2 delete)
 //! 22 ConnectHeartbeat see `connect::ConnectHeartbeat`
 //! 23 CommitConnector  name: string, worker: string, epoch: u64, position: text
+//! 24 Authenticate     token: string
+//! 25 WhoAmI           (empty)
+//! 26 CreateToken      principal: string, ttl_ms: u64 (0: never expires)
+//! 27 RevokeToken      principal: string
+//! 28 ListTokens       (empty)
+//! 29 AlterAcl         acl: see `auth::Acl`, remove: u8
+//! 30 ListAcls         (empty)
 //! ```
 //!
 //! Response kinds:
@@ -47,6 +54,10 @@
 //! 0x8e Groups            list of `group::GroupInfo`
 //! 0x8f Group             see `group::GroupDescription`
 //! 0x90 Connectors        list of `connect::ConnectorInfo`
+//! 0x91 Principal         name: string   (who the connection acts as)
+//! 0x92 Token             secret: string   (shown once; the agents keep its hash)
+//! 0x93 Tokens            list of `auth::TokenInfo`
+//! 0x94 Acls              list of `auth::Acl`
 //! 0xff Error             code: u16, message: string
 //! ```
 //!
@@ -69,6 +80,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::auth::{Acl, TokenInfo};
 use crate::buf::{DecodeError, Reader, WriteExt};
 use crate::code::ErrorCode;
 use crate::connect::{ConnectHeartbeat, ConnectorInfo, ConnectorOp};
@@ -204,6 +216,29 @@ pub enum Request {
         epoch: u64,
         position: String,
     },
+    /// Makes the connection act as the token's principal (the first request
+    /// of a connection, when the agent asks for tokens).
+    Authenticate {
+        token: String,
+    },
+    /// Who the connection acts as.
+    WhoAmI,
+    /// A new bearer token for `principal` (which must have none).
+    CreateToken {
+        principal: String,
+        /// 0: it never expires.
+        ttl_ms: u64,
+    },
+    RevokeToken {
+        principal: String,
+    },
+    ListTokens,
+    /// Adds an ACL (with `remove`, removes it).
+    AlterAcl {
+        acl: Acl,
+        remove: bool,
+    },
+    ListAcls,
 }
 
 /// How many of a producer's latest batches per partition an owner
@@ -262,6 +297,10 @@ pub enum Response {
     Groups(Vec<GroupInfo>),
     Group(GroupDescription),
     Connectors(Vec<ConnectorInfo>),
+    Principal { name: String },
+    Token { secret: String },
+    Tokens(Vec<TokenInfo>),
+    Acls(Vec<Acl>),
     Error { code: ErrorCode, message: String },
 }
 
@@ -289,6 +328,13 @@ mod kind {
     pub const CONNECTOR_ACTION: u8 = 21;
     pub const CONNECT_HEARTBEAT: u8 = 22;
     pub const COMMIT_CONNECTOR: u8 = 23;
+    pub const AUTHENTICATE: u8 = 24;
+    pub const WHO_AM_I: u8 = 25;
+    pub const CREATE_TOKEN: u8 = 26;
+    pub const REVOKE_TOKEN: u8 = 27;
+    pub const LIST_TOKENS: u8 = 28;
+    pub const ALTER_ACL: u8 = 29;
+    pub const LIST_ACLS: u8 = 30;
     pub const DONE: u8 = 0x81;
     pub const TOPICS: u8 = 0x82;
     pub const TOPIC: u8 = 0x83;
@@ -305,6 +351,10 @@ mod kind {
     pub const GROUPS: u8 = 0x8e;
     pub const GROUP: u8 = 0x8f;
     pub const CONNECTORS: u8 = 0x90;
+    pub const PRINCIPAL: u8 = 0x91;
+    pub const TOKEN: u8 = 0x92;
+    pub const TOKENS: u8 = 0x93;
+    pub const ACLS: u8 = 0x94;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -348,6 +398,13 @@ impl Request {
             Request::ConnectorAction { .. } => "connector_action",
             Request::ConnectHeartbeat(_) => "connect_heartbeat",
             Request::CommitConnector { .. } => "commit_connector",
+            Request::Authenticate { .. } => "authenticate",
+            Request::WhoAmI => "who_am_i",
+            Request::CreateToken { .. } => "create_token",
+            Request::RevokeToken { .. } => "revoke_token",
+            Request::ListTokens => "list_tokens",
+            Request::AlterAcl { .. } => "alter_acl",
+            Request::ListAcls => "list_acls",
         }
     }
 
@@ -376,6 +433,13 @@ impl Request {
             Request::ConnectorAction { .. } => kind::CONNECTOR_ACTION,
             Request::ConnectHeartbeat(_) => kind::CONNECT_HEARTBEAT,
             Request::CommitConnector { .. } => kind::COMMIT_CONNECTOR,
+            Request::Authenticate { .. } => kind::AUTHENTICATE,
+            Request::WhoAmI => kind::WHO_AM_I,
+            Request::CreateToken { .. } => kind::CREATE_TOKEN,
+            Request::RevokeToken { .. } => kind::REVOKE_TOKEN,
+            Request::ListTokens => kind::LIST_TOKENS,
+            Request::AlterAcl { .. } => kind::ALTER_ACL,
+            Request::ListAcls => kind::LIST_ACLS,
         }
     }
 
@@ -417,7 +481,20 @@ impl Request {
             | Request::ListAgents
             | Request::InitProducer
             | Request::ListGroups
-            | Request::ListConnectors => {}
+            | Request::ListConnectors
+            | Request::WhoAmI
+            | Request::ListTokens
+            | Request::ListAcls => {}
+            Request::Authenticate { token } => body.put_string(clip(token)),
+            Request::CreateToken { principal, ttl_ms } => {
+                body.put_string(clip(principal));
+                body.put_u64(*ttl_ms);
+            }
+            Request::RevokeToken { principal } => body.put_string(clip(principal)),
+            Request::AlterAcl { acl, remove } => {
+                acl.put(&mut body);
+                body.put_u8(u8::from(*remove));
+            }
             Request::PutConnector { name, config, standalone, replace } => {
                 body.put_string(clip(name));
                 crate::connect::put_text(&mut body, config);
@@ -531,6 +608,13 @@ impl Request {
                 epoch: r.u64("epoch")?,
                 position: crate::connect::text(&mut r, "position")?,
             },
+            kind::AUTHENTICATE => Request::Authenticate { token: r.string("token")? },
+            kind::WHO_AM_I => Request::WhoAmI,
+            kind::CREATE_TOKEN => Request::CreateToken { principal: r.string("principal")?, ttl_ms: r.u64("ttl")? },
+            kind::REVOKE_TOKEN => Request::RevokeToken { principal: r.string("principal")? },
+            kind::LIST_TOKENS => Request::ListTokens,
+            kind::ALTER_ACL => Request::AlterAcl { acl: Acl::read(&mut r)?, remove: r.u8("remove")? != 0 },
+            kind::LIST_ACLS => Request::ListAcls,
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
@@ -561,6 +645,10 @@ impl Response {
             Response::Groups(_) => kind::GROUPS,
             Response::Group(_) => kind::GROUP,
             Response::Connectors(_) => kind::CONNECTORS,
+            Response::Principal { .. } => kind::PRINCIPAL,
+            Response::Token { .. } => kind::TOKEN,
+            Response::Tokens(_) => kind::TOKENS,
+            Response::Acls(_) => kind::ACLS,
             Response::Error { .. } => kind::ERROR,
         }
     }
@@ -624,6 +712,10 @@ impl Response {
             Response::Groups(groups) => GroupInfo::put_all(&mut body, groups),
             Response::Group(g) => g.put(&mut body),
             Response::Connectors(c) => ConnectorInfo::put_all(&mut body, c),
+            Response::Principal { name } => body.put_string(clip(name)),
+            Response::Token { secret } => body.put_string(clip(secret)),
+            Response::Tokens(t) => TokenInfo::put_all(&mut body, t),
+            Response::Acls(a) => Acl::put_all(&mut body, a),
             Response::Error { code, message } => {
                 body.put_u16(code.as_u16());
                 body.put_string(clip(message));
@@ -725,6 +817,10 @@ impl Response {
             kind::GROUPS => Response::Groups(GroupInfo::read_all(&mut r)?),
             kind::GROUP => Response::Group(GroupDescription::read(&mut r)?),
             kind::CONNECTORS => Response::Connectors(ConnectorInfo::read_all(&mut r)?),
+            kind::PRINCIPAL => Response::Principal { name: r.string("principal")? },
+            kind::TOKEN => Response::Token { secret: r.string("token")? },
+            kind::TOKENS => Response::Tokens(TokenInfo::read_all(&mut r)?),
+            kind::ACLS => Response::Acls(Acl::read_all(&mut r)?),
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
@@ -742,6 +838,18 @@ mod tests {
         let len = parse_length(raw[..PREFIX_LEN].try_into().unwrap(), usize::MAX).unwrap();
         assert_eq!(len, raw.len() - PREFIX_LEN);
         Frame::decode(raw.slice(PREFIX_LEN..)).unwrap()
+    }
+
+    fn acl() -> Acl {
+        use crate::auth::*;
+        Acl {
+            principal: "bob".into(),
+            resource: ResourceType::Topic,
+            pattern: Pattern::Prefixed,
+            name: "logs.".into(),
+            operation: Operation::Read,
+            permission: Permission::Deny,
+        }
     }
 
     fn requests() -> Vec<Request> {
@@ -816,6 +924,13 @@ mod tests {
                 errors: vec![("c".into(), 3, "refused".into())],
             }),
             Request::CommitConnector { name: "c".into(), worker: "w".into(), epoch: 3, position: "{}".into() },
+            Request::Authenticate { token: "silt_00ff".into() },
+            Request::WhoAmI,
+            Request::CreateToken { principal: "bob".into(), ttl_ms: 86_400_000 },
+            Request::RevokeToken { principal: "bob".into() },
+            Request::ListTokens,
+            Request::AlterAcl { acl: acl(), remove: true },
+            Request::ListAcls,
         ]
     }
 
@@ -887,6 +1002,10 @@ mod tests {
                 error: "boom".into(),
                 error_ms: 98,
             }]),
+            Response::Principal { name: "bob".into() },
+            Response::Token { secret: "silt_00ff".into() },
+            Response::Tokens(vec![TokenInfo { principal: "bob".into(), created_ms: 5, expires_ms: 0 }]),
+            Response::Acls(vec![acl()]),
             Response::error(ErrorCode::UnknownTopic, "no topic x"),
         ]
     }

@@ -12,6 +12,8 @@ use crate::error::AgentError;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7447";
 pub const DEFAULT_DATA_DIR: &str = "silt-data";
+/// The local CA's certificate, which clients trust, in the TLS folder.
+pub const CA_FILE: &str = "ca.pem";
 /// The most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
 
@@ -85,6 +87,24 @@ pub struct Args {
     /// The private key (PEM) for --tls-cert.
     #[arg(long, env = "SILT_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// How clients prove who they are: a comma-separated list of mtls
+    /// (client certificates), token (bearer tokens over QUIC), sasl (SASL
+    /// PLAIN and SCRAM on the Kafka listener), or none. Required when
+    /// --listen or --kafka-listen is not a loopback address [default: none,
+    /// on loopback].
+    #[arg(long, env = "SILT_AUTH")]
+    pub auth: Option<String>,
+    /// Principals allowed everything, whatever the ACLs say (comma-separated).
+    #[arg(long, env = "SILT_SUPER_USERS", value_delimiter = ',', default_value = "admin")]
+    pub super_users: Vec<String>,
+    /// CA certificates (PEM) client certificates must chain to, with --auth
+    /// mtls [default: the local CA's ca.pem].
+    #[arg(long, env = "SILT_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// How often agents re-read tokens and ACLs (one key, unless they
+    /// changed): the longest a revoked token or a removed ACL keeps working.
+    #[arg(long, env = "SILT_AUTH_REFRESH", default_value = "2s", value_parser = parse_duration)]
+    pub auth_refresh: Duration,
     /// Flush buffered batches into an object once this much is buffered (e.g. 8MiB).
     #[arg(long, env = "SILT_FLUSH_BYTES", default_value = "8MiB", value_parser = parse_bytes)]
     pub flush_bytes: u64,
@@ -225,6 +245,11 @@ pub struct Config {
     pub orphan_sweep_interval: Duration,
     pub compaction_min_age: Duration,
     pub object_compaction: bool,
+    pub auth: AuthModes,
+    pub super_users: Vec<String>,
+    /// With mtls: the CA file client certificates chain to.
+    pub client_ca: Option<PathBuf>,
+    pub auth_refresh: Duration,
 }
 
 /// The Kafka-protocol listener's settings.
@@ -313,6 +338,15 @@ impl Args {
             advertise: self.kafka_advertise.clone(),
             tls: self.kafka_tls,
         });
+        let auth = self.auth_modes()?;
+        let client_ca = match (&self.client_ca, &tls) {
+            (Some(ca), _) => Some(ca.clone()),
+            (None, TlsSource::LocalCa(dir)) => Some(dir.join(CA_FILE)),
+            (None, TlsSource::Files { .. }) if auth.mtls => {
+                return Err(bad("--client-ca", "--auth mtls with --tls-cert needs the CA client certificates chain to"))
+            }
+            (None, TlsSource::Files { .. }) => None,
+        };
         let max_inflight_bytes =
             size("--max-inflight-bytes", self.max_inflight_bytes, max_frame_bytes as u64, 1 << 40)?;
         Ok(Config {
@@ -378,7 +412,106 @@ impl Args {
             orphan_sweep_interval,
             compaction_min_age: within("--compaction-min-age", self.compaction_min_age, Duration::ZERO, 30 * day)?,
             object_compaction: !self.no_object_compaction,
+            auth,
+            super_users: self.super_users.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            client_ca,
+            auth_refresh: within(
+                "--auth-refresh",
+                self.auth_refresh,
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            )?,
         })
+    }
+
+    /// `--auth`, checked against where the agent listens: off by default
+    /// on loopback, required elsewhere.
+    fn auth_modes(&self) -> Result<AuthModes, AgentError> {
+        let exposed: Vec<String> = std::iter::once(("--listen", self.listen))
+            .chain(self.kafka_listen.map(|k| ("--kafka-listen", k)))
+            .filter(|(_, a)| !a.ip().is_loopback())
+            .map(|(flag, a)| format!("{flag} {a}"))
+            .collect();
+        let modes = match &self.auth {
+            Some(s) => AuthModes::parse(s).map_err(|e| bad("--auth", e))?,
+            None if exposed.is_empty() => AuthModes::default(),
+            None => {
+                return Err(bad(
+                    "--auth",
+                    format!(
+                        "{} is not a loopback address, so clients must prove who they are: choose --auth token \
+                         (and/or mtls, and sasl for Kafka clients), or --auth none to let anyone who reaches it do anything",
+                        exposed.join(" and ")
+                    ),
+                ))
+            }
+        };
+        if modes.sasl && self.kafka_listen.is_none() {
+            return Err(bad("--auth", "sasl is for the Kafka listener: give --kafka-listen too"));
+        }
+        if modes.on() && self.kafka_listen.is_some() {
+            return Err(bad(
+                "--auth",
+                "the Kafka listener does not authenticate clients yet: with --kafka-listen, use --auth none",
+            ));
+        }
+        Ok(modes)
+    }
+}
+
+/// How clients may prove who they are (`--auth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthModes {
+    /// QUIC (and the Kafka listener with TLS): client certificates chained
+    /// to the agent's client CA.
+    pub mtls: bool,
+    /// QUIC: bearer tokens.
+    pub token: bool,
+    /// The Kafka listener: SASL/PLAIN and SCRAM, with tokens as passwords.
+    pub sasl: bool,
+}
+
+impl AuthModes {
+    /// Parses `--auth`: a comma-separated list of `mtls`, `token`, `sasl`, or `none`.
+    pub fn parse(s: &str) -> Result<AuthModes, String> {
+        let mut m = AuthModes::default();
+        let mut none = false;
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.to_ascii_lowercase().as_str() {
+                "none" => none = true,
+                "mtls" => m.mtls = true,
+                "token" => m.token = true,
+                "sasl" => m.sasl = true,
+                other => return Err(format!("unknown mode {other:?} (expected mtls, token, sasl or none)")),
+            }
+        }
+        if none && m.on() {
+            return Err("none cannot be combined with other modes".into());
+        }
+        if !none && !m.on() {
+            return Err("name at least one mode: mtls, token, sasl, or none".into());
+        }
+        Ok(m)
+    }
+
+    /// Whether any authentication is asked for.
+    pub fn on(&self) -> bool {
+        self.mtls || self.token || self.sasl
+    }
+}
+
+impl std::fmt::Display for AuthModes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = [(self.mtls, "mtls"), (self.token, "token"), (self.sasl, "sasl")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join(","))
+        }
     }
 }
 
@@ -398,5 +531,45 @@ mod tests {
         assert!(err.contains("--max-record-bytes"), "{err}");
         let a = Args { flush_interval: Duration::ZERO, ..Default::default() };
         assert!(a.validate().unwrap_err().to_string().contains("--flush-interval"));
+    }
+
+    #[test]
+    fn modes_parse_and_refuse_nonsense() {
+        assert_eq!(AuthModes::parse("none").unwrap(), AuthModes::default());
+        let m = AuthModes::parse("token, mtls").unwrap();
+        assert!(m.token && m.mtls && !m.sasl && m.on());
+        assert_eq!(m.to_string(), "mtls,token");
+        assert!(AuthModes::parse("none,token").is_err());
+        assert!(AuthModes::parse("").is_err());
+        assert!(AuthModes::parse("kerberos").unwrap_err().contains("kerberos"));
+    }
+
+    #[test]
+    fn an_agent_off_loopback_needs_an_auth_mode() {
+        let exposed: SocketAddr = "0.0.0.0:7447".parse().unwrap();
+        let kafka: SocketAddr = "127.0.0.1:9092".parse().unwrap();
+        let cases: Vec<(Args, Result<&str, &str>)> = vec![
+            (Args::default(), Ok("none")),
+            (Args { listen: exposed, ..Default::default() }, Err("is not a loopback address")),
+            (Args { listen: exposed, auth: Some("none".into()), ..Default::default() }, Ok("none")),
+            (Args { listen: exposed, auth: Some("token".into()), ..Default::default() }, Ok("token")),
+            (Args { auth: Some("sasl".into()), ..Default::default() }, Err("give --kafka-listen")),
+            (
+                Args { kafka_listen: Some(kafka), auth: Some("token".into()), ..Default::default() },
+                Err("does not authenticate clients yet"),
+            ),
+            (
+                Args { kafka_listen: Some("0.0.0.0:9092".parse().unwrap()), ..Default::default() },
+                Err("--kafka-listen 0.0.0.0:9092 is not a loopback address"),
+            ),
+            (Args { auth: Some("token,kerberos".into()), ..Default::default() }, Err("kerberos")),
+        ];
+        for (args, want) in cases {
+            match (args.validate(), want) {
+                (Ok(c), Ok(modes)) => assert_eq!(c.auth.to_string(), modes),
+                (Err(e), Err(part)) => assert!(e.to_string().contains(part), "{e}"),
+                (got, want) => panic!("{:?}: got {:?}, want {want:?}", args.auth, got.map(|c| c.auth)),
+            }
+        }
     }
 }

@@ -13,46 +13,7 @@
 
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ResourceType {
-    Topic,
-    Group,
-    Cluster,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Pattern {
-    Literal,
-    Prefixed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Operation {
-    Read,
-    Write,
-    Create,
-    Delete,
-    Alter,
-    Describe,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Permission {
-    Allow,
-    Deny,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Acl {
-    /// A principal, or `*` for anyone.
-    pub principal: String,
-    pub resource: ResourceType,
-    pub pattern: Pattern,
-    /// With [`Pattern::Literal`], a name or `*` (every resource of the type).
-    pub name: String,
-    pub operation: Operation,
-    pub permission: Permission,
-}
+pub use silt_wire::auth::{Acl, Operation, Pattern, Permission, ResourceType};
 
 /// What a request asks.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,10 @@
 //! - [`groups`]: consumer groups: heartbeats, offsets, listing, resets.
 //! - [`produce`]: appending batches.
 //! - [`fetch`]: reading from an offset, long-polling at the end.
+//! - [`auth`]: tokens and ACLs.
 
 pub mod admin;
+pub mod auth;
 pub mod connect;
 pub mod fetch;
 pub mod groups;
@@ -22,6 +24,7 @@ use silt_metadata::Catalog;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::cluster::{Cluster, TopicState};
 use crate::core::topic_config::TopicConfig;
 use crate::error::ServiceError;
@@ -58,6 +61,7 @@ pub struct Service {
     metrics: Arc<Metrics>,
     /// Whether the agent has a write-ahead log (acks=local).
     wal: bool,
+    auth: Arc<Auth>,
     stop: CancellationToken,
 }
 
@@ -72,9 +76,15 @@ impl Service {
         limits: Limits,
         metrics: Arc<Metrics>,
         wal: bool,
+        auth: Arc<Auth>,
         stop: CancellationToken,
     ) -> Service {
-        Service { cluster, coordinator, catalog, read, inflight, limits, metrics, wal, stop }
+        Service { cluster, coordinator, catalog, read, inflight, limits, metrics, wal, auth, stop }
+    }
+
+    /// Who connections are and what they may do, for the front ends.
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.auth
     }
 
     /// The agent's metrics, for the front ends to count their connections and requests.

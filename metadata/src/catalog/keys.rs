@@ -14,6 +14,8 @@
 //! 0x0a change marker     0x0a | writer id                              -> change token u64
 //! 0x0b connector         0x0b | name                                   -> connector::ConnectorRecord
 //! 0x0c connect worker    0x0c | worker id                              -> expiry ms i64
+//! 0x0d token             0x0d | principal                              -> auth::TokenRecord
+//! 0x0e acl               0x0e | the ACL's fields (see auth)            -> ()
 //! 0x0f counter           0x0f | name                                   -> u64
 //! ```
 //!
@@ -32,6 +34,8 @@ pub const PRODUCER: u8 = 0x09;
 pub const CHANGE: u8 = 0x0a;
 pub const CONNECTOR: u8 = 0x0b;
 pub const CONNECT_WORKER: u8 = 0x0c;
+pub const TOKEN: u8 = 0x0d;
+pub const ACL: u8 = 0x0e;
 pub const COUNTER: u8 = 0x0f;
 
 /// `kind | topic id | partition`, the prefix of every per-partition key.

@@ -7,7 +7,7 @@
 //!   [`lease`], [`agent`], [`producer`], [`change`] (the change markers
 //!   that let agents notice ownership changes without re-reading them),
 //!   [`group`] (consumer groups' state), [`offset`] (committed offsets)
-//!   and [`gc`] (objects to collect once nothing points into them).
+//!   [`auth`] (tokens and ACLs) and [`gc`] (objects to collect once nothing points into them).
 //!
 //! Every operation that writes runs in `transact!`, which retries a
 //! transaction that lost an optimistic conflict.
@@ -51,6 +51,7 @@ macro_rules! read_only {
 }
 
 pub mod agent;
+pub mod auth;
 pub mod change;
 pub mod connector;
 pub mod gc;
@@ -71,6 +72,7 @@ use crate::codec::CodecError;
 use crate::store::{KeyValue, MetaStore, Transaction};
 use crate::{CatalogError, MetaStats};
 pub use agent::Registration;
+pub use auth::{AuthSnapshot, ScramCredential, TokenRecord};
 pub use change::ClusterView;
 pub use connector::{ClaimChange, ConnectorAction, ConnectorRecord, WorkerRound};
 pub use group::{Fence, GroupRecord, MemberRecord, TopicPartition};

@@ -2,6 +2,7 @@
 //! processes), real QUIC sockets, the real SQLite metadata store and the
 //! local object store.
 
+mod auth;
 mod cache;
 mod churn;
 mod cli;

@@ -288,6 +288,10 @@ fn config_file_keys_errors_and_precedence() {
         ("tls-dir", "\"/srv/silt/tls\""),
         ("tls-cert", "\"/srv/cert.pem\""),
         ("tls-key", "\"/srv/key.pem\""),
+        ("auth", "\"none\""),
+        ("super-users", "[\"admin\", \"ops\"]"),
+        ("client-ca", "\"/srv/clients.pem\""),
+        ("auth-refresh", "\"5s\""),
         ("flush-bytes", "\"4MiB\""),
         ("flush-interval", "\"100ms\""),
         ("cache-dir", "[\"/mnt/nvme0\", \"/mnt/nvme1\"]"),
@@ -320,7 +324,7 @@ fn config_file_keys_errors_and_precedence() {
     let printed: BTreeSet<&str> = defaults.keys().map(String::as_str).collect();
     let unset: BTreeSet<&str> = ["advertise", "kafka-listen", "kafka-advertise", "metrics-listen", "metadata"]
         .into_iter()
-        .chain(["object-store", "s3-endpoint", "s3-region", "tls-dir", "tls-cert", "tls-key"])
+        .chain(["object-store", "s3-endpoint", "s3-region", "tls-dir", "tls-cert", "tls-key", "auth", "client-ca"])
         .collect();
     assert_eq!(&printed | &unset, keys, "the test sets every key the agent has");
     let text: String = every.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();

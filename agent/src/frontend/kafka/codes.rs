@@ -2,6 +2,8 @@
 
 use kafka_protocol::error::ResponseError as K;
 
+use silt_wire::auth::ResourceType;
+
 use crate::error::{GroupError, SequenceError, ServiceError};
 
 /// The Kafka error code a client acts on for `e`.
@@ -32,6 +34,13 @@ pub fn code_of(e: &ServiceError) -> i16 {
         | ServiceError::ConnectorExists(_)
         | ServiceError::InvalidConnectorName { .. }
         | ServiceError::ConnectorFenced { .. } => K::InvalidRequest,
+        ServiceError::Unauthorized { resource, .. } => match resource {
+            ResourceType::Topic => K::TopicAuthorizationFailed,
+            ResourceType::Group => K::GroupAuthorizationFailed,
+            ResourceType::Cluster => K::ClusterAuthorizationFailed,
+        },
+        ServiceError::Unauthenticated(_) => K::SaslAuthenticationFailed,
+        ServiceError::TokenExists(_) | ServiceError::UnknownToken(_) => K::InvalidRequest,
         ServiceError::Member { reason, .. } => match reason {
             GroupError::UnknownMember(_) => K::UnknownMemberId,
             GroupError::FencedMemberEpoch { .. } => K::IllegalGeneration,

@@ -87,7 +87,10 @@ impl Listener {
             names.sort();
             names.dedup();
             let material = tls::load(&config.tls, &names)?;
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls::tcp_server_config(material)?)))
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls::tcp_server_config(
+                material,
+                &tls::ClientCerts::of(config, config.auth.sasl),
+            )?)))
         } else {
             None
         };

@@ -36,6 +36,9 @@ pub fn code_of(e: &ServiceError) -> ErrorCode {
         ServiceError::ConnectorExists(_) => ErrorCode::ConnectorExists,
         ServiceError::InvalidConnectorName { .. } => ErrorCode::InvalidRequest,
         ServiceError::ConnectorFenced { .. } => ErrorCode::Fenced,
+        ServiceError::Unauthorized { .. } => ErrorCode::Unauthorized,
+        ServiceError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+        ServiceError::TokenExists(_) | ServiceError::UnknownToken(_) => ErrorCode::InvalidRequest,
         ServiceError::Member { reason, .. } => match reason {
             GroupError::UnknownMember(_) => ErrorCode::UnknownMember,
             GroupError::FencedMemberEpoch { .. } => ErrorCode::FencedMemberEpoch,

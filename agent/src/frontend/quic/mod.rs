@@ -6,9 +6,11 @@
 //! waits for in-flight requests before it flushes and closes the endpoint.
 //!
 //! - [`codes`]: the agent's errors as wire error codes.
-//! - [`tls`]: certificates (the local CA, or given files).
+//! - [`tls`]: certificates (the local CA, or given files; client certificates).
+//! - [`authz`]: what each request needs its principal to be allowed.
 //! - `handle` (here): requests mapped onto the service, answers onto frames.
 
+pub mod authz;
 pub mod codes;
 pub mod tls;
 
@@ -24,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use silt_wire::auth::{Operation, ResourceType};
+
+use crate::auth::{Auth, Session};
 use crate::config::Config;
 use crate::error::{describe, AgentError, ServiceError};
 use crate::service::{self, Service};
@@ -79,7 +84,8 @@ impl Listener {
     pub fn bind(config: &Config) -> Result<Listener, AgentError> {
         let advertise_hint = config.advertise.clone().unwrap_or_else(|| config.listen.to_string());
         let material = tls::load(&config.tls, &tls::default_names(&advertise_hint))?;
-        let server_config = tls::server_config(material, config.max_streams)?;
+        let clients = tls::ClientCerts::of(config, config.auth.token);
+        let server_config = tls::server_config(material, &clients, config.max_streams)?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .map_err(|source| AgentError::Bind { addr: config.listen.to_string(), source })?;
         let local_addr =
@@ -151,6 +157,8 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Context>, slots: Arc<Se
 async fn serve_connection(conn: quinn::Connection, ctx: Arc<Context>) {
     let _open = ctx.service.metrics().connection("quic");
     let host = conn.remote_address().ip().to_string();
+    let certs = conn.peer_identity().and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok());
+    let session = ctx.service.auth().session(tls::peer_principal(certs.as_deref().map(Vec::as_slice)));
     let streams = TaskTracker::new();
     loop {
         let (send, recv) = tokio::select! {
@@ -160,7 +168,7 @@ async fn serve_connection(conn: quinn::Connection, ctx: Arc<Context>) {
             },
             _ = ctx.stop.cancelled() => break,
         };
-        streams.spawn(serve_stream(send, recv, ctx.clone(), host.clone()).in_current_span());
+        streams.spawn(serve_stream(send, recv, ctx.clone(), host.clone(), session.clone()).in_current_span());
     }
     streams.close();
     streams.wait().await;
@@ -209,7 +217,13 @@ fn error_response(e: &ServiceError) -> Response {
     Response::error(codes::code_of(e), describe(e))
 }
 
-async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, ctx: Arc<Context>, host: String) {
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ctx: Arc<Context>,
+    host: String,
+    session: Arc<Session>,
+) {
     let read = read_frame(&mut recv, ctx.max_frame_bytes, &ctx.read_budget);
     let request = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read).await {
         Ok(Ok(frame)) => Request::decode(&frame).map_err(StreamError::Request),
@@ -222,7 +236,11 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
     };
     tracing::debug!(kind = request.name(), "request");
     let _in_flight = ctx.service.metrics().request("quic", request.name());
-    let response = match handle(&ctx.service, request, &mut send, &host).await {
+    let response = match authorize(ctx.service.auth(), &session, &request) {
+        Ok(()) => handle(&ctx.service, &session, request, &mut send, &host).await,
+        Err(e) => Some(Err(e)),
+    };
+    let response = match response {
         Some(r) => r,
         None => return, // the client went away mid-answer
     };
@@ -249,10 +267,32 @@ enum Answer {
     Fetched(crate::service::Fetched),
 }
 
+/// Whether the session may make this request (see [`authz`]).
+fn authorize(auth: &Auth, session: &Session, request: &Request) -> Result<(), ServiceError> {
+    match authz::needs(request) {
+        authz::Needs::Nothing => Ok(()),
+        authz::Needs::Authenticated => auth.check_authenticated(session),
+        authz::Needs::All(all) => all.iter().try_for_each(|n| auth.check(session, n.resource, n.name, n.operation)),
+        authz::Needs::Any(any) => {
+            let mut first = None;
+            for n in &any {
+                match auth.check(session, n.resource, n.name, n.operation) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+            first.map_or(Ok(()), Err)
+        }
+    }
+}
+
 /// Runs one request. Produce answers in several frames and writes all but
 /// the last itself; None when the client went away.
 async fn handle(
     service: &Service,
+    session: &Session,
     request: Request,
     send: &mut quinn::SendStream,
     host: &str,
@@ -265,7 +305,15 @@ async fn handle(
             service.alter_topic(&name, &set, &delete).await.map(|_| Response::Done)
         }
         Request::DeleteTopic { name } => service.delete_topic(&name).await.map(|_| Response::Done),
-        Request::ListTopics => service.list_topics().await.map(Response::Topics),
+        Request::ListTopics => service.list_topics().await.map(|topics| {
+            let auth = service.auth();
+            Response::Topics(
+                topics
+                    .into_iter()
+                    .filter(|t| auth.allows(session, ResourceType::Topic, t, Operation::Describe))
+                    .collect(),
+            )
+        }),
         Request::Stats => Ok(Response::Stats(service.stats())),
         Request::ListAgents => {
             service.list_agents().await.map(|a| Response::Agents(a.into_iter().map(agent_info).collect()))
@@ -302,16 +350,20 @@ async fn handle(
             service.commit_offsets(&c.group, &c.member_id, c.member_epoch, &offsets).await.map(|_| Response::Done)
         }
         Request::OffsetFetch { group, topics } => service.fetch_offsets(&group, &topics).await.map(|o| {
+            let auth = service.auth();
             Response::Offsets(
                 o.into_iter()
+                    .filter(|(topic, _, _)| auth.allows(session, ResourceType::Topic, topic, Operation::Describe))
                     .map(|(topic, partition, offset)| silt_wire::TopicOffset { topic, partition, offset })
                     .collect(),
             )
         }),
         Request::ListGroups => service.list_groups().await.map(|groups| {
+            let auth = service.auth();
             Response::Groups(
                 groups
                     .into_iter()
+                    .filter(|g| auth.allows(session, ResourceType::Group, &g.name, Operation::Describe))
                     .map(|g| silt_wire::GroupInfo { name: g.name, state: g.state, members: g.members, epoch: g.epoch })
                     .collect(),
             )
@@ -339,6 +391,21 @@ async fn handle(
         Request::CommitConnector { name, worker, epoch, position } => {
             service.commit_connector(&name, &worker, epoch, &position).await.map(|_| Response::Done)
         }
+        Request::Authenticate { token } => {
+            service.auth().authenticate(session, &token).map(|name| Response::Principal { name })
+        }
+        Request::WhoAmI => match session.principal() {
+            Some(name) => Ok(Response::Principal { name }),
+            None => Err(ServiceError::Unauthenticated("this connection has not authenticated".into())),
+        },
+        Request::CreateToken { principal, ttl_ms } => {
+            let ttl = (ttl_ms > 0).then(|| Duration::from_millis(ttl_ms));
+            service.create_token(&principal, ttl).await.map(|secret| Response::Token { secret })
+        }
+        Request::RevokeToken { principal } => service.revoke_token(&principal).await.map(|_| Response::Done),
+        Request::ListTokens => service.list_tokens().await.map(Response::Tokens),
+        Request::AlterAcl { acl, remove } => service.alter_acl(&acl, remove).await.map(|_| Response::Done),
+        Request::ListAcls => service.list_acls().await.map(Response::Acls),
         Request::Produce { topic, partition, acks, batch } => {
             let ticket = match service.produce(&topic, partition, acks_of(acks), batch).await {
                 Ok(t) => t,

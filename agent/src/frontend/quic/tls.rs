@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use crate::config::TlsSource;
 use crate::error::AgentError;
 
-pub const CA_FILE: &str = "ca.pem";
+pub use crate::config::CA_FILE;
 pub const CA_KEY_FILE: &str = "ca-key.pem";
 const CA_NAME: &str = "silt local CA";
 
@@ -70,6 +70,25 @@ pub fn default_names(advertise: &str) -> Vec<String> {
         names.push(host.to_string());
     }
     names
+}
+
+/// A client certificate for `name` (its common name, so its principal),
+/// signed by the local CA in `dir`, valid for `days`: (certificate PEM,
+/// key PEM).
+pub fn issue_client_cert(dir: &Path, name: &str, days: u32) -> Result<(String, String), AgentError> {
+    let (ca_params, ca_key) = read_ca(dir)?
+        .ok_or_else(|| tls_fail(format!("{} holds no local CA ({CA_FILE} and {CA_KEY_FILE})", dir.display())))?;
+    let ca = ca_params.self_signed(&ca_key).map_err(|e| tls_err("re-signing the CA", e))?;
+    let key = KeyPair::generate().map_err(|e| tls_err("generating a key", e))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("certificate names", e))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now;
+    params.not_after = now + time::Duration::days(i64::from(days));
+    let cert = params.signed_by(&key, &ca, &ca_key).map_err(|e| tls_err("signing the client certificate", e))?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 fn read_ca(dir: &Path) -> Result<Option<(CertificateParams, KeyPair)>, AgentError> {
@@ -133,26 +152,82 @@ fn write_temp(dir: &Path, contents: &str) -> Result<PathBuf, AgentError> {
     Ok(path)
 }
 
-/// The rustls server configuration for QUIC.
-/// A TLS server over TCP (the Kafka listener's), TLS 1.2 and 1.3.
-pub fn tcp_server_config(material: Material) -> Result<rustls::ServerConfig, AgentError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| tls_err("TLS versions", e))?
-        .with_no_client_auth()
-        .with_single_cert(material.chain, material.key)
-        .map_err(|e| tls_err("certificate and key do not match", e))
+/// Whether and how clients present certificates.
+#[derive(Debug, Clone)]
+pub enum ClientCerts {
+    /// Not asked for.
+    Ignored,
+    /// Checked against the CA file when presented; `required`: a client
+    /// without one is refused at the handshake.
+    Verified { ca: PathBuf, required: bool },
 }
 
-pub fn server_config(material: Material, max_streams: u32) -> Result<quinn::ServerConfig, AgentError> {
+impl ClientCerts {
+    /// What a listener asks of client certificates under `config`'s
+    /// `--auth`: verified with mtls, and required unless `other_way_in`
+    /// (tokens, SASL) lets clients without one authenticate.
+    pub fn of(config: &crate::config::Config, other_way_in: bool) -> ClientCerts {
+        match (&config.client_ca, config.auth.mtls) {
+            (Some(ca), true) => ClientCerts::Verified { ca: ca.clone(), required: !other_way_in },
+            _ => ClientCerts::Ignored,
+        }
+    }
+}
+
+fn client_verifier(
+    clients: &ClientCerts,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, AgentError> {
+    let ClientCerts::Verified { ca, required } = clients else { return Ok(None) };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls_err(&format!("reading the client CA {}", ca.display()), e))?;
+    for c in certs {
+        roots.add(c).map_err(|e| tls_err(&format!("client CA {}", ca.display()), e))?;
+    }
+    if roots.is_empty() {
+        return Err(tls_fail(format!("{} holds no certificate", ca.display())));
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = if *required { builder } else { builder.allow_unauthenticated() };
+    Ok(Some(builder.build().map_err(|e| tls_err("client certificate verifier", e))?))
+}
+
+fn server_crypto(
+    material: Material,
+    clients: &ClientCerts,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ServerConfig, AgentError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| tls_err("TLS versions", e))?
-        .with_no_client_auth()
-        .with_single_cert(material.chain, material.key)
-        .map_err(|e| tls_err("certificate and key do not match", e))?;
+    let verifier = client_verifier(clients, &provider)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| tls_err("TLS versions", e))?;
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    builder.with_single_cert(material.chain, material.key).map_err(|e| tls_err("certificate and key do not match", e))
+}
+
+/// A TLS server over TCP (the Kafka listener's), TLS 1.2 and 1.3.
+pub fn tcp_server_config(material: Material, clients: &ClientCerts) -> Result<rustls::ServerConfig, AgentError> {
+    server_crypto(material, clients, &[&rustls::version::TLS13, &rustls::version::TLS12])
+}
+
+/// The principal the peer's verified certificate names, if it presented one.
+pub fn peer_principal(certs: Option<&[CertificateDer<'_>]>) -> Option<String> {
+    certs.and_then(|c| c.first()).and_then(|leaf| crate::auth::cert::principal(leaf))
+}
+
+/// The rustls server configuration for QUIC.
+pub fn server_config(
+    material: Material,
+    clients: &ClientCerts,
+    max_streams: u32,
+) -> Result<quinn::ServerConfig, AgentError> {
+    let mut crypto = server_crypto(material, clients, &[&rustls::version::TLS13])?;
     crypto.alpn_protocols = vec![silt_wire::ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).map_err(|e| tls_err("QUIC TLS", e))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));

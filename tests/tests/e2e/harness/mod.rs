@@ -153,8 +153,14 @@ impl AgentProcess {
         self.cli_with_input(args, None)
     }
 
+    /// (An agent with authentication on is reached as its admin.)
     pub fn cli_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Output {
-        run_silt(args, input, &[("SILT_AGENT", &self.addr), ("SILT_CA", self.ca.to_str().unwrap())], None)
+        let token = self.data_dir.join("admin.token");
+        let mut env = vec![("SILT_AGENT", self.addr.as_str()), ("SILT_CA", self.ca.to_str().unwrap())];
+        if token.exists() {
+            env.push(("SILT_TOKEN_FILE", token.to_str().unwrap()));
+        }
+        run_silt(args, input, &env, None)
     }
 
     /// Runs the CLI and asserts it succeeded; returns stdout.
@@ -191,7 +197,9 @@ pub fn signal(pid: u32, sig: &str) {
 pub fn run_silt(args: &[&str], input: Option<&[u8]>, env: &[(&str, &str)], cwd: Option<&Path>) -> Output {
     let mut cmd = Command::new(silt_bin());
     cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.env_remove("SILT_AGENT").env_remove("SILT_CA");
+    for var in ["SILT_AGENT", "SILT_CA", "SILT_TOKEN", "SILT_TOKEN_FILE", "SILT_CERT", "SILT_KEY"] {
+        cmd.env_remove(var);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
