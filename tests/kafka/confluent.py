@@ -7,6 +7,10 @@ Subcommands print one JSON line each, for the Rust tests to check:
   consume BOOTSTRAP TOPIC GROUP IDLE_S [MAX]  a group member that commits after each record
                                           and prints what it read once IDLE_S pass with nothing new;
                                           the classic protocol, or KIP-848's with GROUP_PROTOCOL=consumer
+
+With SILT_SASL=MECHANISM:USER:PASSWORD (and SILT_CA=ca.pem for TLS) the
+clients authenticate with SASL over TLS (SASL_PLAINTEXT without SILT_CA);
+FLUSH_S bounds how long produce waits for deliveries (60 s by default).
 """
 import json
 import os
@@ -16,12 +20,29 @@ import time
 from confluent_kafka import Consumer, KafkaError, Producer
 
 
+def security():
+    """Client settings for SILT_SASL and SILT_CA."""
+    conf = {}
+    if os.environ.get("SILT_CA"):
+        conf.update({"security.protocol": "SSL", "ssl.ca.location": os.environ["SILT_CA"]})
+    if os.environ.get("SILT_SASL"):
+        mechanism, user, password = os.environ["SILT_SASL"].split(":", 2)
+        conf.update({
+            "security.protocol": "SASL_SSL" if "ssl.ca.location" in conf else "SASL_PLAINTEXT",
+            "sasl.mechanisms": mechanism,
+            "sasl.username": user,
+            "sasl.password": password,
+        })
+    return conf
+
+
 def produce(bootstrap, topic, n, delay_ms=0):
     p = Producer({
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        **security(),
     })
     delivered, errors = [], []
 
@@ -36,7 +57,7 @@ def produce(bootstrap, topic, n, delay_ms=0):
         p.poll(0)
         if delay_ms:
             time.sleep(delay_ms / 1000)
-    left = p.flush(60)
+    left = p.flush(float(os.environ.get("FLUSH_S", "60")))
     print(json.dumps({"delivered": delivered, "errors": errors, "unflushed": left}), flush=True)
 
 
@@ -46,6 +67,7 @@ def consume(bootstrap, topic, group, idle_s, max_records=None):
         "group.id": group,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
+        **security(),
     }
     if os.environ.get("GROUP_PROTOCOL") == "consumer":
         # KIP-848: the coordinator assigns; sessions are the broker's to set.

@@ -2,6 +2,7 @@
 //!
 //! - [`secret`]: token secrets, their hashes, SCRAM credentials.
 //! - [`cert`]: the principal a client certificate names.
+//! - [`scram`]: SASL/SCRAM's and SASL/PLAIN's server side (the Kafka listener).
 //! - here: [`Auth`], the agent's view of tokens and ACLs (re-read when the
 //!   catalog's `auth` counter moves, every `--auth-refresh`), and
 //!   [`Session`], one connection's principal and its cached decisions.
@@ -13,6 +14,7 @@
 //! working on live connections within one refresh interval.
 
 pub mod cert;
+pub mod scram;
 pub mod secret;
 
 use std::collections::HashMap;
@@ -78,8 +80,11 @@ enum Identity {
     Anonymous,
     /// A token (checked again on every request: it may be revoked).
     Token { principal: Arc<str>, hash: [u8; 32] },
-    /// A client certificate, or a SASL exchange checked once at its start.
+    /// A client certificate.
     Fixed(Arc<str>),
+    /// A SASL/SCRAM exchange: checked again on every request against the
+    /// principal's token (it may be revoked).
+    Named(Arc<str>),
 }
 
 /// One connection's principal and its cached decisions.
@@ -122,8 +127,15 @@ impl Session {
         match &self.lock().identity {
             None => None,
             Some(Identity::Anonymous) => Some(ANONYMOUS.to_string()),
-            Some(Identity::Token { principal, .. } | Identity::Fixed(principal)) => Some(principal.to_string()),
+            Some(Identity::Token { principal, .. } | Identity::Fixed(principal) | Identity::Named(principal)) => {
+                Some(principal.to_string())
+            }
         }
+    }
+
+    /// Whether the connection has proved who it is (or needs not).
+    pub fn is_authenticated(&self) -> bool {
+        self.lock().identity.is_some()
     }
 }
 
@@ -243,9 +255,9 @@ impl Auth {
         creds.iter().find(|c| c.mechanism == mechanism).cloned()
     }
 
-    /// Makes `session` act as `principal`, proved by a SASL exchange.
+    /// Makes `session` act as `principal`, proved by a SASL/SCRAM exchange.
     pub fn bind(&self, session: &Session, principal: &str) {
-        session.lock().act_as(Identity::Fixed(principal.into()));
+        session.lock().act_as(Identity::Named(principal.into()));
     }
 
     /// Whether `session` may do `operation` on the resource; a refusal
@@ -274,6 +286,16 @@ impl Auth {
                     .tokens
                     .get(hash)
                     .is_some_and(|e| e.principal == *principal && live(e.expires_ms, self.clock.now_ms()));
+                if !still {
+                    return Err(ServiceError::Unauthenticated(format!(
+                        "the token of {principal:?} was revoked or has expired"
+                    )));
+                }
+                principal.clone()
+            }
+            Some(Identity::Named(principal)) => {
+                let still =
+                    view.scram.get(&**principal).is_some_and(|(expires, _)| live(*expires, self.clock.now_ms()));
                 if !still {
                     return Err(ServiceError::Unauthenticated(format!(
                         "the token of {principal:?} was revoked or has expired"

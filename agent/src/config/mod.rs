@@ -449,11 +449,20 @@ impl Args {
         if modes.sasl && self.kafka_listen.is_none() {
             return Err(bad("--auth", "sasl is for the Kafka listener: give --kafka-listen too"));
         }
-        if modes.on() && self.kafka_listen.is_some() {
-            return Err(bad(
-                "--auth",
-                "the Kafka listener does not authenticate clients yet: with --kafka-listen, use --auth none",
-            ));
+        if let Some(kafka) = self.kafka_listen.filter(|_| modes.on()) {
+            if !modes.sasl && !(modes.mtls && self.kafka_tls) {
+                return Err(bad(
+                    "--auth",
+                    "Kafka clients prove who they are with SASL or client certificates: with --kafka-listen, \
+                     add sasl (or mtls with --kafka-tls)",
+                ));
+            }
+            if modes.sasl && !self.kafka_tls && !kafka.ip().is_loopback() {
+                return Err(bad(
+                    "--auth",
+                    format!("sasl on --kafka-listen {kafka} would send passwords in the clear: add --kafka-tls"),
+                ));
+            }
         }
         Ok(modes)
     }
@@ -556,7 +565,36 @@ mod tests {
             (Args { auth: Some("sasl".into()), ..Default::default() }, Err("give --kafka-listen")),
             (
                 Args { kafka_listen: Some(kafka), auth: Some("token".into()), ..Default::default() },
-                Err("does not authenticate clients yet"),
+                Err("add sasl (or mtls with --kafka-tls)"),
+            ),
+            (
+                Args { kafka_listen: Some(kafka), auth: Some("mtls".into()), ..Default::default() },
+                Err("add sasl (or mtls with --kafka-tls)"),
+            ),
+            (
+                Args { kafka_listen: Some(kafka), kafka_tls: true, auth: Some("mtls".into()), ..Default::default() },
+                Ok("mtls"),
+            ),
+            (
+                Args { kafka_listen: Some(kafka), auth: Some("token,sasl".into()), ..Default::default() },
+                Ok("token,sasl"),
+            ),
+            (
+                Args {
+                    kafka_listen: Some("0.0.0.0:9092".parse().unwrap()),
+                    auth: Some("token,sasl".into()),
+                    ..Default::default()
+                },
+                Err("add --kafka-tls"),
+            ),
+            (
+                Args {
+                    kafka_listen: Some("0.0.0.0:9092".parse().unwrap()),
+                    kafka_tls: true,
+                    auth: Some("sasl".into()),
+                    ..Default::default()
+                },
+                Ok("sasl"),
             ),
             (
                 Args { kafka_listen: Some("0.0.0.0:9092".parse().unwrap()), ..Default::default() },

@@ -16,6 +16,7 @@ mod groups;
 mod harness;
 mod idempotence;
 mod kafka;
+mod kafka_auth;
 mod ops;
 mod protocol;
 mod s3;

@@ -16,8 +16,12 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::sync::OwnedSemaphorePermit;
 
+use silt_wire::auth::{Operation, ResourceType, CLUSTER};
+
 use super::codes::code_of;
+use super::sasl::{self, allows, check, Conn};
 use super::{frame_response, parse, records, ConnectionError, Context, Pending};
+use crate::auth::Session;
 use crate::error::{describe, ServiceError};
 use crate::metrics::InFlight;
 use crate::service::{Acks, AgentInfo, Ticket};
@@ -47,6 +51,11 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    // Version 0 is offered for librdkafka, which asks for it before it
+    // uses version 1 with SaslAuthenticate; a client that sent raw SASL
+    // tokens after it (Kafka before 1.0) would be closed as malformed.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// Longest long-poll a fetch may ask for.
@@ -76,6 +85,8 @@ fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, ConnectionE
 struct Held {
     _budget: OwnedSemaphorePermit,
     _request: InFlight,
+    /// The connection's session, in reach of the handler's checks.
+    session: Arc<Session>,
 }
 
 /// Runs `answer` beside later requests; its response is framed for the request.
@@ -86,7 +97,7 @@ where
 {
     let (api, version, correlation_id) = frame;
     tokio::spawn(async move {
-        let m = answer.await;
+        let m = sasl::scope(permit.session.clone(), answer).await;
         drop(permit);
         match frame_response(api, version, correlation_id, &m) {
             Ok(b) => Some(vec![b]),
@@ -101,13 +112,18 @@ where
 /// Decodes a request and starts answering it.
 pub async fn start(
     ctx: &Arc<Context>,
+    conn: &Conn,
     bytes: Bytes,
     permit: OwnedSemaphorePermit,
     host: &str,
 ) -> Result<Pending, ConnectionError> {
     let frame = parse(bytes)?;
     let (api, version, cid) = (frame.api, frame.header.request_api_version, frame.header.correlation_id);
-    let permit = Held { _budget: permit, _request: ctx.service.metrics().request("kafka", &format!("{api:?}")) };
+    let permit = Held {
+        _budget: permit,
+        _request: ctx.service.metrics().request("kafka", &format!("{api:?}")),
+        session: conn.session.clone(),
+    };
     let mut body = frame.body;
     let client_id = frame.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
     let in_range = supported(api).is_some_and(|(min, max)| version >= min && version <= max);
@@ -127,12 +143,28 @@ pub async fn start(
         }
         return Err(ConnectionError::Malformed(format!("{api:?} version {version} is not offered")));
     }
+    if ctx.service.auth().enabled()
+        && !conn.session.is_authenticated()
+        && !matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+    {
+        return Err(ConnectionError::Unauthenticated(api));
+    }
     let at = (api, version, cid);
     let ctx = ctx.clone();
     let pending = match api {
         ApiKey::ApiVersions => {
             let _: ApiVersionsRequest = decode(&mut body, version)?;
             spawn(at, permit, async move { api_versions() })
+        }
+        ApiKey::SaslHandshake => {
+            let req: SaslHandshakeRequest = decode(&mut body, version)?;
+            let r = conn.handshake(&ctx, &req);
+            spawn(at, permit, async move { r })
+        }
+        ApiKey::SaslAuthenticate => {
+            let req: SaslAuthenticateRequest = decode(&mut body, version)?;
+            let r = conn.authenticate(&ctx, &req);
+            spawn(at, permit, async move { r })
         }
         ApiKey::Metadata => {
             let req: MetadataRequest = decode(&mut body, version)?;
@@ -142,7 +174,7 @@ pub async fn start(
             let req: ProduceRequest = decode(&mut body, version)?;
             let acks = req.acks;
             // Offsets are taken here, in the order requests arrive.
-            let staged = stage_produce(&ctx, req).await;
+            let staged = sasl::scope(conn.session.clone(), stage_produce(&ctx, req)).await;
             if acks == 0 {
                 drop(permit);
                 return Ok(tokio::spawn(async { None }));
@@ -152,7 +184,7 @@ pub async fn start(
         ApiKey::Fetch => {
             let req: FetchRequest = decode(&mut body, version)?;
             tokio::spawn(async move {
-                let r = fetch(&ctx, req, version).await;
+                let r = sasl::scope(permit.session.clone(), fetch(&ctx, req, version)).await;
                 drop(permit);
                 Some(super::fetch_frame::fetch_frame(&r, version, cid))
             })
@@ -312,7 +344,15 @@ async fn metadata(ctx: &Context, req: MetadataRequest, version: i16) -> Metadata
     }
     let by_address: HashMap<&str, i32> = brokers.iter().map(|b| (b.address.as_str(), b.node_id)).collect();
     let names: Vec<Option<String>> = match &req.topics {
-        None => ctx.service.list_topics().await.unwrap_or_default().into_iter().map(Some).collect(),
+        None => ctx
+            .service
+            .list_topics()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| allows(ctx, ResourceType::Topic, t, Operation::Describe))
+            .map(Some)
+            .collect(),
         Some(ts) => {
             // Topics asked for by id only (new-protocol consumers do, for
             // the ids their assignments name).
@@ -332,12 +372,25 @@ async fn metadata(ctx: &Context, req: MetadataRequest, version: i16) -> Metadata
                 .collect()
         }
     };
+    let asked_by_name: Vec<bool> = match &req.topics {
+        None => vec![true; names.len()],
+        Some(ts) => ts.iter().map(|t| t.name.is_some()).collect(),
+    };
     let mut topics = Vec::new();
-    for name in names {
+    for (name, by_name) in names.into_iter().zip(asked_by_name) {
         let Some(name) = name else {
             topics.push(metadata_response::MetadataResponseTopic::default().with_error_code(K::UnknownTopicId.code()));
             continue;
         };
+        if let Err(e) = check(ctx, ResourceType::Topic, &name, Operation::Describe) {
+            // Refused: named only as the client named it.
+            let mut t = metadata_response::MetadataResponseTopic::default().with_error_code(code_of(&e));
+            if by_name {
+                t.name = Some(TopicName(s(name)));
+            }
+            topics.push(t);
+            continue;
+        }
         let mut t = metadata_response::MetadataResponseTopic::default().with_name(Some(TopicName(s(name.clone()))));
         match ctx.service.describe_topic(&name).await {
             Ok(info) => {
@@ -427,7 +480,10 @@ async fn stage_produce(ctx: &Context, req: ProduceRequest) -> Vec<StagedPartitio
                 (_, true) => {
                     Some((K::TransactionalIdAuthorizationFailed.code(), "transactions are not supported".into()))
                 }
-                (Some(acks), false) => append(ctx, &name, p.index, p.records, acks, &mut staged.tickets).await.err(),
+                (Some(acks), false) => match check(ctx, ResourceType::Topic, &name, Operation::Write) {
+                    Ok(()) => append(ctx, &name, p.index, p.records, acks, &mut staged.tickets).await.err(),
+                    Err(e) => Some((code_of(&e), describe(&e))),
+                },
             };
             out.push(staged);
         }
@@ -646,6 +702,7 @@ fn convert(pieces: &[Bytes], zstd_ok: bool) -> (Bytes, Option<ServiceError>) {
 /// answer empty and are fetched again next time).
 async fn read_slots(ctx: &Context, slots: &mut [FetchSlot], max_bytes: usize) {
     let reads = slots.iter().map(|slot| async move {
+        check(ctx, ResourceType::Topic, &slot.topic, Operation::Read)?;
         match u32::try_from(slot.partition) {
             Ok(p) => ctx.service.fetch(&slot.topic, p, slot.offset, slot.max_bytes.max(1), Duration::ZERO).await,
             Err(_) => Err(ServiceError::UnknownPartition { topic: slot.topic.clone(), partition: 0, count: 0 }),
@@ -676,6 +733,9 @@ async fn list_offsets(ctx: &Context, req: ListOffsetsRequest) -> ListOffsetsResp
                 .with_timestamp(-1)
                 .with_offset(-1);
             let result = match u32::try_from(p.partition_index) {
+                _ if !allows(ctx, ResourceType::Topic, &name, Operation::Describe) => {
+                    Err(check(ctx, ResourceType::Topic, &name, Operation::Describe).unwrap_err())
+                }
                 Err(_) => Err(ServiceError::UnknownPartition { topic: name.clone(), partition: 0, count: 0 }),
                 Ok(index) => offset_at(ctx, &name, index, p.timestamp).await,
             };
@@ -720,7 +780,11 @@ async fn create_topics(ctx: &Context, req: CreateTopicsRequest, version: i16) ->
         };
         let configs: Vec<(String, String)> =
             t.configs.iter().filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string()))).collect();
-        let outcome = if req.validate_only {
+        let allowed = check(ctx, ResourceType::Cluster, CLUSTER, Operation::Create)
+            .or_else(|_| check(ctx, ResourceType::Topic, &name, Operation::Create));
+        let outcome = if let Err(e) = allowed {
+            Err(e)
+        } else if req.validate_only {
             ctx.service.check_topic(&name, partitions, &configs)
         } else {
             ctx.service.create_topic(&name, partitions, &configs).await
@@ -763,7 +827,11 @@ async fn delete_topics(ctx: &Context, req: DeleteTopicsRequest, version: i16) ->
             None => r.error_code = K::UnknownTopicId.code(),
             Some(name) => {
                 r.name = Some(TopicName(s(name.clone())));
-                if let Err(e) = ctx.service.delete_topic(&name).await {
+                let outcome = match check(ctx, ResourceType::Topic, &name, Operation::Delete) {
+                    Ok(()) => ctx.service.delete_topic(&name).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = outcome {
                     r.error_code = code_of(&e);
                     if version >= 5 {
                         r.error_message = Some(s(describe(&e)));
@@ -798,6 +866,11 @@ async fn describe_configs(ctx: &Context, req: DescribeConfigsRequest) -> Describ
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
         match res.resource_type {
+            TOPIC if !allows(ctx, ResourceType::Topic, &res.resource_name, Operation::Describe) => {
+                let e = check(ctx, ResourceType::Topic, &res.resource_name, Operation::Describe).unwrap_err();
+                r.error_code = code_of(&e);
+                r.error_message = Some(s(describe(&e)));
+            }
             TOPIC => match ctx.service.describe_topic(&res.resource_name).await {
                 Ok(info) => {
                     let effective = ctx.service.topic_config(&info.configs).entries();
@@ -821,7 +894,12 @@ async fn describe_configs(ctx: &Context, req: DescribeConfigsRequest) -> Describ
                     r.error_message = Some(s(describe(&e)));
                 }
             },
-            BROKER => {}
+            BROKER => {
+                if let Err(e) = check(ctx, ResourceType::Cluster, CLUSTER, Operation::Describe) {
+                    r.error_code = code_of(&e);
+                    r.error_message = Some(s(describe(&e)));
+                }
+            }
             other => {
                 r.error_code = K::InvalidRequest.code();
                 r.error_message = Some(s(format!("config resource type {other} is not supported")));
@@ -833,6 +911,11 @@ async fn describe_configs(ctx: &Context, req: DescribeConfigsRequest) -> Describ
 }
 
 async fn describe_cluster(ctx: &Context) -> DescribeClusterResponse {
+    if let Err(e) = check(ctx, ResourceType::Cluster, CLUSTER, Operation::Describe) {
+        return DescribeClusterResponse::default()
+            .with_error_code(code_of(&e))
+            .with_error_message(Some(s(describe(&e))));
+    }
     let me = me(ctx);
     let mut brokers = live_brokers(ctx).await.unwrap_or_default();
     if !brokers.iter().any(|b| b.node_id == me.node_id) {
@@ -857,7 +940,11 @@ async fn describe_cluster(ctx: &Context) -> DescribeClusterResponse {
 async fn delete_groups(ctx: &Context, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::new();
     for g in req.groups_names {
-        let code = match ctx.service.delete_group(&g).await {
+        let outcome = match check(ctx, ResourceType::Group, &g, Operation::Delete) {
+            Ok(()) => ctx.service.delete_group(&g).await,
+            Err(e) => Err(e),
+        };
+        let code = match outcome {
             Ok(()) => 0,
             Err(e) => code_of(&e),
         };
@@ -893,7 +980,12 @@ async fn alter_configs(ctx: &Context, req: IncrementalAlterConfigsRequest) -> In
                 (op, _) => bad = Some(format!("{}: operation {op} is not supported on silt's topic configs", c.name)),
             }
         }
+        let allowed = check(ctx, ResourceType::Topic, &res.resource_name, Operation::Alter);
         let outcome = match bad {
+            _ if allowed.is_err() => {
+                let e = allowed.unwrap_err();
+                Err((code_of(&e), describe(&e)))
+            }
             Some(message) => Err((K::InvalidRequest.code(), message)),
             None if req.validate_only => match ctx.service.describe_topic(&res.resource_name).await {
                 Ok(_) => ctx.service.check_topic(&res.resource_name, 1, &set).map_err(|e| (code_of(&e), describe(&e))),

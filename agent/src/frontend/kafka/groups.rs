@@ -26,7 +26,10 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::api::{live_brokers, me, s, topic_uuid, versioned, Broker};
+use silt_wire::auth::{Operation, ResourceType};
+
 use super::codes::code_of;
+use super::sasl::{allows, check};
 use super::Context;
 use crate::core::groups::{same, Answer, Heartbeat, TopicPartition, JOIN, LEAVE};
 use crate::error::{describe, GroupError, ServiceError};
@@ -152,6 +155,9 @@ pub async fn find_coordinator(ctx: &Context, req: FindCoordinatorRequest, versio
         if req.key_type != 0 {
             c.error_code = K::CoordinatorNotAvailable.code();
             c.error_message = Some(s("transactions are not supported"));
+        } else if let Err(e) = check(ctx, ResourceType::Group, &key, Operation::Describe) {
+            c.error_code = code_of(&e);
+            c.error_message = Some(s(describe(&e)));
         } else {
             match coordinator_broker(ctx, &key).await {
                 Ok(b) => {
@@ -196,7 +202,12 @@ pub async fn offset_commit(ctx: &Context, req: OffsetCommitRequest, version: i16
             t.partitions.iter().map(move |p| (t.name.to_string(), p.partition_index.max(0) as u32, p.committed_offset))
         })
         .collect();
-    let outcome = if member.is_empty() && req.generation_id_or_member_epoch < 0 {
+    let refused = check(ctx, ResourceType::Group, &group, Operation::Read)
+        .err()
+        .or_else(|| req.topics.iter().find_map(|t| check(ctx, ResourceType::Topic, &t.name, Operation::Read).err()));
+    let outcome = if let Some(e) = refused {
+        Err(e)
+    } else if member.is_empty() && req.generation_id_or_member_epoch < 0 {
         ctx.service.commit_offsets_standalone(&group, offsets).await
     } else {
         // A classic member commits under the generation it was told; the
@@ -244,12 +255,16 @@ async fn committed(
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Vec<(String, Vec<(i32, i64)>)>, ServiceError> {
+    check(ctx, ResourceType::Group, group, Operation::Describe)?;
     let names: Vec<String> = topics.iter().flatten().map(|(t, _)| t.clone()).collect();
+    let visible = |t: &str| allows(ctx, ResourceType::Topic, t, Operation::Describe);
+    let topics = topics.map(|ts| ts.into_iter().filter(|(t, _)| visible(t)).collect::<Vec<_>>());
     let stored = match ctx.service.fetch_offsets(group, &names).await {
         Ok(o) => o,
         Err(ServiceError::UnknownGroup(_)) => Vec::new(),
         Err(e) => return Err(e),
     };
+    let stored: Vec<(String, u32, i64)> = stored.into_iter().filter(|(t, _, _)| visible(t)).collect();
     let found: HashMap<(String, i32), i64> = stored.iter().map(|(t, p, o)| ((t.clone(), *p as i32), *o)).collect();
     Ok(match topics {
         Some(wanted) => wanted
@@ -341,6 +356,7 @@ pub async fn list_groups(ctx: &Context, req: ListGroupsRequest, version: i16) ->
                 .filter(|g| {
                     req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(&g.state))
                 })
+                .filter(|g| allows(ctx, ResourceType::Group, &g.name, Operation::Describe))
                 .map(|g| {
                     let mut l = list_groups_response::ListedGroup::default()
                         .with_group_id(GroupId(s(g.name)))
@@ -363,7 +379,11 @@ pub async fn describe_groups(ctx: &Context, req: DescribeGroupsRequest, version:
     let mut groups = Vec::new();
     for name in req.groups {
         let mut d = describe_groups_response::DescribedGroup::default().with_group_id(name.clone());
-        match ctx.service.describe_group(&name).await {
+        let described = match check(ctx, ResourceType::Group, &name, Operation::Describe) {
+            Ok(()) => ctx.service.describe_group(&name).await,
+            Err(e) => Err(e),
+        };
+        match described {
             Ok(g) => {
                 d.group_state = s(g.state);
                 d.protocol_type = s("consumer");
@@ -410,6 +430,9 @@ pub async fn join_group(
 ) -> JoinGroupResponse {
     let group = req.group_id.to_string();
     let refuse = |code: i16| JoinGroupResponse::default().with_error_code(code).with_generation_id(-1);
+    if let Err(e) = check(ctx, ResourceType::Group, &group, Operation::Read) {
+        return refuse(code_of(&e));
+    }
     if *req.protocol_type != *"consumer" {
         // Other protocols (Connect's, say) need their leader's own assignment.
         return refuse(K::InconsistentGroupProtocol.code());
@@ -478,6 +501,9 @@ pub async fn join_group(
 
 pub async fn sync_group(ctx: &Context, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
     let (group, member) = (req.group_id.to_string(), req.member_id.to_string());
+    if let Err(e) = check(ctx, ResourceType::Group, &group, Operation::Read) {
+        return SyncGroupResponse::default().with_error_code(code_of(&e));
+    }
     let Some(mut m) = ctx.groups.get(&group, &member) else {
         return SyncGroupResponse::default().with_error_code(K::UnknownMemberId.code());
     };
@@ -496,6 +522,9 @@ pub async fn sync_group(ctx: &Context, req: SyncGroupRequest, version: i16) -> S
 
 pub async fn heartbeat(ctx: &Context, req: HeartbeatRequest) -> HeartbeatResponse {
     let (group, member) = (req.group_id.to_string(), req.member_id.to_string());
+    if let Err(e) = check(ctx, ResourceType::Group, &group, Operation::Read) {
+        return HeartbeatResponse::default().with_error_code(code_of(&e));
+    }
     let Some(mut m) = ctx.groups.get(&group, &member) else {
         // The coordinator moved here since it joined: join again.
         return HeartbeatResponse::default().with_error_code(K::RebalanceInProgress.code());
@@ -529,6 +558,9 @@ pub async fn heartbeat(ctx: &Context, req: HeartbeatRequest) -> HeartbeatRespons
 
 pub async fn leave_group(ctx: &Context, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let group = req.group_id.to_string();
+    if let Err(e) = check(ctx, ResourceType::Group, &group, Operation::Read) {
+        return LeaveGroupResponse::default().with_error_code(code_of(&e));
+    }
     let members: Vec<String> = if version >= 3 {
         req.members.iter().map(|m| m.member_id.to_string()).collect()
     } else {
@@ -575,6 +607,9 @@ pub async fn consumer_group_heartbeat(
     let fail = |code: i16, message: String| {
         ConsumerGroupHeartbeatResponse::default().with_error_code(code).with_error_message(Some(s(message)))
     };
+    if let Err(e) = check(ctx, ResourceType::Group, &group, Operation::Read) {
+        return fail(code_of(&e), describe(&e));
+    }
     if req.subscribed_topic_regex.as_ref().is_some_and(|r| !r.is_empty()) {
         return fail(K::InvalidRequest.code(), "regular expression subscriptions are not supported".into());
     }

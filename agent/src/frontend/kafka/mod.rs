@@ -16,12 +16,14 @@
 //! - [`codes`]: the service's errors as Kafka error codes.
 //! - [`fetch_frame`]: Fetch responses written without copying their records.
 //! - [`records`]: Kafka record batches to silt batches and back.
+//! - [`sasl`]: who a connection is (SASL, client certificates) and the checks handlers make.
 
 pub mod api;
 pub mod codes;
 pub mod fetch_frame;
 pub mod groups;
 pub mod records;
+pub mod sasl;
 pub mod unoffered;
 
 use std::net::SocketAddr;
@@ -172,9 +174,16 @@ async fn accept_loop(
                 let _slot = slot;
                 let host = remote.ip().to_string();
                 match tls {
-                    None => serve_connection(socket, ctx, host).await,
+                    None => {
+                        let conn = sasl::Conn::new(ctx.service.auth().session(None));
+                        serve_connection(socket, ctx, host, conn).await
+                    }
                     Some(acceptor) => match acceptor.accept(socket).await {
-                        Ok(stream) => serve_connection(stream, ctx, host).await,
+                        Ok(stream) => {
+                            let principal = tls::peer_principal(stream.get_ref().1.peer_certificates());
+                            let conn = sasl::Conn::new(ctx.service.auth().session(principal));
+                            serve_connection(stream, ctx, host, conn).await
+                        }
                         Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                     },
                 }
@@ -188,7 +197,12 @@ async fn accept_loop(
 /// the request gets none (produce with acks=0).
 type Pending = JoinHandle<Option<Vec<Bytes>>>;
 
-async fn serve_connection<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, ctx: Arc<Context>, host: String) {
+async fn serve_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
+    ctx: Arc<Context>,
+    host: String,
+    conn: sasl::Conn,
+) {
     let _open = ctx.service.metrics().connection("kafka");
     let (mut reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Pending>(PIPELINE);
@@ -206,7 +220,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S,
                 break;
             }
         };
-        let pending = match api::start(&ctx, frame, permit, &host).await {
+        let pending = match api::start(&ctx, &conn, frame, permit, &host).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(error = %e, "malformed Kafka request; closing its connection");
@@ -262,6 +276,8 @@ pub enum ConnectionError {
     Malformed(String),
     #[error("request for API key {0}, which is not known")]
     UnknownApi(i16),
+    #[error("{0:?} before authenticating")]
+    Unauthenticated(ApiKey),
 }
 
 /// A request's bytes, with the share of the read budget they hold.

@@ -255,7 +255,14 @@ impl TestCluster {
     /// A client configuration naming every agent, in `order`.
     pub fn config_in(&self, order: &[usize]) -> ClientConfig {
         let agent = order.iter().map(|i| self.addrs[*i].clone()).collect::<Vec<_>>().join(",");
-        ClientConfig { agent, ca: Some(self.ca()), ..Default::default() }
+        ClientConfig { agent, ca: Some(self.ca()), token: self.admin_token(), ..Default::default() }
+    }
+
+    /// The admin token the first agent wrote, when authentication is on.
+    pub fn admin_token(&self) -> Option<String> {
+        (0..self.addrs.len())
+            .find_map(|i| std::fs::read_to_string(self.data_dir(i).join("admin.token")).ok())
+            .map(|t| t.trim().to_string())
     }
 
     /// A client configuration naming every agent.
