@@ -202,7 +202,7 @@ pub async fn run_acl(client: &Client, command: &AclCommand) -> anyhow::Result<i3
         }
         AclCommand::List { principal } => {
             println!(
-                "{:<20}  {:<8}  {:<8}  {:<24}  {:<9}  {:<10}",
+                "{:<20}  {:<8}  {:<8}  {:<24}  {:<9}  {}",
                 "PRINCIPAL", "RESOURCE", "PATTERN", "NAME", "OPERATION", "PERMISSION"
             );
             for a in client.list_acls().await? {
@@ -210,7 +210,7 @@ pub async fn run_acl(client: &Client, command: &AclCommand) -> anyhow::Result<i3
                     continue;
                 }
                 println!(
-                    "{:<20}  {:<8}  {:<8}  {:<24}  {:<9}  {:<10}",
+                    "{:<20}  {:<8}  {:<8}  {:<24}  {:<9}  {}",
                     a.principal, a.resource, a.pattern, a.name, a.operation, a.permission
                 );
             }
