@@ -410,3 +410,35 @@ fn an_agent_off_loopback_refuses_to_start_without_an_auth_mode() {
     assert!(e.contains("is not a loopback address") && e.contains("--auth token") && e.contains("--auth none"), "{e}");
     assert!(!dir.path().join("metadata.db").exists(), "it refused before touching anything");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_acls_changed_through_one_agent_hold_on_another_within_the_refresh() {
+    let c = TestCluster::builder().agents(2).flags(&["--auth", "token", "--auth-refresh", "500ms"]).start().await;
+    let admin = Client::connect(c.config_in(&[0])).await.unwrap();
+    admin.create_topic("orders", 1).await.unwrap();
+    let token = admin.create_token("bob", None).await.unwrap();
+    let on_other = ClientConfig { token: Some(token), ..c.config_in(&[1]) };
+    let bob = loop {
+        // The second agent learns of the token within its refresh.
+        if let Ok(b) = Client::connect(on_other.clone()).await {
+            break b;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let e = bob.describe_topic("orders").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
+
+    let granted = Instant::now();
+    admin.alter_acl(&acl("bob", ResourceType::Topic, "orders", Operation::Describe), false).await.unwrap();
+    TestCluster::wait_for("bob's ACL on the other agent", Duration::from_secs(5), || async {
+        bob.describe_topic("orders").await.is_ok()
+    })
+    .await;
+    let revoked = Instant::now();
+    admin.revoke_token("bob").await.unwrap();
+    TestCluster::wait_for("the revocation on the other agent", Duration::from_secs(5), || async {
+        bob.describe_topic("orders").await.is_err_and(|e| e.code() == Some(ErrorCode::Unauthenticated))
+    })
+    .await;
+    eprintln!("granted after {:?}, revoked after {:?}", revoked - granted, revoked.elapsed());
+}

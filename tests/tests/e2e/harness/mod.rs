@@ -153,12 +153,23 @@ impl AgentProcess {
         self.cli_with_input(args, None)
     }
 
-    /// (An agent with authentication on is reached as its admin.)
+    /// (An agent with authentication on is reached as its admin, with the
+    /// token the cluster's first agent wrote to its data dir: this one's,
+    /// or a sibling `agentN`'s.)
     pub fn cli_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Output {
-        let token = self.data_dir.join("admin.token");
+        let siblings = self.data_dir.parent().and_then(|p| std::fs::read_dir(p).ok()).into_iter().flatten();
+        let token = std::iter::once(self.data_dir.clone())
+            .chain(
+                siblings
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent"))),
+            )
+            .map(|d| d.join("admin.token"))
+            .find(|t| t.exists());
         let mut env = vec![("SILT_AGENT", self.addr.as_str()), ("SILT_CA", self.ca.to_str().unwrap())];
-        if token.exists() {
-            env.push(("SILT_TOKEN_FILE", token.to_str().unwrap()));
+        if let Some(t) = &token {
+            env.push(("SILT_TOKEN_FILE", t.to_str().unwrap()));
         }
         run_silt(args, input, &env, None)
     }
