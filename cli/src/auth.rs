@@ -202,8 +202,8 @@ pub async fn run_acl(client: &Client, command: &AclCommand) -> anyhow::Result<i3
         }
         AclCommand::List { principal } => {
             println!(
-                "{:<20}  {:<8}  {:<8}  {:<24}  {:<9}  {}",
-                "PRINCIPAL", "RESOURCE", "PATTERN", "NAME", "OPERATION", "PERMISSION"
+                "{:<20}  {:<8}  {:<8}  {:<24}  {:<9}  PERMISSION",
+                "PRINCIPAL", "RESOURCE", "PATTERN", "NAME", "OPERATION"
             );
             for a in client.list_acls().await? {
                 if principal.as_ref().is_some_and(|p| *p != a.principal) {

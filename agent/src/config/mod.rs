@@ -450,7 +450,7 @@ impl Args {
             return Err(bad("--auth", "sasl is for the Kafka listener: give --kafka-listen too"));
         }
         if let Some(kafka) = self.kafka_listen.filter(|_| modes.on()) {
-            if !modes.sasl && !(modes.mtls && self.kafka_tls) {
+            if !(modes.sasl || (modes.mtls && self.kafka_tls)) {
                 return Err(bad(
                     "--auth",
                     "Kafka clients prove who they are with SASL or client certificates: with --kafka-listen, \

@@ -61,7 +61,7 @@ enum Exchange {
     #[default]
     None,
     Plain,
-    Scram(ScramServer),
+    Scram(Box<ScramServer>),
     /// Authenticated, or failed: nothing more to say.
     Over,
 }
@@ -94,8 +94,8 @@ impl Conn {
         }
         *exchange = match &*req.mechanism {
             "PLAIN" => Exchange::Plain,
-            "SCRAM-SHA-256" => Exchange::Scram(ScramServer::new(Mechanism::Sha256)),
-            "SCRAM-SHA-512" => Exchange::Scram(ScramServer::new(Mechanism::Sha512)),
+            "SCRAM-SHA-256" => Exchange::Scram(Box::new(ScramServer::new(Mechanism::Sha256))),
+            "SCRAM-SHA-512" => Exchange::Scram(Box::new(ScramServer::new(Mechanism::Sha512))),
             _ => return r.with_error_code(K::UnsupportedSaslMechanism.code()),
         };
         r
