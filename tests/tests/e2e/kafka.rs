@@ -188,6 +188,30 @@ pub(crate) fn request<M: Encodable>(api: ApiKey, version: i16, correlation_id: i
     out.to_vec()
 }
 
+/// A Kafka record batch (v2, uncompressed) holding one record with `value`.
+pub(crate) fn one_record(value: &str) -> Bytes {
+    use kafka_protocol::records::*;
+    let r = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1,
+        key: None,
+        value: Some(Bytes::from(value.to_string())),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, [&r], &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .unwrap();
+    buf.freeze()
+}
+
 /// Reads one response: its correlation id and body (after the header).
 pub(crate) fn response(s: &mut TcpStream, api: ApiKey, version: i16) -> (i32, Bytes) {
     let mut len = [0u8; 4];
@@ -243,28 +267,7 @@ async fn bad_requests_get_errors_or_close_only_their_connection() {
     let (cid, mut body) = response(&mut s, ApiKey::Metadata, 9);
     let m = MetadataResponse::decode(&mut body, 9).unwrap();
     assert_eq!((cid, m.topics[0].error_code), (3, 3));
-    let records = {
-        use kafka_protocol::records::*;
-        let r = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 1,
-            key: None,
-            value: Some(Bytes::from_static(b"x")),
-            headers: Default::default(),
-        };
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, [&r], &RecordEncodeOptions { version: 2, compression: Compression::None })
-            .unwrap();
-        buf.freeze()
-    };
+    let records = one_record("x");
     let produce_to = |topic: &'static str, records: Bytes| {
         use kafka_protocol::messages::produce_request::*;
         ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()

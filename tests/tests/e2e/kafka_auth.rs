@@ -10,14 +10,14 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use silt_client::auth::{Acl, Operation, Pattern, Permission, ResourceType, CLUSTER};
 use silt_client::{Client, Producer, ProducerConfig, ProducerRecord, ResetTo};
 
 use crate::harness::cluster::TestCluster;
-use crate::kafka::{closed_silently, confluent, json_lines, request, response, run};
+use crate::kafka::{closed_silently, confluent, json_lines, one_record, request, response, run};
 
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 const GROUP_AUTHORIZATION_FAILED: i16 = 30;
@@ -87,29 +87,6 @@ fn topic(v: &str) -> TopicName {
 
 fn group(v: &str) -> GroupId {
     GroupId(s(v))
-}
-
-fn one_record(value: &str) -> Bytes {
-    use kafka_protocol::records::*;
-    let r = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1,
-        key: None,
-        value: Some(Bytes::from(value.to_string())),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, [&r], &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .unwrap();
-    buf.freeze()
 }
 
 /// What a fetch of `orders` from offset 0 returned: its error code and
