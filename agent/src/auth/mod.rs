@@ -337,6 +337,22 @@ impl Auth {
         self.check(session, resource, name, operation).is_ok()
     }
 
+    /// Whether `session` may have a producer id: write on the cluster, or
+    /// on some topic (as Kafka gives one for idempotent write on the
+    /// cluster or write on any topic). A refusal names write on the cluster.
+    pub fn check_producer(&self, session: &Session) -> Result<(), ServiceError> {
+        let on_cluster = self.check(session, ResourceType::Cluster, CLUSTER, Operation::Write);
+        match on_cluster {
+            Ok(()) | Err(ServiceError::Unauthenticated(_)) => return on_cluster,
+            Err(_) => {}
+        }
+        let principal = session.principal().unwrap_or_default();
+        match self.view().acls.allows_some(&principal, ResourceType::Topic, Operation::Write) {
+            true => Ok(()),
+            false => on_cluster,
+        }
+    }
+
     /// Whether the session has proved who it is (or needs not).
     pub fn check_authenticated(&self, session: &Session) -> Result<(), ServiceError> {
         // Any resource and operation: only the identity part can fail for a super-user check.

@@ -118,6 +118,32 @@ impl AclIndex {
             Decision::NotAllowed
         }
     }
+
+    /// Whether `principal` may do `operation` on some resource of this type
+    /// (Kafka's authorization by resource type, which gives a producer id
+    /// to whoever may write some topic): an ACL allows the operation itself
+    /// on a name or a prefix that no deny covers whole.
+    pub fn allows_some(&self, principal: &str, resource: ResourceType, operation: Operation) -> bool {
+        if self.super_users.iter().any(|s| s == principal) {
+            return true;
+        }
+        let names = |ps: &Vec<String>| ps.iter().any(|p| p == "*" || p == principal);
+        let deny = self.rules.get(&(resource, operation, Permission::Deny));
+        // A literal name is covered by a deny of it, of `*`, or of a prefix of
+        // it; a prefix by a deny of `*` or of a prefix of the prefix.
+        let covered = |name: &str, literal: bool| {
+            deny.is_some_and(|d| {
+                d.literal.get("*").is_some_and(names)
+                    || (literal && d.literal.get(name).is_some_and(names))
+                    || d.prefixed.iter().any(|(p, ps)| name.starts_with(p.as_str()) && names(ps))
+            })
+        };
+        let Some(allow) = self.rules.get(&(resource, operation, Permission::Allow)) else {
+            return false;
+        };
+        allow.literal.iter().any(|(n, ps)| names(ps) && !covered(n, n != "*"))
+            || allow.prefixed.iter().any(|(p, ps)| names(ps) && !covered(p, false))
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +235,63 @@ mod tests {
             AclIndex::default().check(&Access { principal: "x", resource: Topic, name: "t", operation: Read }),
             Decision::NotAllowed
         );
+    }
+
+    #[test]
+    fn allowed_on_some_resource_unless_denies_cover_every_allow() {
+        use Operation::*;
+        use Pattern::*;
+        use Permission::*;
+        use ResourceType::*;
+        let cases: Vec<(Vec<Acl>, &str, bool)> = vec![
+            (vec![], "bob", false),
+            (vec![], "admin", true),
+            (vec![acl("bob", Topic, Literal, "orders", Write, Allow)], "bob", true),
+            (vec![acl("bob", Topic, Literal, "orders", Read, Allow)], "bob", false),
+            (vec![acl("bob", Group, Literal, "orders", Write, Allow)], "bob", false),
+            (vec![acl("*", Topic, Prefixed, "logs-", Write, Allow)], "carol", true),
+            (vec![acl("alice", Topic, Literal, "orders", Write, Allow)], "bob", false),
+            (
+                vec![
+                    acl("bob", Topic, Literal, "orders", Write, Allow),
+                    acl("bob", Topic, Literal, "orders", Write, Deny),
+                ],
+                "bob",
+                false,
+            ),
+            (
+                vec![acl("bob", Topic, Literal, "orders", Write, Allow), acl("*", Topic, Prefixed, "ord", Write, Deny)],
+                "bob",
+                false,
+            ),
+            (
+                vec![acl("bob", Topic, Prefixed, "ord", Write, Allow), acl("bob", Topic, Literal, "ord", Write, Deny)],
+                "bob",
+                true,
+            ),
+            (
+                vec![acl("bob", Topic, Literal, "*", Write, Allow), acl("bob", Topic, Literal, "orders", Write, Deny)],
+                "bob",
+                true,
+            ),
+            (
+                vec![acl("bob", Topic, Prefixed, "a", Write, Allow), acl("bob", Topic, Literal, "*", Write, Deny)],
+                "bob",
+                false,
+            ),
+            (
+                vec![
+                    acl("bob", Topic, Literal, "orders", Write, Allow),
+                    acl("alice", Topic, Literal, "*", Write, Deny),
+                ],
+                "bob",
+                true,
+            ),
+        ];
+        for (acls, principal, want) in cases {
+            let index = AclIndex::new(&acls, &["admin".to_string()]);
+            assert_eq!(index.allows_some(principal, Topic, Write), want, "{principal} with {acls:?}");
+        }
     }
 
     fn arb_acl() -> impl Strategy<Value = Acl> {

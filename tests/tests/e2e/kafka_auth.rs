@@ -183,6 +183,14 @@ fn every_request() -> Vec<(&'static str, Ask)> {
             let r: DescribeClusterResponse = k.call(ApiKey::DescribeCluster, 0, &DescribeClusterRequest::default())?;
             Some(r.error_code)
         }),
+        ("InitProducerId", |k| {
+            let r: InitProducerIdResponse = k.call(
+                ApiKey::InitProducerId,
+                4,
+                &InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(-1),
+            )?;
+            Some(r.error_code)
+        }),
         ("FindCoordinator", |k| {
             let req = FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![s("g")]);
             let r: FindCoordinatorResponse = k.call(ApiKey::FindCoordinator, 4, &req)?;

@@ -849,6 +849,9 @@ async fn init_producer_id(ctx: &Context, req: InitProducerIdRequest) -> InitProd
     if req.transactional_id.is_some() {
         return r.with_error_code(K::TransactionalIdAuthorizationFailed.code());
     }
+    if let Err(e) = super::sasl::check_producer(ctx) {
+        return r.with_error_code(code_of(&e));
+    }
     match ctx.service.init_producer().await {
         Ok(id) => r.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => r.with_error_code(code_of(&e)),

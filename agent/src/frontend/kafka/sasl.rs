@@ -48,6 +48,17 @@ pub fn check(ctx: &Context, resource: ResourceType, name: &str, operation: Opera
         .unwrap_or_else(|_| Err(ServiceError::Unauthenticated("no session in scope".into())))
 }
 
+/// Whether the connection's principal may have a producer id (see `Auth::check_producer`).
+pub fn check_producer(ctx: &Context) -> Result<(), ServiceError> {
+    let auth = ctx.service.auth();
+    if !auth.enabled() {
+        return Ok(());
+    }
+    SESSION
+        .try_with(|s| auth.check_producer(s))
+        .unwrap_or_else(|_| Err(ServiceError::Unauthenticated("no session in scope".into())))
+}
+
 pub fn allows(ctx: &Context, resource: ResourceType, name: &str, operation: Operation) -> bool {
     check(ctx, resource, name, operation).is_ok()
 }

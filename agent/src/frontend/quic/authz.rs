@@ -5,7 +5,7 @@
 //! | request | needs |
 //! |---|---|
 //! | Authenticate, WhoAmI | nothing |
-//! | InitProducer | an authenticated principal |
+//! | InitProducer | write on the cluster or on some topic |
 //! | CreateTopic | create on the cluster, or create on the topic |
 //! | AlterTopic / DeleteTopic / DescribeTopic | alter / delete / describe on the topic |
 //! | ListTopics | an authenticated principal; lists the topics it may describe |
@@ -38,6 +38,8 @@ pub enum Needs<'a> {
     Nothing,
     /// An authenticated principal (what it answers is filtered, or harmless).
     Authenticated,
+    /// Write on the cluster or on some topic: a producer id.
+    Producer,
     /// Every one of these.
     All(Vec<Need<'a>>),
     /// At least one of these (checked in order).
@@ -57,7 +59,8 @@ pub fn needs(request: &Request) -> Needs<'_> {
     use ResourceType::{Cluster, Group, Topic};
     match request {
         Request::Authenticate { .. } | Request::WhoAmI => Needs::Nothing,
-        Request::InitProducer | Request::ListTopics | Request::ListGroups => Needs::Authenticated,
+        Request::ListTopics | Request::ListGroups => Needs::Authenticated,
+        Request::InitProducer => Needs::Producer,
         Request::CreateTopic { name, .. } => Needs::Any(vec![on(Cluster, CLUSTER, Create), on(Topic, name, Create)]),
         Request::AlterTopic { name, .. } => one(Topic, name, Alter),
         Request::DeleteTopic { name } => one(Topic, name, Delete),
@@ -116,6 +119,7 @@ mod tests {
         let cases: Vec<(Request, Needs<'static>)> = vec![
             (Request::WhoAmI, Needs::Nothing),
             (Request::ListTopics, Needs::Authenticated),
+            (Request::InitProducer, Needs::Producer),
             (produce, one(Topic, "t", Write)),
             (
                 Request::Fetch { topic: "t".into(), partition: 0, offset: 0, max_bytes: 1, max_wait_ms: 0 },

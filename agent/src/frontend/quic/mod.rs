@@ -272,6 +272,7 @@ fn authorize(auth: &Auth, session: &Session, request: &Request) -> Result<(), Se
     match authz::needs(request) {
         authz::Needs::Nothing => Ok(()),
         authz::Needs::Authenticated => auth.check_authenticated(session),
+        authz::Needs::Producer => auth.check_producer(session),
         authz::Needs::All(all) => all.iter().try_for_each(|n| auth.check(session, n.resource, n.name, n.operation)),
         authz::Needs::Any(any) => {
             let mut first = None;
