@@ -450,6 +450,8 @@ async fn kcat_and_confluent_kafka_authenticate_with_scram_over_tls() {
     assert!(!anonymous.status.success());
     let wrong = kcat(&kafka, &ca, "SCRAM-SHA-256", "bob", "silt_wrong").args(["-L", "-m", "3"]).output().unwrap();
     assert!(!wrong.status.success());
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains("SCRAM: authentication failed"), "{said}");
 
     // confluent-kafka: an idempotent producer and a group member, over SCRAM-SHA-512.
     let sasl = format!("SCRAM-SHA-512:bob:{bob}");

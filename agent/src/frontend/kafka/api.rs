@@ -726,18 +726,17 @@ async fn list_offsets(ctx: &Context, req: ListOffsetsRequest) -> ListOffsetsResp
     let mut topics = Vec::new();
     for t in req.topics {
         let name = t.name.to_string();
+        let refused = check(ctx, ResourceType::Topic, &name, Operation::Describe).err();
         let mut partitions = Vec::new();
         for p in t.partitions {
             let mut r = list_offsets_response::ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
-            let result = match u32::try_from(p.partition_index) {
-                _ if !allows(ctx, ResourceType::Topic, &name, Operation::Describe) => {
-                    Err(check(ctx, ResourceType::Topic, &name, Operation::Describe).unwrap_err())
-                }
-                Err(_) => Err(ServiceError::UnknownPartition { topic: name.clone(), partition: 0, count: 0 }),
-                Ok(index) => offset_at(ctx, &name, index, p.timestamp).await,
+            let result = match (&refused, u32::try_from(p.partition_index)) {
+                (Some(e), _) => Err(e.clone()),
+                (None, Err(_)) => Err(ServiceError::UnknownPartition { topic: name.clone(), partition: 0, count: 0 }),
+                (None, Ok(index)) => offset_at(ctx, &name, index, p.timestamp).await,
             };
             match result {
                 Ok(Some((offset, ts))) => {
@@ -869,12 +868,12 @@ async fn describe_configs(ctx: &Context, req: DescribeConfigsRequest) -> Describ
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
         match res.resource_type {
-            TOPIC if !allows(ctx, ResourceType::Topic, &res.resource_name, Operation::Describe) => {
-                let e = check(ctx, ResourceType::Topic, &res.resource_name, Operation::Describe).unwrap_err();
-                r.error_code = code_of(&e);
-                r.error_message = Some(s(describe(&e)));
+            TOPIC => match async {
+                check(ctx, ResourceType::Topic, &res.resource_name, Operation::Describe)?;
+                ctx.service.describe_topic(&res.resource_name).await
             }
-            TOPIC => match ctx.service.describe_topic(&res.resource_name).await {
+            .await
+            {
                 Ok(info) => {
                     let effective = ctx.service.topic_config(&info.configs).entries();
                     let wanted =
@@ -983,18 +982,14 @@ async fn alter_configs(ctx: &Context, req: IncrementalAlterConfigsRequest) -> In
                 (op, _) => bad = Some(format!("{}: operation {op} is not supported on silt's topic configs", c.name)),
             }
         }
-        let allowed = check(ctx, ResourceType::Topic, &res.resource_name, Operation::Alter);
-        let outcome = match bad {
-            _ if allowed.is_err() => {
-                let e = allowed.unwrap_err();
-                Err((code_of(&e), describe(&e)))
-            }
-            Some(message) => Err((K::InvalidRequest.code(), message)),
-            None if req.validate_only => match ctx.service.describe_topic(&res.resource_name).await {
+        let outcome = match (check(ctx, ResourceType::Topic, &res.resource_name, Operation::Alter), bad) {
+            (Err(e), _) => Err((code_of(&e), describe(&e))),
+            (Ok(()), Some(message)) => Err((K::InvalidRequest.code(), message)),
+            (Ok(()), None) if req.validate_only => match ctx.service.describe_topic(&res.resource_name).await {
                 Ok(_) => ctx.service.check_topic(&res.resource_name, 1, &set).map_err(|e| (code_of(&e), describe(&e))),
                 Err(e) => Err((code_of(&e), describe(&e))),
             },
-            None => ctx
+            (Ok(()), None) => ctx
                 .service
                 .alter_topic(&res.resource_name, &set, &delete)
                 .await

@@ -25,7 +25,7 @@ use silt_wire::auth::{Operation, ResourceType};
 use super::Context;
 use crate::auth::scram::{self, ScramServer};
 use crate::auth::secret::Mechanism;
-use crate::auth::Session;
+use crate::auth::{Auth, Session};
 use crate::error::{describe, ServiceError};
 
 tokio::task_local! {
@@ -39,23 +39,22 @@ pub fn scope<F: Future>(session: Arc<Session>, f: F) -> impl Future<Output = F::
 
 /// Whether the connection's principal may do `operation` on the resource.
 pub fn check(ctx: &Context, resource: ResourceType, name: &str, operation: Operation) -> Result<(), ServiceError> {
-    let auth = ctx.service.auth();
-    if !auth.enabled() {
-        return Ok(());
-    }
-    SESSION
-        .try_with(|s| auth.check(s, resource, name, operation))
-        .unwrap_or_else(|_| Err(ServiceError::Unauthenticated("no session in scope".into())))
+    in_session(ctx, |auth, s| auth.check(s, resource, name, operation))
 }
 
 /// Whether the connection's principal may have a producer id (see `Auth::check_producer`).
 pub fn check_producer(ctx: &Context) -> Result<(), ServiceError> {
+    in_session(ctx, |auth, s| auth.check_producer(s))
+}
+
+/// Runs a check on the session in scope (allowed when authentication is off).
+fn in_session(ctx: &Context, f: impl FnOnce(&Auth, &Session) -> Result<(), ServiceError>) -> Result<(), ServiceError> {
     let auth = ctx.service.auth();
     if !auth.enabled() {
         return Ok(());
     }
     SESSION
-        .try_with(|s| auth.check_producer(s))
+        .try_with(|s| f(auth, s))
         .unwrap_or_else(|_| Err(ServiceError::Unauthenticated("no session in scope".into())))
 }
 
