@@ -56,7 +56,7 @@ async fn measure(b: &QuicBench, dir: &std::path::Path) -> anyhow::Result<()> {
     let server = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let endpoint = {
         let _guard = server.enter();
-        quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().expect("an address"))?
+        tls::server_endpoint(server_config, "127.0.0.1:0".parse().expect("an address"))?
     };
     let addr = endpoint.local_addr()?;
     let received = server.spawn(serve(endpoint));

@@ -136,6 +136,21 @@ fn is_certificate_error(e: &quinn::ConnectionError) -> bool {
     }
 }
 
+/// A client endpoint on `bind`, its socket with 8 MiB buffers asked for
+/// (the kernel caps them at `net.core.rmem_max` / `wmem_max`): the default,
+/// about 200 KiB, drops datagrams in a burst, and each drop halves the
+/// sender's congestion window.
+fn client_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(8 << 20);
+    let _ = socket.set_send_buffer_size(8 << 20);
+    socket.bind(&bind.into())?;
+    let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime found"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket.into(), runtime)
+}
+
 fn host_of(agent: &str) -> &str {
     agent.rsplit_once(':').map_or(agent, |(h, _)| h).trim_matches(['[', ']'])
 }
@@ -195,8 +210,8 @@ impl Client {
             .send_window(64 << 20);
         client_config.transport_config(Arc::new(transport));
         let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("valid bind address");
-        let mut endpoint = quinn::Endpoint::client(bind)
-            .map_err(|e| ClientError::Connect { addr: addr_text.clone(), source: Arc::new(e) })?;
+        let mut endpoint =
+            client_endpoint(bind).map_err(|e| ClientError::Connect { addr: addr_text.clone(), source: Arc::new(e) })?;
         endpoint.set_default_client_config(client_config);
         let server_name = config.server_name.clone().unwrap_or_else(|| host_of(&addr_text).to_string());
         let connecting = endpoint

@@ -86,7 +86,7 @@ impl Listener {
         let material = tls::load(&config.tls, &tls::default_names(&advertise_hint))?;
         let clients = tls::ClientCerts::of(config, config.auth.token);
         let server_config = tls::server_config(material, &clients, config.max_streams)?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen)
+        let endpoint = tls::server_endpoint(server_config, config.listen)
             .map_err(|source| AgentError::Bind { addr: config.listen.to_string(), source })?;
         let local_addr =
             endpoint.local_addr().map_err(|source| AgentError::Bind { addr: config.listen.to_string(), source })?;

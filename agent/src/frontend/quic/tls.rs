@@ -243,6 +243,24 @@ pub fn server_config(
     Ok(config)
 }
 
+/// The UDP socket buffers asked for (the kernel caps them at
+/// `net.core.rmem_max` / `wmem_max`). The default, about 200 KiB, drops
+/// datagrams when a producer's burst outruns the agent for a moment, and
+/// every drop halves the sender's congestion window.
+pub const UDP_BUFFER_BYTES: usize = 8 << 20;
+
+/// A QUIC server endpoint on `addr`, its socket with [`UDP_BUFFER_BYTES`] buffers.
+pub fn server_endpoint(config: quinn::ServerConfig, addr: std::net::SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime found"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(config), socket.into(), runtime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
