@@ -662,7 +662,15 @@ impl BatchBuilder {
 
     /// A builder whose buffer has room for `bytes` of records before it grows.
     pub fn with_capacity(compression: Compression, bytes: usize) -> Self {
-        let mut payload = BytesMut::with_capacity(HEADER_LEN + bytes);
+        Self::with_buffer(compression, BytesMut::new(), bytes)
+    }
+
+    /// A builder that fills `buffer` (emptied first, grown to room for
+    /// `bytes` of records if smaller): a producer hands back the buffer of
+    /// a batch it is done with, so no fresh memory is touched per batch.
+    pub fn with_buffer(compression: Compression, mut payload: BytesMut, bytes: usize) -> Self {
+        payload.clear();
+        payload.reserve(HEADER_LEN + bytes);
         payload.resize(HEADER_LEN, 0);
         BatchBuilder {
             compression,
@@ -726,8 +734,15 @@ impl BatchBuilder {
 
     /// Encodes the batch with base offset 0 (the agent stamps the real one).
     pub fn build(self) -> Result<Batch, BatchError> {
+        self.build_returning_buffer().0
+    }
+
+    /// Like [`BatchBuilder::build`], and gives back the builder's buffer
+    /// when the batch does not live in it (compressed, or refused), for
+    /// [`BatchBuilder::with_buffer`].
+    pub fn build_returning_buffer(self) -> (Result<Batch, BatchError>, Option<BytesMut>) {
         if self.count == 0 {
-            return Err(BatchError::Empty);
+            return (Err(BatchError::Empty), Some(self.payload));
         }
         let header = BatchHeader {
             base_offset: 0,
@@ -748,11 +763,11 @@ impl BatchBuilder {
             Compression::None => {
                 let plain = self.payload.len() - HEADER_LEN;
                 if plain > MAX_UNCOMPRESSED {
-                    return Err(BatchError::TooLarge(plain));
+                    return (Err(BatchError::TooLarge(plain)), Some(self.payload));
                 }
-                Ok(seal(self.payload, header, Compression::None, plain))
+                (Ok(seal(self.payload, header, Compression::None, plain)), None)
             }
-            Compression::Zstd => encode(&header, self.compression, &self.payload[HEADER_LEN..]),
+            Compression::Zstd => (encode(&header, self.compression, &self.payload[HEADER_LEN..]), Some(self.payload)),
         }
     }
 }
@@ -1030,6 +1045,25 @@ mod tests {
     }
 
     /// timestamp, key, value, headers
+
+    #[test]
+    fn a_used_buffer_builds_the_same_batch_as_a_fresh_one() {
+        for compression in [Compression::None, Compression::Zstd] {
+            let fresh = sample(compression);
+            // A buffer still holding an earlier batch's bytes.
+            let used = BytesMut::from(&sample(Compression::None).bytes()[..]);
+            let mut b = BatchBuilder::with_buffer(compression, used, 64);
+            b.push(1000, Some(b"k1"), b"hello", &[]);
+            b.push(999, None, b"", &[Header { name: "h".into(), value: Bytes::from_static(b"\x00\xff") }]);
+            b.push(1005, Some(b""), &[0u8, 1, 2, 255], &[]);
+            let (built, back) = b.build_returning_buffer();
+            assert_eq!(built.unwrap(), fresh);
+            // Uncompressed, the batch lives in the buffer; compressed, it does not.
+            assert_eq!(back.is_some(), compression == Compression::Zstd);
+        }
+        let (built, back) = BatchBuilder::with_buffer(Compression::None, BytesMut::new(), 8).build_returning_buffer();
+        assert_eq!((built, back.is_some()), (Err(BatchError::Empty), true));
+    }
     type ArbRecord = (i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
 
     fn arb_record() -> impl Strategy<Value = ArbRecord> {

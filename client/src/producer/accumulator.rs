@@ -2,13 +2,15 @@
 //! holds `batch_bytes`, and is ready once sealed or `linger` after its first
 //! record. Keyless records stick to one partition a batch at a time. The
 //! buffer's memory is bounded: `send` waits for room, which comes back as
-//! records are resolved.
+//! records are resolved. Batch buffers are used again once their batch is
+//! done with, so a steady stream of batches touches no fresh memory.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use silt_wire::{BatchBuilder, Compression};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -49,10 +51,20 @@ pub(crate) struct Accumulator {
     sticky: AtomicU32,
     /// Callers waiting in `flush`: batches are ready without lingering.
     flushing: AtomicUsize,
+    /// Buffers of batches done with, for new batches. Never more than were
+    /// in use at once, so it adds nothing to the peak.
+    spare: Mutex<Vec<BytesMut>>,
+    max_spare: usize,
 }
 
 impl Accumulator {
-    pub fn new(partitions: u32, compression: Compression, batch_bytes: usize, linger: Duration) -> Accumulator {
+    /// Keeps up to `max_spare` buffers of finished batches for new ones.
+    pub fn new(
+        partitions: u32,
+        compression: Compression,
+        (batch_bytes, max_spare): (usize, usize),
+        linger: Duration,
+    ) -> Accumulator {
         let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         Accumulator {
             compression,
@@ -61,6 +73,19 @@ impl Accumulator {
             partitions: (0..partitions).map(|_| Default::default()).collect(),
             sticky: AtomicU32::new(start % partitions.max(1)),
             flushing: AtomicUsize::new(0),
+            spare: Mutex::new(Vec::new()),
+            max_spare,
+        }
+    }
+
+    /// Takes back the buffer of a batch done with, for a later batch.
+    pub fn recycle(&self, buffer: BytesMut) {
+        if buffer.capacity() < self.batch_bytes {
+            return;
+        }
+        let mut spare = self.spare.lock().expect("spare lock");
+        if spare.len() < self.max_spare {
+            spare.push(buffer);
         }
     }
 
@@ -93,7 +118,11 @@ impl Accumulator {
             }
             let open = b.open.get_or_insert_with(|| Open {
                 // Room for a full batch: it is never copied as it grows.
-                builder: BatchBuilder::with_capacity(self.compression, self.batch_bytes + 4096),
+                builder: BatchBuilder::with_buffer(
+                    self.compression,
+                    self.spare.lock().expect("spare lock").pop().unwrap_or_default(),
+                    self.batch_bytes + 4096,
+                ),
                 slot: watch::Sender::new(None),
                 bytes: 0,
                 opened: Instant::now(),
@@ -157,7 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_seal_at_their_size_and_keyless_records_move_on() {
-        let acc = Accumulator::new(2, Compression::None, 100, Duration::from_secs(60));
+        let acc = Accumulator::new(2, Compression::None, (100, 2), Duration::from_secs(60));
         let p = acc.sticky();
         assert_eq!(acc.ready(p).map_err(|d| d.is_some()), Err(false), "nothing buffered");
         let first = acc.append(p, &ProducerRecord::new("a"), 50, 0);
@@ -178,7 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_flush_makes_a_lingering_batch_ready() {
-        let acc = Accumulator::new(1, Compression::None, 100, Duration::from_secs(60));
+        let acc = Accumulator::new(1, Compression::None, (100, 2), Duration::from_secs(60));
         acc.append(0, &ProducerRecord::new("v").with_key("k"), 10, 0);
         assert!(acc.ready(0).is_err());
         acc.start_flush();

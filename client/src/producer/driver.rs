@@ -47,7 +47,13 @@ pub(crate) async fn run(inner: Arc<Inner>, p: u32) {
     let mut s =
         Sender { inner: inner.clone(), p, flights: Flights::new(settings), waiters: JoinSet::new(), answers: tx };
     loop {
-        s.flights.pop_settled();
+        // A batch done with: its buffer serves a later batch, unless
+        // something (a QUIC send buffer) still holds it.
+        s.flights.pop_settled(|batch| {
+            if let Ok(buffer) = batch.try_into_mut() {
+                inner.accumulator.recycle(buffer);
+            }
+        });
         s.apply();
         while s.waiters.try_join_next().is_some() {}
         let ready = inner.accumulator.ready(p);
@@ -110,7 +116,11 @@ impl Sender {
         if let Some((id, epoch, sequence)) = self.flights.stamp() {
             builder.set_producer(id, epoch, sequence);
         }
-        let batch = match builder.build() {
+        let (built, spare) = builder.build_returning_buffer();
+        if let Some(buffer) = spare {
+            self.inner.accumulator.recycle(buffer);
+        }
+        let batch = match built {
             Ok(b) => b.into_bytes(),
             Err(e) => {
                 super::resolve(&self.inner, &open.slot, records, open.bytes, Err(ClientError::CorruptBatch(e)));

@@ -228,10 +228,11 @@ impl<S> Flights<S> {
     }
 
     /// Drops settled flights from the front.
-    pub fn pop_settled(&mut self) {
+    pub fn pop_settled(&mut self, mut release: impl FnMut(Bytes)) {
         let mut n = 0;
         while self.flights.front().is_some_and(|f| f.settled) {
-            self.flights.pop_front();
+            let done = self.flights.pop_front().expect("checked");
+            release(done.batch);
             n += 1;
         }
         if n > 0 {
@@ -472,8 +473,11 @@ mod tests {
         let b = t.send("b", 1);
         assert_eq!(t.f.on_answer(0, a, Ok(Ack::Durable(10))), Next::Continue);
         assert_eq!(t.resolved(), vec![("a", Ok(10))]);
-        t.f.pop_settled();
+        let mut released = Vec::new();
+        t.f.pop_settled(|batch| released.push(batch));
         assert_eq!(t.f.len(), 1);
+        assert_eq!(released.len(), 1, "a's batch is handed back for its buffer");
+        assert_eq!(Batch::validate(released.remove(0)).unwrap().header().record_count, 2);
         // A stale failure (from an earlier round) changes nothing.
         t.f.new_round();
         assert_eq!(t.f.on_answer(0, b, Err(lost())), Next::Continue);
@@ -491,17 +495,17 @@ mod tests {
         assert!(
             matches!(effects[..], [Effect::Flights(1), Effect::Resolve { outcome: Ok(5), .. }, Effect::Kept(n)] if n > 0)
         );
-        t.f.pop_settled();
+        t.f.pop_settled(drop);
         assert_eq!(t.f.len(), 1, "kept for its commit");
         assert_eq!(t.f.unsettled_batches().len(), 1, "sent again if the agent dies first");
         t.f.on_answer(0, a, Ok(Ack::Committed));
-        t.f.pop_settled();
+        t.f.pop_settled(drop);
         assert_eq!(t.f.len(), 0);
         // Committed long ago on an owner that no longer remembers it: settled.
         let b = t.send("b", 1);
         t.f.on_answer(0, b, Ok(Ack::Local(6)));
         assert_eq!(t.f.resend_failed(0, b, server(ErrorCode::DuplicateSequence)), Round::Settled);
-        t.f.pop_settled();
+        t.f.pop_settled(drop);
         assert_eq!(t.f.len(), 0);
     }
 

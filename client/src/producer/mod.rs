@@ -225,7 +225,12 @@ impl Producer {
             topic: topic.into(),
             partitions,
             max_record_bytes,
-            accumulator: Accumulator::new(partitions, config.compression, config.batch_bytes, config.linger),
+            accumulator: Accumulator::new(
+                partitions,
+                config.compression,
+                (config.batch_bytes, (buffer / config.batch_bytes).max(2)),
+                config.linger,
+            ),
             memory: Arc::new(Semaphore::new(buffer)),
             outstanding: AtomicU64::new(0),
             drained: Notify::new(),
