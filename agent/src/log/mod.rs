@@ -8,11 +8,13 @@
 //! - [`flush`]: the flush queue, and the flusher that writes objects and
 //!   commits their index entries.
 //! - [`storage`]: opening and checking the object store.
+//! - [`folder`]: the local-folder store, writing objects out in steps.
 //!
 //! Batches travel down (actor, WAL, flush queue, object store); results
 //! travel back up as [`partition::Report`]s on the partition's mailbox.
 
 pub mod flush;
+pub mod folder;
 pub mod partition;
 pub mod storage;
 pub mod wal;

@@ -2,7 +2,7 @@
 //! can be written, so a missing bucket, a wrong endpoint or bad
 //! credentials stop start-up instead of failing the first flush.
 //!
-//! - `file:///path`: a local folder (objects fsynced on write).
+//! - `file:///path`: a local folder (objects fsynced on write, see `folder`).
 //! - `s3://BUCKET/PREFIX`: any S3-compatible store; `--s3-endpoint` for
 //!   one that is not AWS (path-style addressing; plain http only when the
 //!   endpoint says `http://`). Credentials come from the standard `AWS_*`
@@ -15,7 +15,6 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
@@ -48,10 +47,8 @@ pub fn open(url: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>, AgentErro
             return Err(bad(format!("{url:?} names no folder")));
         }
         std::fs::create_dir_all(path).map_err(|source| AgentError::DataDir { path: path.into(), source })?;
-        let store = LocalFileSystem::new_with_prefix(path)
-            .map_err(|source| AgentError::ObjectStore { url: url.into(), source })?
-            .with_fsync(true);
-        return Ok(Arc::new(store));
+        return super::folder::open(std::path::Path::new(path))
+            .map_err(|source| AgentError::ObjectStore { url: url.into(), source });
     }
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
