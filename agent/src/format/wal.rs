@@ -27,16 +27,16 @@ pub fn entry_len(batch_len: usize) -> usize {
     ENTRY_HEAD + BODY_HEAD + batch_len
 }
 
-/// Appends one entry to `out`.
+/// Appends one entry to `out`, copying the batch once.
 pub fn encode(topic_id: u64, partition: u32, batch: &[u8], out: &mut Vec<u8>) {
-    let body_len = BODY_HEAD + batch.len();
-    let mut body = Vec::with_capacity(body_len);
-    body.extend_from_slice(&topic_id.to_be_bytes());
-    body.extend_from_slice(&partition.to_be_bytes());
-    body.extend_from_slice(batch);
-    out.extend_from_slice(&(body_len as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    out.extend_from_slice(&body);
+    let mut head = [0u8; BODY_HEAD];
+    head[..8].copy_from_slice(&topic_id.to_be_bytes());
+    head[8..].copy_from_slice(&partition.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head), batch);
+    out.extend_from_slice(&((BODY_HEAD + batch.len()) as u32).to_be_bytes());
+    out.extend_from_slice(&crc.to_be_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(batch);
 }
 
 /// Every whole, valid entry from the start of `data`, and how many bytes
