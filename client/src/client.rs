@@ -136,16 +136,18 @@ fn is_certificate_error(e: &quinn::ConnectionError) -> bool {
     }
 }
 
-/// A client endpoint on `bind`, its socket with 8 MiB buffers asked for
-/// (the kernel caps them at `net.core.rmem_max` / `wmem_max`): the default,
-/// about 200 KiB, drops datagrams in a burst, and each drop halves the
-/// sender's congestion window.
+/// The UDP socket buffers asked for (the kernel caps them at
+/// `net.core.rmem_max` / `wmem_max`): the default, about 200 KiB, drops
+/// datagrams in a burst, and each drop halves the sender's congestion window.
+const UDP_BUFFER_BYTES: usize = 8 << 20;
+
+/// A client endpoint on `bind`, its socket with [`UDP_BUFFER_BYTES`] buffers.
 fn client_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: a smaller buffer still works.
-    let _ = socket.set_recv_buffer_size(8 << 20);
-    let _ = socket.set_send_buffer_size(8 << 20);
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
     socket.bind(&bind.into())?;
     let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime found"))?;
     quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket.into(), runtime)

@@ -37,14 +37,6 @@ pub struct Folder {
     inner: LocalFileSystem,
 }
 
-impl Folder {
-    /// `inner` must fsync (`with_fsync(true)`): its multipart uploads are
-    /// used as they are.
-    pub fn new(inner: LocalFileSystem) -> Folder {
-        Folder { inner }
-    }
-}
-
 impl std::fmt::Display for Folder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Folder({})", self.inner)
@@ -127,20 +119,19 @@ fn write_and_publish(
     payload: &PutPayload,
     create: bool,
 ) -> object_store::Result<String> {
-    let io = |e: std::io::Error| generic(e);
     let (mut written, mut synced) = (0usize, 0usize);
     for chunk in payload.iter() {
         for piece in chunk.chunks(STEP) {
-            file.write_all(piece).map_err(io)?;
+            file.write_all(piece).map_err(generic)?;
             written += piece.len();
             if written - synced >= STEP {
-                write_out(&file, synced, written - synced).map_err(io)?;
+                write_out(&file, synced, written - synced).map_err(generic)?;
                 synced = written;
             }
         }
     }
-    file.sync_all().map_err(io)?;
-    let e_tag = e_tag(&file.metadata().map_err(io)?);
+    file.sync_all().map_err(generic)?;
+    let e_tag = e_tag(&file.metadata().map_err(generic)?);
     drop(file);
     if create {
         if let Err(e) = std::fs::hard_link(staging, path) {
@@ -148,13 +139,13 @@ fn write_and_publish(
                 ErrorKind::AlreadyExists => {
                     object_store::Error::AlreadyExists { path: path.display().to_string(), source: Box::new(e) }
                 }
-                _ => io(e),
+                _ => generic(e),
             });
         }
     } else {
-        std::fs::rename(staging, path).map_err(io)?;
+        std::fs::rename(staging, path).map_err(generic)?;
     }
-    sync_parent(path).map_err(io)?;
+    sync_parent(path).map_err(generic)?;
     Ok(e_tag)
 }
 
@@ -175,7 +166,6 @@ fn write_out(file: &File, offset: usize, len: usize) -> std::io::Result<()> {
 /// A new staging file `PATH#N` (the first N free), creating (and fsyncing)
 /// missing parent directories.
 fn stage(path: &FsPath) -> object_store::Result<(File, PathBuf)> {
-    let io = |e: std::io::Error| generic(e);
     let (mut n, mut made_dirs) = (1u32, false);
     loop {
         let mut name = path.as_os_str().to_owned();
@@ -185,10 +175,10 @@ fn stage(path: &FsPath) -> object_store::Result<(File, PathBuf)> {
             Ok(f) => return Ok((f, staging)),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
             Err(e) if e.kind() == ErrorKind::NotFound && !made_dirs => {
-                create_dirs(path).map_err(io)?;
+                create_dirs(path).map_err(generic)?;
                 made_dirs = true;
             }
-            Err(e) => return Err(io(e)),
+            Err(e) => return Err(generic(e)),
         }
     }
 }
@@ -221,7 +211,8 @@ fn e_tag(meta: &std::fs::Metadata) -> String {
 
 /// A folder store over `dir` (which exists).
 pub fn open(dir: &FsPath) -> object_store::Result<Arc<dyn ObjectStore>> {
-    Ok(Arc::new(Folder::new(LocalFileSystem::new_with_prefix(dir)?.with_fsync(true))))
+    // Fsyncing, as the multipart uploads and deletes are the inner store's own.
+    Ok(Arc::new(Folder { inner: LocalFileSystem::new_with_prefix(dir)?.with_fsync(true) }))
 }
 
 #[cfg(test)]

@@ -58,11 +58,13 @@ pub(crate) struct Accumulator {
 }
 
 impl Accumulator {
-    /// Keeps up to `max_spare` buffers of finished batches for new ones.
+    /// Keeps as many buffers of finished batches for new ones as
+    /// `buffer_bytes` (the producer's memory) holds batches, at least two.
     pub fn new(
         partitions: u32,
         compression: Compression,
-        (batch_bytes, max_spare): (usize, usize),
+        batch_bytes: usize,
+        buffer_bytes: usize,
         linger: Duration,
     ) -> Accumulator {
         let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
@@ -74,7 +76,7 @@ impl Accumulator {
             sticky: AtomicU32::new(start % partitions.max(1)),
             flushing: AtomicUsize::new(0),
             spare: Mutex::new(Vec::new()),
-            max_spare,
+            max_spare: (buffer_bytes / batch_bytes.max(1)).max(2),
         }
     }
 
@@ -186,7 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_seal_at_their_size_and_keyless_records_move_on() {
-        let acc = Accumulator::new(2, Compression::None, (100, 2), Duration::from_secs(60));
+        let acc = Accumulator::new(2, Compression::None, 100, 200, Duration::from_secs(60));
         let p = acc.sticky();
         assert_eq!(acc.ready(p).map_err(|d| d.is_some()), Err(false), "nothing buffered");
         let first = acc.append(p, &ProducerRecord::new("a"), 50, 0);
@@ -207,7 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_flush_makes_a_lingering_batch_ready() {
-        let acc = Accumulator::new(1, Compression::None, (100, 2), Duration::from_secs(60));
+        let acc = Accumulator::new(1, Compression::None, 100, 200, Duration::from_secs(60));
         acc.append(0, &ProducerRecord::new("v").with_key("k"), 10, 0);
         assert!(acc.ready(0).is_err());
         acc.start_flush();

@@ -225,12 +225,7 @@ impl Producer {
             topic: topic.into(),
             partitions,
             max_record_bytes,
-            accumulator: Accumulator::new(
-                partitions,
-                config.compression,
-                (config.batch_bytes, (buffer / config.batch_bytes).max(2)),
-                config.linger,
-            ),
+            accumulator: Accumulator::new(partitions, config.compression, config.batch_bytes, buffer, config.linger),
             memory: Arc::new(Semaphore::new(buffer)),
             outstanding: AtomicU64::new(0),
             drained: Notify::new(),

@@ -247,7 +247,7 @@ pub fn server_config(
 /// `net.core.rmem_max` / `wmem_max`). The default, about 200 KiB, drops
 /// datagrams when a producer's burst outruns the agent for a moment, and
 /// every drop halves the sender's congestion window.
-pub const UDP_BUFFER_BYTES: usize = 8 << 20;
+const UDP_BUFFER_BYTES: usize = 8 << 20;
 
 /// A QUIC server endpoint on `addr`, its socket with [`UDP_BUFFER_BYTES`] buffers.
 pub fn server_endpoint(config: quinn::ServerConfig, addr: std::net::SocketAddr) -> std::io::Result<quinn::Endpoint> {
