@@ -433,7 +433,7 @@ impl Actor {
             }
         }
         let _ = a.reply.send(Ok(Assigned { base_offset, done, committed, duplicate: false }));
-        self.hand_on(pending, a.acks == Acks::Local).await;
+        self.hand_on(pending, a.acks).await;
     }
 
     /// Gives a batch its offsets and records it for its producer.
@@ -472,10 +472,11 @@ impl Actor {
         self.sink.queue.push(pending);
     }
 
-    async fn hand_on(&mut self, pending: Pending, local_ack: bool) {
+    async fn hand_on(&mut self, pending: Pending, acks: Acks) {
         match &self.sink.wal {
             Some(wal) => {
-                if let Err(w) = wal.write(Write { pending, local_ack }).await {
+                let write = Write { pending, local_ack: acks == Acks::Local, log: acks != Acks::Durable };
+                if let Err(w) = wal.write(write).await {
                     // The WAL has stopped (shutdown): straight to the flush queue.
                     self.wal_gap = self.wal_gap.max(w.pending.batch.last_offset());
                     self.sink.queue.push(w.pending);

@@ -11,6 +11,12 @@
 //! batch's partition hears of it ([`Report::Logged`], which carries the
 //! acks=local answer; or [`Report::Unlogged`] when it bypassed the log).
 //!
+//! acks=durable batches bypass the file (their answer waits for the object
+//! anyway) but not the writer, so a partition's batches reach the flush
+//! queue in offset order. An acks=local batch behind one on the same
+//! partition is answered once that one is committed (the replay could not
+//! bridge the gap).
+//!
 //! Files roll at [`FILE_BYTES`]; a file is deleted once every entry in it
 //! is committed to the index. An entry that never commits (a failed flush,
 //! a lost lease) keeps its file for the next start's replay.
@@ -123,6 +129,11 @@ pub struct Write {
     pub pending: Pending,
     /// Answered after the fsync (acks=local).
     pub local_ack: bool,
+    /// Written to the file. An acks=durable batch is not: its answer waits
+    /// for the object, so a log entry would only cost disk writes. It still
+    /// passes through the writer, which keeps the partition's batches in
+    /// offset order on their way to the flush queue.
+    pub log: bool,
 }
 
 /// Batches found in the WAL at start, per partition, in offset order.
@@ -277,12 +288,19 @@ impl Writer {
     }
 
     async fn commit_group(&mut self, group: &mut Vec<Write>) {
+        if !group.iter().any(|w| w.log) {
+            for w in group.drain(..) {
+                self.pass_through(w);
+            }
+            return;
+        }
         let usable = self.ensure_file();
         let result = match (usable, self.file.as_mut()) {
             (true, Some(f)) => {
+                let logged = group.iter().filter(|w| w.log);
                 let mut buf =
-                    Vec::with_capacity(group.iter().map(|w| layout::entry_len(w.pending.batch.bytes().len())).sum());
-                for w in group.iter() {
+                    Vec::with_capacity(logged.clone().map(|w| layout::entry_len(w.pending.batch.bytes().len())).sum());
+                for w in logged {
                     let (topic_id, partition) = w.pending.part.id;
                     layout::encode(topic_id, partition, w.pending.batch.bytes(), &mut buf);
                 }
@@ -310,6 +328,10 @@ impl Writer {
             Ok(()) => {
                 let state = self.file.as_ref().expect("a file was written").state.clone();
                 for w in group.drain(..) {
+                    if !w.log {
+                        self.pass_through(w);
+                        continue;
+                    }
                     let mut pending = w.pending;
                     pending.replies.wal = Some(state.hold());
                     // The partition acknowledges locally, unless a batch before

@@ -1,11 +1,12 @@
 //! acks=local: acknowledged after an fsync to the WAL on the cache dirs;
-//! kill -9 loses nothing acknowledged; a broken cache dir is survived. The
-//! agents write their objects to a real S3 server (SeaweedFS).
+//! kill -9 loses nothing acknowledged; a broken cache dir is survived;
+//! acks=durable batches skip the WAL. The agents write their objects to a
+//! real S3 server (SeaweedFS).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use silt_client::Acks;
+use silt_client::{Acks, Producer, ProducerConfig, ProducerRecord};
 
 use crate::harness::*;
 
@@ -146,4 +147,57 @@ async fn a_full_cache_dir_loses_nothing_acknowledged() {
     assert_kept(&c, "f", &acked).await;
     drop(c);
     drop(full);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_durable_skip_the_wal_and_keep_their_place_beside_acks_local() {
+    let mut c = s3_agent().await;
+    let cache = c.dir.path().join("c1");
+    c.launch_with(0, &["--cache-dir", cache.to_str().unwrap(), "--flush-interval", "200ms"]);
+    let client = c.client().await;
+    client.create_topic("m", 1).await.unwrap();
+    let producer = async |acks| {
+        let config = ProducerConfig { acks, batch_bytes: 2048, ..Default::default() };
+        Producer::new(client.clone(), "m", config).await.unwrap()
+    };
+    let (durable, local) = (producer(Acks::Durable).await, producer(Acks::Local).await);
+    let mut deliveries = Vec::new();
+    for i in 0..300 {
+        deliveries.push(durable.send(ProducerRecord::new(format!("d{i}"))).await.unwrap());
+    }
+    durable.flush().await.unwrap();
+    let s = c.stats(0).await;
+    assert_eq!((s["wal_bytes"], s["wal_fsyncs"]), (0, 0), "acks=durable batches were written to the WAL: {s:?}");
+    assert_eq!(s["committed_records"], 300);
+
+    // Both kinds on one partition: every batch is answered, none is lost or
+    // moved, and acks=local still goes through the WAL.
+    for i in 300..1300 {
+        deliveries.push(durable.send(ProducerRecord::new(format!("d{i}"))).await.unwrap());
+        deliveries.push(local.send(ProducerRecord::new(format!("l{i}"))).await.unwrap());
+    }
+    let (a, b) = tokio::join!(durable.flush(), local.flush());
+    a.unwrap();
+    b.unwrap();
+    let mut acked = std::collections::BTreeMap::new();
+    for (i, d) in deliveries.into_iter().enumerate() {
+        let m = d.await.unwrap();
+        assert!(acked.insert(m.offset, i).is_none(), "two records acknowledged at offset {}", m.offset);
+    }
+    assert!(c.stats(0).await["wal_bytes"] > 0, "acks=local batches skipped the WAL");
+    c.wait_committed("m", acked.keys().map(|&o| (0, o))).await;
+    let log = c.log("m", 1).await;
+    assert_eq!(log.len(), 2300);
+    let (mut d, mut l) = (Vec::new(), Vec::new());
+    for v in log.values() {
+        let (kind, n) = v.split_at(1);
+        let n: u32 = n.parse().unwrap();
+        if kind == "d" {
+            d.push(n)
+        } else {
+            l.push(n)
+        }
+    }
+    assert_eq!(d, (0..1300).collect::<Vec<_>>(), "acks=durable records out of order or missing");
+    assert_eq!(l, (300..1300).collect::<Vec<_>>(), "acks=local records out of order or missing");
 }
