@@ -8,6 +8,10 @@
 //! read once by a scan passes through its small window without evicting
 //! ranges read more often (several groups reading the same recent past).
 //!
+//! The disk tier writes and reads with direct I/O where the filesystem has
+//! it: through the page cache, a catch-up read that fills the cache spent
+//! half the agent's CPU copying into fresh page-cache memory (2-core VM).
+//!
 //! A cache dir that cannot hold a cache is reported and left out; with
 //! none, the cache is memory only. Cached bytes are checked (batch CRCs)
 //! like fetched ones; a bad cached range is dropped and fetched again.
@@ -25,6 +29,16 @@ use foyer::{
 use crate::error::AgentError;
 use crate::metrics::ReadStats;
 
+/// Whether files in `dir` can be opened for direct I/O (tmpfs, for one,
+/// may refuse it).
+fn has_direct_io(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let probe = dir.join(".direct-io-probe");
+    let opened = std::fs::OpenOptions::new().create(true).write(true).custom_flags(libc::O_DIRECT).open(&probe);
+    let _ = std::fs::remove_file(&probe);
+    opened.is_ok()
+}
+
 pub struct ReadCache {
     cache: HybridCache<String, Bytes>,
     gets: AtomicU64,
@@ -40,7 +54,10 @@ impl ReadCache {
                 let path = dir.join("cache");
                 let device = std::fs::create_dir_all(&path)
                     .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
-                    .and_then(|_| Ok(FsDeviceBuilder::new(&path).with_capacity(disk_bytes).build()?));
+                    .and_then(|_| {
+                        let direct = has_direct_io(&path);
+                        Ok(FsDeviceBuilder::new(&path).with_capacity(disk_bytes).with_direct(direct).build()?)
+                    });
                 match device {
                     Ok(d) => devices.push(d),
                     Err(e) => tracing::error!(dir = %path.display(), error = %crate::error::describe(e.as_ref()),
