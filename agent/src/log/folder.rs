@@ -11,9 +11,9 @@
 //!
 //! Steps keep a WAL fsync on the same disk (behind `acks=local`) from
 //! waiting behind a whole object. Measured on a 2-core VM: a 16 KiB append
-//! + fdatasync every 2 ms has p99 1.4 ms alone, 9.1 ms while 5 MiB objects
-//! are written and fsynced every 250 ms, and 3.3 ms when those objects go
-//! out 256 KiB at a time. A filesystem without direct I/O gets the same
+//! and fdatasync every 2 ms has p99 1.4 ms alone, 9.1 ms while 5 MiB
+//! objects are written and fsynced every 250 ms, and 3.3 ms when those
+//! objects go out 256 KiB at a time. A filesystem without direct I/O gets the same
 //! steps through the page cache (`sync_file_range`).
 //!
 //! Everything else (reads, lists, deletes, multipart uploads) is
