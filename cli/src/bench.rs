@@ -72,11 +72,11 @@ pub struct ProduceBench {
     /// ... or this long after its first record.
     #[arg(long, default_value = "5ms", value_parser = silt_agent::config::parse_duration)]
     linger: Duration,
-    /// Each producer's buffer of records not yet acknowledged (the SDK's
-    /// `buffer_bytes`). At full speed a producer has at most this much in
-    /// flight, so MB/s is at most this over the ack latency.
-    #[arg(long, default_value = "64MiB", value_parser = silt_agent::config::parse_bytes)]
-    buffer_bytes: u64,
+    /// Each producer's buffer of records not yet acknowledged (default: the
+    /// SDK's `buffer_bytes`, 64 MiB). At full speed a producer has at most
+    /// this much in flight, so MB/s is at most this over the ack latency.
+    #[arg(long, value_parser = silt_agent::config::parse_bytes)]
+    buffer_bytes: Option<u64>,
     /// Send at most this many records per second in all (0: as fast as
     /// possible). Latency is only meaningful below saturation: at full speed
     /// it measures the time records wait in the producer's buffer.
@@ -223,14 +223,15 @@ async fn produce(client: Client, b: &ProduceBench) -> anyhow::Result<()> {
         client.create_topic(&b.topic, b.partitions).await.context("creating the bench topic")?;
     }
     let partitions = client.describe_topic(&b.topic).await?.partitions.len();
+    let defaults = ProducerConfig::default();
     let config = ProducerConfig {
         acks: b.acks,
         compression: b.compression,
         idempotence: !b.no_idempotence,
         batch_bytes: b.batch_bytes as usize,
-        buffer_bytes: b.buffer_bytes as usize,
+        buffer_bytes: b.buffer_bytes.map_or(defaults.buffer_bytes, |n| n as usize),
         linger: b.linger,
-        ..Default::default()
+        ..defaults
     };
     let n = b.producers.max(1);
     let mut producers = Vec::new();

@@ -29,14 +29,12 @@ use foyer::{
 use crate::error::AgentError;
 use crate::metrics::ReadStats;
 
-/// Whether files in `dir` can be opened for direct I/O (tmpfs, for one,
-/// may refuse it).
+/// Whether files in `dir` take direct I/O (as the folder store asks of its files).
 fn has_direct_io(dir: &std::path::Path) -> bool {
-    use std::os::unix::fs::OpenOptionsExt as _;
     let probe = dir.join(".direct-io-probe");
-    let opened = std::fs::OpenOptions::new().create(true).write(true).custom_flags(libc::O_DIRECT).open(&probe);
+    let direct = std::fs::File::create(&probe).is_ok_and(|f| crate::log::folder::set_direct(&f));
     let _ = std::fs::remove_file(&probe);
-    opened.is_ok()
+    direct
 }
 
 pub struct ReadCache {
