@@ -4,7 +4,7 @@
 //!
 //! Folders are layers; imports between them point one way, bottom up:
 //!
-//! - leaves: [`config`], [`error`], [`clock`] (injected time), [`metrics`], [`failpoint`] (crash points for tests).
+//! - leaves: [`config`], [`error`], [`clock`] (injected time), [`metrics`], [`failpoint`] (crash points for tests), `disk` (direct I/O on local files).
 //! - [`core`]: pure decisions, no tokio and no I/O: ownership, the session
 //!   and its leases, handover, producer sequences, flush policy, WAL replay.
 //! - [`format`]: bytes to values: the object layout and the WAL entry.
@@ -23,6 +23,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod core;
+mod disk;
 mod error;
 pub mod failpoint;
 pub mod format;

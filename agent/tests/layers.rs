@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Bottom up. A module not listed here fails the test: place it.
 const LAYERS: &[&[&str]] = &[
     &["error"],
-    &["config", "clock", "metrics", "failpoint"],
+    &["config", "clock", "metrics", "failpoint", "disk"],
     &["core"],
     &["format"],
     &["read"],

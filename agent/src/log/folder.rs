@@ -139,7 +139,7 @@ fn write_and_publish(
     payload: &PutPayload,
     create: bool,
 ) -> object_store::Result<String> {
-    if set_direct(&file) {
+    if crate::disk::set_direct(&file) {
         write_direct(&file, payload).map_err(generic)?;
     } else {
         write_paced(&file, payload).map_err(generic)?;
@@ -161,17 +161,6 @@ fn write_and_publish(
     }
     sync_parent(path).map_err(generic)?;
     Ok(e_tag)
-}
-
-/// Turns direct I/O on for `file`; false where its filesystem has none
-/// (tmpfs, for one, may refuse it). The read cache asks the same of its dirs.
-pub(crate) fn set_direct(file: &File) -> bool {
-    let fd = file.as_raw_fd();
-    // SAFETY: plain system calls on a file descriptor `file` keeps open.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) == 0
-    }
 }
 
 /// Writes `payload` with direct I/O, [`STEP`] bytes at a time through an
@@ -343,7 +332,7 @@ mod tests {
                 let path = dir.path().join(format!("{len}-{direct}"));
                 let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).unwrap();
                 if direct {
-                    if !set_direct(&file) {
+                    if !crate::disk::set_direct(&file) {
                         eprintln!("NOTICE: no direct I/O under {}", dir.path().display());
                         continue;
                     }

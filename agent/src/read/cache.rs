@@ -29,14 +29,6 @@ use foyer::{
 use crate::error::AgentError;
 use crate::metrics::ReadStats;
 
-/// Whether files in `dir` take direct I/O (as the folder store asks of its files).
-fn has_direct_io(dir: &std::path::Path) -> bool {
-    let probe = dir.join(".direct-io-probe");
-    let direct = std::fs::File::create(&probe).is_ok_and(|f| crate::log::folder::set_direct(&f));
-    let _ = std::fs::remove_file(&probe);
-    direct
-}
-
 pub struct ReadCache {
     cache: HybridCache<String, Bytes>,
     gets: AtomicU64,
@@ -53,7 +45,7 @@ impl ReadCache {
                 let device = std::fs::create_dir_all(&path)
                     .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
                     .and_then(|_| {
-                        let direct = has_direct_io(&path);
+                        let direct = crate::disk::has_direct_io(&path);
                         Ok(FsDeviceBuilder::new(&path).with_capacity(disk_bytes).with_direct(direct).build()?)
                     });
                 match device {
