@@ -144,6 +144,22 @@ impl Cli {
     }
 }
 
+/// Two malloc arenas, not glibc's eight per core, unless MALLOC_ARENA_MAX
+/// says otherwise. Buffers of a megabyte or so (read ranges, fetch replies,
+/// batches) are freed on other threads than the ones that took them; with
+/// an arena per thread, the freed space stays spread over every arena and
+/// the process keeps it: an agent serving a 2 GB catch-up read sat at
+/// 314 MiB with one arena per thread and 233 with two, at the same speed.
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt before any thread starts, with a documented parameter.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -161,6 +177,7 @@ fn main() {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    few_malloc_arenas();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SILT_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if matches!(&cli.command, Command::Agent(a) if a.action.is_none()) {
             "info,foyer=warn"

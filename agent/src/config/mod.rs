@@ -116,7 +116,7 @@ pub struct Args {
     #[arg(long = "cache-dir", env = "SILT_CACHE_DIRS", value_delimiter = ',')]
     pub cache_dirs: Vec<PathBuf>,
     /// Memory for the read cache of historical ranges.
-    #[arg(long, env = "SILT_CACHE_MEMORY", default_value = "256MiB", value_parser = parse_bytes)]
+    #[arg(long, env = "SILT_CACHE_MEMORY", default_value = "64MiB", value_parser = parse_bytes)]
     pub cache_memory: u64,
     /// Disk for the read cache, in each --cache-dir (0 turns the disk tier off).
     #[arg(long, env = "SILT_CACHE_DISK", default_value = "1GiB", value_parser = parse_bytes)]
