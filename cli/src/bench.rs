@@ -457,6 +457,9 @@ pub struct ConsumeBench {
     /// Times to read the topic from the beginning (the second pass shows the read cache).
     #[arg(long, default_value_t = 2)]
     passes: u32,
+    /// The agent's process id, to report the CPU time and peak memory it used.
+    #[arg(long)]
+    agent_pid: Option<u32>,
     #[arg(long)]
     json: bool,
 }
@@ -500,6 +503,8 @@ async fn consume(client: Client, b: &ConsumeBench) -> anyhow::Result<()> {
     for pass in 1..=b.passes {
         let before = counters(&client).await?;
         let started = Instant::now();
+        let agent_cpu_before = b.agent_pid.and_then(cpu_ns);
+        let client_cpu_before = cpu_ns(std::process::id());
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..n {
             let own = Client::connect(client.config().clone()).await?;
@@ -531,6 +536,10 @@ async fn consume(client: Client, b: &ConsumeBench) -> anyhow::Result<()> {
             bytes += b;
         }
         let elapsed = started.elapsed().as_secs_f64();
+        let seconds = |after: Option<u64>, before: Option<u64>| after.zip(before).map(|(a, b)| (a - b) as f64 / 1e9);
+        let client_cpu = seconds(cpu_ns(std::process::id()), client_cpu_before);
+        let agent_cpu = seconds(b.agent_pid.and_then(cpu_ns), agent_cpu_before);
+        let peak_rss_mib = b.agent_pid.and_then(peak_rss).map(|r| r as f64 / (1 << 20) as f64);
         let d = delta(&before, &counters(&client).await?);
         let (gets, hits, recent) = (d["object_gets"], d["read_cache_hits"], d["recent_object_hits"]);
         let reads = (gets + hits + recent).max(1);
@@ -547,6 +556,9 @@ async fn consume(client: Client, b: &ConsumeBench) -> anyhow::Result<()> {
                     ("gets", gets.to_string()),
                     ("gets_per_gib", format!("{gets_per_gib:.1}")),
                     ("cache_hit_ratio", format!("{hit_ratio:.4}")),
+                    ("client_cpu_s", json_opt(client_cpu)),
+                    ("agent_cpu_s", json_opt(agent_cpu)),
+                    ("agent_peak_rss_mib", json_opt(peak_rss_mib)),
                 ])
             );
         } else {
@@ -555,6 +567,16 @@ async fn consume(client: Client, b: &ConsumeBench) -> anyhow::Result<()> {
                 records as f64 / elapsed,
                 100.0 * hit_ratio
             );
+            let mb = bytes as f64 / 1e6;
+            if let Some(cpu) = client_cpu {
+                println!("          client CPU {cpu:.2} s ({:.1} MB per CPU-second)", mb / cpu.max(1e-9));
+            }
+            if let (Some(cpu), Some(rss)) = (agent_cpu, peak_rss_mib) {
+                println!(
+                    "          agent CPU {cpu:.2} s ({:.1} MB per CPU-second), agent peak RSS {rss:.0} MiB",
+                    mb / cpu.max(1e-9)
+                );
+            }
         }
     }
     Ok(())

@@ -314,8 +314,17 @@ impl ResponseStream {
         let mut prefix = [0u8; frame::PREFIX_LEN];
         self.recv.read_exact(&mut prefix).await.map_err(|e| self.client.lost(e))?;
         let len = frame::parse_length(prefix, self.client.config.max_frame_bytes)?;
-        let mut body = BytesMut::zeroed(len);
-        self.recv.read_exact(&mut body).await.map_err(|e| self.client.lost(e))?;
+        // Filled chunk by chunk as it arrives: one copy of each byte, and
+        // no zeroing of a buffer about to be overwritten (a fetch reply is
+        // a megabyte or more; zeroing it cost a consumer 5 % of its CPU).
+        let mut body = BytesMut::with_capacity(len);
+        while body.len() < len {
+            match self.recv.read_chunk(len - body.len(), true).await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+                Ok(None) => return Err(self.client.lost(quinn::ReadExactError::FinishedEarly(body.len()))),
+                Err(e) => return Err(self.client.lost(e)),
+            }
+        }
         let frame = Frame::decode(body.freeze())?;
         match Response::decode(&frame)? {
             Response::Error { code, message } => Err(ClientError::Server { code, message }),

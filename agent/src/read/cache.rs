@@ -13,8 +13,11 @@
 //! half the agent's CPU copying into fresh page-cache memory (2-core VM).
 //!
 //! A cache dir that cannot hold a cache is reported and left out; with
-//! none, the cache is memory only. Cached bytes are checked (batch CRCs)
-//! like fetched ones; a bad cached range is dropped and fetched again.
+//! none, the cache is memory only. A range enters the cache once its batch
+//! CRCs are checked; foyer checksums what it keeps on disk and reads a
+//! damaged entry as a miss. Cached ranges still go through the batch
+//! header, length and offset checks; one that fails them is dropped and
+//! fetched again.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

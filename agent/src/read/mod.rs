@@ -104,19 +104,35 @@ impl ReadPath {
         Ok(self.segment_range(segment).await?.1)
     }
 
-    /// A segment's bytes (in pieces), and its batches as checked slices of them.
-    async fn segment_range(&self, segment: &Segment) -> Result<(Vec<Bytes>, Vec<silt_wire::Batch>), ServiceError> {
-        let (pieces, key) = self.range(segment).await?;
-        match (check_run(segment, &pieces), key) {
-            (Err(e), Some(key)) => {
-                tracing::warn!(object = %segment.object, error = %e, "a cached range failed its checks; reading it again");
-                self.cache.remove(&key);
-                let pieces = vec![self.fetch(segment, key).await?];
-                let batches = check_run(segment, &pieces)?;
-                Ok((pieces, batches))
-            }
-            (checked, _) => Ok((pieces, checked?)),
+    /// A segment's bytes (in pieces), and its batches as checked slices of
+    /// them. Bytes from the object store have their CRCs computed before
+    /// they enter the read cache; bytes already in memory (recent objects,
+    /// made of produced batches whose CRCs were checked, and the cache's
+    /// memory tier) or on the cache's disk (foyer checksums each entry and
+    /// reads a damaged one as a miss) are not hashed again: the CRCs were a
+    /// twentieth of the agent's CPU in a catch-up read served from cache.
+    async fn segment_range(&self, s: &Segment) -> Result<(Vec<Bytes>, Vec<silt_wire::Batch>), ServiceError> {
+        let (start, end) = (s.start, s.start + s.len);
+        if let Some(pieces) = self.recent.range(&s.object, start as usize, end as usize) {
+            self.cache.count_recent_hit();
+            let batches = check_run(s, &pieces, Crc::Checked)?;
+            return Ok((pieces, batches));
         }
+        let key = format!("{}#{start}+{}", s.object, s.len);
+        if let Some(hit) = self.cache.get(&key).await {
+            let pieces = vec![hit];
+            match check_run(s, &pieces, Crc::Checked) {
+                Ok(batches) => return Ok((pieces, batches)),
+                Err(e) => {
+                    tracing::warn!(object = %s.object, error = %e, "a cached range failed its checks; reading it again");
+                    self.cache.remove(&key);
+                }
+            }
+        }
+        let pieces = vec![self.fetch(s).await?];
+        let batches = check_run(s, &pieces, Crc::Compute)?;
+        self.cache.insert(key, pieces[0].clone());
+        Ok((pieces, batches))
     }
 
     async fn segment(&self, index: &SegmentIndex, offset: i64) -> Result<Segment, ServiceError> {
@@ -132,32 +148,24 @@ impl ReadPath {
         })
     }
 
-    /// The segment's bytes, in pieces (a recent object's batches, or one
-    /// range), and the read-cache key when they came from the read cache.
-    async fn range(&self, s: &Segment) -> Result<(Vec<Bytes>, Option<String>), ServiceError> {
-        let (start, end) = (s.start, s.start + s.len);
-        if let Some(pieces) = self.recent.range(&s.object, start as usize, end as usize) {
-            self.cache.count_recent_hit();
-            return Ok((pieces, None));
-        }
-        let key = format!("{}#{start}+{}", s.object, s.len);
-        if let Some(hit) = self.cache.get(&key).await {
-            return Ok((vec![hit], Some(key)));
-        }
-        Ok((vec![self.fetch(s, key).await?], None))
-    }
-
-    /// A ranged GET, remembered in the read cache.
-    async fn fetch(&self, s: &Segment, key: String) -> Result<Bytes, ServiceError> {
+    /// A ranged GET.
+    async fn fetch(&self, s: &Segment) -> Result<Bytes, ServiceError> {
         self.cache.count_get();
-        let data = self
-            .store
+        self.store
             .get_range(&Path::from(s.object.as_str()), s.start..s.start + s.len)
             .await
-            .map_err(|e| ServiceError::Storage(Arc::new(e)))?;
-        self.cache.insert(key, data.clone());
-        Ok(data)
+            .map_err(|e| ServiceError::Storage(Arc::new(e)))
     }
+}
+
+/// Whether [`check_run`] computes the batches' CRCs.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Crc {
+    /// Bytes from the object store.
+    Compute,
+    /// Bytes that were checked before they were kept (headers, lengths and
+    /// offsets are still read and checked).
+    Checked,
 }
 
 /// `parts` in order, each run of them that lies back to back inside one of
@@ -204,12 +212,18 @@ fn joined(pieces: &[Bytes], parts: &[&Bytes]) -> Vec<Bytes> {
 /// starting at the entry's base offset and ending at its last, without
 /// overlaps, and without gaps except in key-compacted segments. The CRC
 /// does not cover a batch's base offset, hence the offset checks.
-fn check_run(segment: &Segment, pieces: &[Bytes]) -> Result<Vec<silt_wire::Batch>, ServiceError> {
+fn check_run(segment: &Segment, pieces: &[Bytes], crc: Crc) -> Result<Vec<silt_wire::Batch>, ServiceError> {
     let place = || format!("object {} bytes {}+{}", segment.object, segment.start, segment.len);
     let gaps = object::is_segment(&segment.object);
     let mut expected = segment.base_offset;
     let mut out = Vec::new();
-    for batch in pieces.iter().flat_map(silt_wire::batch::split) {
+    let split = |p: &'_ Bytes| -> Vec<_> {
+        match crc {
+            Crc::Compute => silt_wire::batch::split(p).collect(),
+            Crc::Checked => silt_wire::batch::split_validated(p).collect(),
+        }
+    };
+    for batch in pieces.iter().flat_map(split) {
         let batch = batch.map_err(|source| ServiceError::CorruptBatch { at: place(), source })?;
         let base = batch.header().base_offset;
         if base != expected && !(gaps && base > expected) {

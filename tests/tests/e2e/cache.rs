@@ -1,6 +1,7 @@
 //! The read cache: the same historical range read twice costs one GET,
 //! served the second time from the cache dirs' disks; and a scan of
-//! history does not push the recent tail out of memory.
+//! history does not push the recent tail out of memory; a range that fails
+//! its CRCs is never kept.
 
 use std::time::Duration;
 
@@ -113,4 +114,67 @@ async fn a_history_scan_leaves_the_tail_in_memory() {
         after.recent_hits - after_scan.recent_hits
     );
     agent.stop().await;
+}
+
+/// A range whose CRCs fail is not kept: every read of it goes back to the
+/// object store and fails the same way (the read cache checks CRCs once, on
+/// the way in, and trusts what it holds), and the repaired object reads whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_range_never_enters_the_read_cache() {
+    let agent = TestAgent::start_with(tempfile::tempdir().unwrap(), |a| {
+        a.recent_cache_bytes = 0; // every read goes through the read cache
+    })
+    .await;
+    let client = agent.client().await;
+    client.create_topic("h", 1).await.unwrap();
+    let producer = Producer::new(client, "h", ProducerConfig::default()).await.unwrap();
+    let n = 1000;
+    for i in 0..n {
+        let _ = producer.send(ProducerRecord::new(format!("r{i}"))).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let objects = silt_files(agent.dir.path());
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let path = &objects[0];
+    let good = std::fs::read(path).unwrap();
+    let entries = silt_agent::format::object::read_footer(&good).unwrap();
+    // A byte of a record's value, past the batch header (61 bytes): only
+    // the CRC tells it changed.
+    let mut bad = good.clone();
+    let at = entries[0].start as usize + 61 + 8;
+    bad[at] ^= 0x01;
+    std::fs::write(path, &bad).unwrap();
+
+    let stats = || agent.agent.as_ref().unwrap().read_stats();
+    let try_read = || async {
+        let consumer = Consumer::new(agent.client().await, "h", ConsumerConfig::default()).await.unwrap();
+        let mut stream = consumer.stream(&[(0, Offset::Earliest)]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap()
+    };
+    for attempt in 1..=2 {
+        let before = stats();
+        let err = try_read().await.expect_err("a damaged range must not be returned");
+        assert!(err.to_string().contains("CRC"), "attempt {attempt}: {err}");
+        let after = stats();
+        assert!(after.gets > before.gets, "attempt {attempt}: the range was fetched again");
+        assert_eq!(after.cache_hits, before.cache_hits, "attempt {attempt}: served from the read cache");
+    }
+
+    std::fs::write(path, &good).unwrap();
+    let got = read_everything(&agent, n).await;
+    assert_eq!(got, (0..n).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    agent.stop().await;
+}
+
+fn silt_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(silt_files(&p));
+        } else if p.extension().is_some_and(|x| x == "silt") {
+            out.push(p);
+        }
+    }
+    out
 }
