@@ -24,6 +24,9 @@ pub struct PutBench {
     /// The S3 region (us-east-1 when unset).
     #[arg(long, env = "AWS_REGION")]
     s3_region: Option<String>,
+    /// How PUTs prove their bytes to the store, as the agent's --s3-checksum.
+    #[arg(long, default_value = "crc64nvme")]
+    s3_checksum: silt_agent::config::S3Checksum,
     /// The size of each object.
     #[arg(long, default_value = "8MiB", value_parser = silt_agent::config::parse_bytes)]
     object_bytes: u64,
@@ -44,6 +47,7 @@ pub async fn put(b: &PutBench) -> anyhow::Result<()> {
         endpoint: b.s3_endpoint.clone(),
         region: b.s3_region.clone(),
         instance_credentials: false,
+        checksum: b.s3_checksum,
     };
     let store = silt_agent::log::storage::open(&b.object_store, &s3)?;
     // Bytes that do not compress, as records' payloads.

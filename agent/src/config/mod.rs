@@ -25,6 +25,31 @@ pub struct S3Options {
     /// Allow credentials from the EC2/ECS instance metadata service when no
     /// `AWS_*` credentials are set.
     pub instance_credentials: bool,
+    pub checksum: S3Checksum,
+}
+
+/// How a PUT shows the store that the bytes it received are the bytes sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum S3Checksum {
+    /// A CRC-64/NVME of the body in `x-amz-checksum-crc64nvme`, which the
+    /// store checks (AWS S3, SeaweedFS, MinIO); the payload is not hashed
+    /// into the signature.
+    #[default]
+    Crc64Nvme,
+    /// A SHA-256 of the body in the request's signature, which every S3
+    /// store checks: a quarter of the agent's CPU at full rate.
+    Sha256,
+}
+
+impl std::str::FromStr for S3Checksum {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "crc64nvme" => Ok(S3Checksum::Crc64Nvme),
+            "sha256" => Ok(S3Checksum::Sha256),
+            other => Err(format!("{other:?}: expected crc64nvme or sha256")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -77,6 +102,11 @@ pub struct Args {
     /// S3 region [default: AWS_REGION, else us-east-1].
     #[arg(long, env = "SILT_S3_REGION")]
     pub s3_region: Option<String>,
+    /// How PUTs prove their bytes to the store: crc64nvme (a CRC-64 of each
+    /// object the store checks: AWS S3, SeaweedFS, MinIO) or sha256 (the
+    /// object's SHA-256 in the request signature: any S3 store, more CPU).
+    #[arg(long, env = "SILT_S3_CHECKSUM", default_value = "crc64nvme")]
+    pub s3_checksum: String,
     /// Folder holding ca.pem, ca-key.pem: created on first start, shared by
     /// agents that point at the same folder [default: <data-dir>/tls].
     #[arg(long, env = "SILT_TLS_DIR")]
@@ -362,6 +392,7 @@ impl Args {
                 endpoint: self.s3_endpoint.clone(),
                 region: self.s3_region.clone().or_else(|| std::env::var("AWS_REGION").ok()),
                 instance_credentials: self.s3_instance_credentials,
+                checksum: self.s3_checksum.parse().map_err(|e| bad("--s3-checksum", e))?,
             },
             data_dir,
             listen: self.listen,

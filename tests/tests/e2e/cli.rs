@@ -231,6 +231,7 @@ fn agent_rejects_bad_flags_naming_them() {
         (&["--listen", "nowhere"][..], "--listen"),
         (&["--object-store", "gopher://x"][..], "--object-store"),
         (&["--metadata", "mysql://x"][..], "mysql"),
+        (&["--s3-checksum", "md5"][..], "--s3-checksum"),
     ] {
         let d = dir.path().join("x");
         let out = run_silt(&[&["agent", "--data-dir", d.to_str().unwrap()][..], flags].concat(), None, &[], None);

@@ -285,6 +285,7 @@ fn config_file_keys_errors_and_precedence() {
         ("s3-endpoint", "\"http://127.0.0.1:9000\""),
         ("s3-instance-credentials", "true"),
         ("s3-region", "\"eu-west-1\""),
+        ("s3-checksum", "\"sha256\""),
         ("tls-dir", "\"/srv/silt/tls\""),
         ("tls-cert", "\"/srv/cert.pem\""),
         ("tls-key", "\"/srv/key.pem\""),

@@ -17,8 +17,12 @@ fn bucket_store(s3: &S3Server) -> impl ObjectStore {
 }
 
 fn start_agent(s3: &S3Server, data: &std::path::Path, addr: &str, prefix: &str) -> AgentProcess {
+    start_agent_with(s3, data, addr, prefix, &[])
+}
+
+fn start_agent_with(s3: &S3Server, data: &std::path::Path, addr: &str, prefix: &str, more: &[&str]) -> AgentProcess {
     let flags = s3.agent_flags(prefix);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).chain(more.iter().copied()).collect();
     AgentProcess::start_with_env(data, addr, &flags, &s3.aws_env())
 }
 
@@ -156,14 +160,17 @@ async fn an_s3_outage_is_never_acknowledged_and_heals_by_itself() {
 }
 
 /// Flips one byte of an object in the bucket: reads report corruption and
-/// never return the damaged batch's records.
+/// never return the damaged batch's records. (The agent signs its PUTs'
+/// SHA-256 here, `--s3-checksum sha256`; the other tests use the default
+/// CRC-64.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_object_in_s3_is_reported_never_returned() {
     let s3 = tokio::task::spawn_blocking(|| S3Server::start("seaweedfs")).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut agent = start_agent(&s3, &data, &addr, "corrupt");
+    let signed = ["--s3-checksum", "sha256"];
+    let mut agent = start_agent_with(&s3, &data, &addr, "corrupt", &signed);
     agent.ok(&["topic", "create", "c"], None);
     agent.ok(&["produce", "c"], Some(&seq(2000)));
     assert!(agent.terminate().success());
@@ -177,7 +184,7 @@ async fn a_corrupted_object_in_s3_is_reported_never_returned() {
     object_store::ObjectStoreExt::put(&store, &first, PutPayload::from(bytes)).await.unwrap();
 
     drop(agent);
-    let agent = start_agent(&s3, &data, &addr, "corrupt");
+    let agent = start_agent_with(&s3, &data, &addr, "corrupt", &signed);
     let out = agent.cli(&["consume", "c", "--from-beginning", "--max-messages", "2000"]);
     assert!(!out.status.success(), "reading a corrupted object must fail");
     assert!(stderr(&out).contains("CRC mismatch"), "{}", stderr(&out));
