@@ -133,7 +133,7 @@ async fn a_damaged_range_never_enters_the_read_cache() {
         let _ = producer.send(ProducerRecord::new(format!("r{i}"))).await.unwrap();
     }
     producer.flush().await.unwrap();
-    let objects = silt_files(agent.dir.path());
+    let objects = silt_objects(agent.dir.path());
     assert_eq!(objects.len(), 1, "{objects:?}");
     let path = &objects[0];
     let good = std::fs::read(path).unwrap();
@@ -164,17 +164,4 @@ async fn a_damaged_range_never_enters_the_read_cache() {
     let got = read_everything(&agent, n).await;
     assert_eq!(got, (0..n).map(|i| format!("r{i}")).collect::<Vec<_>>());
     agent.stop().await;
-}
-
-fn silt_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(silt_files(&p));
-        } else if p.extension().is_some_and(|x| x == "silt") {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -69,7 +69,7 @@ fn a_corrupted_object_is_reported_never_returned() {
     assert!(agent.terminate().success());
 
     // Damage the record count of the first batch of the first object.
-    let mut objects: Vec<_> = walk(&data.join("objects"));
+    let mut objects: Vec<_> = silt_objects(&data.join("objects"));
     objects.sort();
     let path = &objects[0];
     let mut bytes = std::fs::read(path).unwrap();
@@ -99,19 +99,6 @@ fn a_corrupted_object_is_reported_never_returned() {
     assert!(!out.status.success(), "reading a batch at the wrong offset must fail");
     assert!(stderr(&out).contains("was due"), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else if p.extension().is_some_and(|x| x == "silt") {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// The agent on etcd metadata: the same walkthrough, through kill -9.

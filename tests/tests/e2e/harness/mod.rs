@@ -278,6 +278,20 @@ pub struct S3Server {
     state: Option<tempfile::TempDir>,
 }
 
+/// The object files (`*.silt`) anywhere under `dir`.
+pub fn silt_objects(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(silt_objects(&p));
+        } else if p.extension().is_some_and(|x| x == "silt") {
+            out.push(p);
+        }
+    }
+    out
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
