@@ -179,12 +179,16 @@ async fn produce_one(
     // send time, and where its waiter meets those times.
     let mut group: Option<(silt_client::Delivery, Vec<Instant>, Meeting)> = None;
     let mut sent = 0u64;
-    while sent < records && until.is_none_or(|u| Instant::now() < u) {
+    while sent < records {
         if rate > 0.0 && sent.is_multiple_of(64) {
             let due = started + Duration::from_secs_f64(sent as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
+        // One clock read per record: the send time, and whether time is up.
         let at = Instant::now();
+        if until.is_some_and(|u| at >= u) {
+            break;
+        }
         let delivery = producer.send(ProducerRecord::new(payload.clone())).await?;
         sent += 1;
         match &mut group {

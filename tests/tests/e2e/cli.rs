@@ -329,15 +329,28 @@ fn bench_produce_reports_every_figure_as_json() {
         .filter_map(|l| l.split_whitespace().last()?.parse::<i64>().ok())
         .sum();
     assert_eq!(total, 3000);
+
+    // --duration stops the producers when the time is up: at 2,000 records
+    // a second, a second's worth.
+    agent.ok(&["bench", "produce", "--topic", "timed", "--duration", "1s", "--rate", "2000", "--quiet"], None);
+    let d = agent.ok(&["topic", "describe", "timed"], None);
+    let total: i64 = String::from_utf8(d)
+        .unwrap()
+        .lines()
+        .skip(3)
+        .filter_map(|l| l.split_whitespace().last()?.parse::<i64>().ok())
+        .sum();
+    assert!((1500..=2200).contains(&total), "{total} records in a 1 s run at 2000/s");
 }
 
 #[test]
 fn bench_consume_and_e2e_report_their_figures() {
     let dir = tempfile::tempdir().unwrap();
     let agent = AgentProcess::start(&dir.path().join("a"), &["--flush-interval", "20ms"]);
+    let pid = agent.child.id().to_string();
     agent.ok(&["bench", "produce", "--records", "2000", "--partitions", "3", "--quiet"], None);
-    let out = String::from_utf8(agent.ok(&["bench", "consume", "--consumers", "2", "--passes", "2", "--json"], None))
-        .unwrap();
+    let consume = ["bench", "consume", "--consumers", "2", "--passes", "2", "--json", "--agent-pid", &pid];
+    let out = String::from_utf8(agent.ok(&consume, None)).unwrap();
     let passes: Vec<&str> = out.lines().collect();
     assert_eq!(passes.len(), 2, "{out}");
     for (i, p) in passes.iter().enumerate() {
@@ -345,6 +358,10 @@ fn bench_consume_and_e2e_report_their_figures() {
         for key in ["records_per_s", "gets", "gets_per_gib", "cache_hit_ratio"] {
             assert!(p.contains(&format!("\"{key}\": ")), "{key} missing in {p}");
         }
+        for key in ["client_cpu_s", "agent_cpu_s", "agent_peak_rss_mib"] {
+            assert!(json_number(p, key) >= 0.0, "{key} in {p}");
+        }
+        assert!(json_number(p, "agent_peak_rss_mib") > 1.0, "{p}");
     }
     let out =
         String::from_utf8(agent.ok(&["bench", "e2e", "--rate", "500", "--duration", "1s", "--json"], None)).unwrap();
