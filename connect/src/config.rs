@@ -8,7 +8,7 @@
 //! | `file` (sink) | `topics` (a topic or a list), `path` |
 //! | `postgres` (source) | `url`, `tables`, `topic-prefix`, `partitions` (1), `slot` and `publication` (`silt_NAME`) |
 //! | `http` (sink) | `topics`, `url`, `dead-letter-topic` (optional) |
-//! | `s3` (sink) | `topics`, `bucket`, `prefix`, `endpoint`, `region`, `flush-bytes`, `flush-interval`, `compression` (all but `topics` and `bucket` optional) |
+//! | `s3` (sink) | `topics`, `bucket`, `prefix`, `endpoint`, `region`, `flush-bytes`, `flush-interval`, `compression`, `checksum` (all but `topics` and `bucket` optional) |
 //!
 //! A `file` connector with `topic` is a source, with `topics` a sink
 //! (`file-source` and `file-sink` say it outright).
@@ -81,6 +81,9 @@ pub struct S3Sink {
     pub flush_bytes: usize,
     pub flush_interval: std::time::Duration,
     pub zstd: bool,
+    /// PUTs prove their bytes with a SHA-256 in the signature (`sha256`)
+    /// rather than a CRC-64/NVME the store checks (`crc64nvme`, the default).
+    pub signed_payload: bool,
 }
 
 /// Tails a file (or every file a glob matches), one record per line.
@@ -347,6 +350,11 @@ fn s3_sink(keys: &mut Keys) -> Result<Kind, ConfigError> {
         Some("zstd") => true,
         Some(other) => return Err(bad("compression", format!("{other:?} is not none or zstd"))),
     };
+    let signed_payload = match keys.opt_string("checksum")?.as_deref() {
+        None | Some("crc64nvme") => false,
+        Some("sha256") => true,
+        Some(other) => return Err(bad("checksum", format!("{other:?} is not crc64nvme or sha256"))),
+    };
     Ok(Kind::S3Sink(S3Sink {
         topics,
         bucket,
@@ -356,6 +364,7 @@ fn s3_sink(keys: &mut Keys) -> Result<Kind, ConfigError> {
         flush_bytes: flush_bytes as usize,
         flush_interval,
         zstd,
+        signed_payload,
     }))
 }
 
@@ -444,6 +453,11 @@ mod tests {
                 "name = \"c\"\ntype = \"s3\"\ntopics = \"t\"\nbucket = \"b\"\ncompression = \"lz4\"\n",
                 None,
                 "key `compression`: \"lz4\" is not",
+            ),
+            (
+                "name = \"c\"\ntype = \"s3\"\ntopics = \"t\"\nbucket = \"b\"\nchecksum = \"md5\"\n",
+                None,
+                "key `checksum`: \"md5\" is not crc64nvme or sha256",
             ),
         ];
         for (text, name, want) in cases {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, Checksum};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use silt_client::Received;
@@ -53,6 +53,13 @@ fn store(config: &S3Sink) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let mut b = AmazonS3Builder::from_env()
         .with_bucket_name(&config.bucket)
         .with_region(config.region.clone().unwrap_or_else(|| "us-east-1".into()));
+    // As the agent's --s3-checksum: the store checks a CRC-64 of each
+    // object, or a SHA-256 signed into the request.
+    b = if config.signed_payload {
+        b.with_unsigned_payload(false)
+    } else {
+        b.with_unsigned_payload(true).with_checksum_algorithm(Checksum::CRC64NVME)
+    };
     if let Some(e) = &config.endpoint {
         b = b.with_endpoint(e).with_allow_http(e.starts_with("http://")).with_virtual_hosted_style_request(false);
     }
