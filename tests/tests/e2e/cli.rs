@@ -321,25 +321,13 @@ fn bench_produce_reports_every_figure_as_json() {
         assert!(json_number(line, key) >= 0.0, "{key} in {line}");
     }
     // Every record was written: two producers of 1,500 each.
-    let d = agent.ok(&["topic", "describe", "bench"], None);
-    let total: i64 = String::from_utf8(d)
-        .unwrap()
-        .lines()
-        .skip(3)
-        .filter_map(|l| l.split_whitespace().last()?.parse::<i64>().ok())
-        .sum();
+    let total = records_in(&agent, "bench");
     assert_eq!(total, 3000);
 
     // --duration stops the producers when the time is up: at 2,000 records
     // a second, a second's worth.
     agent.ok(&["bench", "produce", "--topic", "timed", "--duration", "1s", "--rate", "2000", "--quiet"], None);
-    let d = agent.ok(&["topic", "describe", "timed"], None);
-    let total: i64 = String::from_utf8(d)
-        .unwrap()
-        .lines()
-        .skip(3)
-        .filter_map(|l| l.split_whitespace().last()?.parse::<i64>().ok())
-        .sum();
+    let total = records_in(&agent, "timed");
     assert!((1500..=2200).contains(&total), "{total} records in a 1 s run at 2000/s");
 }
 
@@ -369,6 +357,13 @@ fn bench_consume_and_e2e_report_their_figures() {
     for key in ["p99_ms", "p999_ms", "max_ms"] {
         assert!(out.contains(&format!("\"{key}\": ")), "{key} missing in {out}");
     }
+}
+
+/// The records a topic holds: its partitions' high watermarks (the last
+/// column of `topic describe`), added up.
+fn records_in(agent: &AgentProcess, topic: &str) -> i64 {
+    let d = String::from_utf8(agent.ok(&["topic", "describe", topic], None)).unwrap();
+    d.lines().skip(3).filter_map(|l| l.split_whitespace().last()?.parse::<i64>().ok()).sum()
 }
 
 /// One JSON line's value for `key`, as a number.
